@@ -1,0 +1,121 @@
+"""Linear, plus the two shape-only layers Flatten and Identity.
+
+Derivation: derivations/03-linear.md
+
+Shapes: x (N, in_features), W (out_features, in_features), b (out_features,),
+y (N, out_features).  Inputs with extra leading dimensions (N, ..., in_features)
+are flattened to rows and restored, as torch allows.
+"""
+import numpy as np
+
+from .. import kernels
+from .._checks import float_array, positive_int
+from . import init
+from .module import Module
+from .parameter import Parameter
+
+
+class Linear(Module):
+    r"""y = x W^T + b.
+
+    Args:
+        in_features: size of each input row.
+        out_features: size of each output row.
+        bias: learn an additive bias (default True).
+
+    Shape:
+        input (N, *, in_features) -> output (N, *, out_features).
+
+    Backward (derivations/03-linear.md):
+        dL/dx = dL/dy W          (L2)
+        dL/dW = (dL/dy)^T x      (L3)
+        dL/db = sum_n dL/dy[n]   (L4)
+    """
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        self.in_features = positive_int(in_features, "Linear", "in_features")
+        self.out_features = positive_int(out_features, "Linear", "out_features")
+        self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=np.float32))
+        self.bias = Parameter(np.empty(self.out_features, dtype=np.float32)) if bias else None
+        init.default_init_(self.weight, self.bias)
+        self._x = None  # the input rows (N, in_features): dL/dW needs them, eq. (L3)
+
+    def forward(self, x):
+        x = float_array(x, "Linear", min_ndim=1, dtype=self.weight.dtype)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"Linear({self.in_features}, {self.out_features}): expected input with last dimension "
+                f"{self.in_features}, got shape {tuple(x.shape)}")
+        self._lead = x.shape[:-1]
+        rows = x.reshape(-1, self.in_features)
+        self._x = rows
+        y = kernels.matmul(rows, self.weight.data, transpose_b=True)  # x W^T, eq. (L1)
+        if self.bias is not None:
+            y += self.bias.data  # broadcast b over the batch, eq. (L1)
+        return y.reshape(self._lead + (self.out_features,))
+
+    def backward(self, grad_output):
+        x = self._saved(self._x)
+        g = float_array(grad_output, "Linear.backward", "grad_output", dtype=self.weight.dtype)
+        if g.shape != self._lead + (self.out_features,):
+            raise ValueError(
+                f"Linear.backward: expected grad_output of shape {self._lead + (self.out_features,)}, "
+                f"got {tuple(g.shape)}")
+        g = g.reshape(-1, self.out_features)
+        self.weight.accumulate_grad(kernels.matmul(g, x, transpose_a=True))  # (dL/dy)^T x, eq. (L3)
+        if self.bias is not None:
+            self.bias.accumulate_grad(g.sum(axis=0))  # eq. (L4)
+        grad_x = kernels.matmul(g, self.weight.data)  # dL/dy W, eq. (L2)
+        return grad_x.reshape(self._lead + (self.in_features,))
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Flatten(Module):
+    """Merge dimensions start_dim..end_dim into one; backward reshapes the gradient back.
+
+    Derivation: derivations/03-linear.md (a reshape moves numbers, so its Jacobian is a permutation:
+    the gradient is reshaped the same way in reverse, eq. (L5)).
+    """
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        for name, v in (("start_dim", start_dim), ("end_dim", end_dim)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"Flatten: expected {name} to be an int, got {type(v).__name__}")
+        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+        self._shape = None  # the input shape, to undo the reshape in backward, eq. (L5)
+
+    def forward(self, x):
+        x = float_array(x, "Flatten")
+        nd = max(x.ndim, 1)
+        s = self.start_dim + nd if self.start_dim < 0 else self.start_dim
+        e = self.end_dim + nd if self.end_dim < 0 else self.end_dim
+        if not (0 <= s < nd and 0 <= e < nd) or s > e:
+            raise ValueError(
+                f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}): dimensions out of range "
+                f"for input of shape {tuple(x.shape)}")
+        self._shape = x.shape
+        return x.reshape(x.shape[:s] + (int(np.prod(x.shape[s:e + 1])),) + x.shape[e + 1:])
+
+    def backward(self, grad_output):
+        shape = self._saved(self._shape, "the input shape")
+        return np.ascontiguousarray(grad_output).reshape(shape)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Identity(Module):
+    """y = x; dL/dx = dL/dy."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+    def backward(self, grad_output):
+        return grad_output

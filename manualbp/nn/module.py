@@ -1,0 +1,229 @@
+"""Module and Sequential: the containers every layer is built on.
+
+A ``Module`` owns ``Parameter`` objects and child modules, registered simply by
+assigning them as attributes (``self.weight = Parameter(...)``), as in
+``torch.nn.Module``.  Unlike torch there is no autograd tape: each layer writes
+its own ``backward(grad_output) -> grad_input``, which adds dL/d(parameter)
+into each parameter's ``.grad``.  ``Sequential.backward`` calls the layers'
+backwards in reverse order: that loop *is* backpropagation.
+
+Derivation: derivations/01-chain-rule.md (the chain rule (C2), applied one layer
+at a time; gradients add where a value is used more than once (C3)).
+"""
+from collections import OrderedDict
+
+import numpy as np
+
+from .parameter import Parameter
+
+
+class Module:
+    """Base class of every layer and model.
+
+    Subclasses implement ``forward(x)`` (saving what backward needs) and
+    ``backward(grad_output)`` (returning dL/dx and accumulating parameter
+    gradients).  Calling the module calls ``forward``.
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # --- registration -----------------------------------------------------
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(
+                f"cannot assign attributes before Module.__init__() is called in {type(self).__name__}")
+        params, modules = self.__dict__["_parameters"], self.__dict__["_modules"]
+        params.pop(name, None)
+        modules.pop(name, None)
+        if isinstance(value, Parameter):
+            params[name] = value
+        elif isinstance(value, Module):
+            modules[name] = value
+        elif value is None and name in ("weight", "bias"):
+            params[name] = None  # registered as absent, as torch does for bias=False
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        object.__delattr__(self, name)
+
+    # --- the two passes ---------------------------------------------------
+    def forward(self, x):
+        raise TypeError(f"{type(self).__name__} does not define forward()")
+
+    def backward(self, grad_output):
+        raise TypeError(f"{type(self).__name__} does not define backward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def _saved(self, value, what="its input"):
+        """Return a value saved by forward, or explain that backward came first."""
+        if value is None:
+            raise ValueError(
+                f"{type(self).__name__}.backward() called before forward(): it needs {what}, "
+                f"which forward() saves; call the module on a batch first")
+        return value
+
+    # --- traversal --------------------------------------------------------
+    def children(self):
+        return iter(self._modules.values())
+
+    def named_children(self):
+        return iter(self._modules.items())
+
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        for _, m in self.named_modules():
+            yield m
+
+    def named_parameters(self, prefix="", recurse=True):
+        """Yield ``(name, Parameter)`` with torch's dotted names (``"0.weight"``)."""
+        seen = set()
+        for mod_name, module in (self.named_modules(prefix) if recurse else [(prefix, self)]):
+            for name, p in module._parameters.items():
+                if p is None or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mod_name}.{name}" if mod_name else name), p
+
+    def parameters(self, recurse=True):
+        for _, p in self.named_parameters(recurse=recurse):
+            yield p
+
+    def zero_grad(self):
+        """Set every parameter's ``.grad`` back to ``None`` (torch's default)."""
+        for p in self.parameters():
+            p.grad = None
+
+    # --- modes and dtypes -------------------------------------------------
+    def train(self, mode=True):
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def _cast(self, dtype):
+        for p in self.parameters():
+            p.data = np.ascontiguousarray(p.data, dtype=dtype)
+            if p.grad is not None:
+                p.grad = np.ascontiguousarray(p.grad, dtype=dtype)
+        return self
+
+    def float(self):
+        """Convert every parameter (and gradient) to float32, in place."""
+        return self._cast(np.float32)
+
+    def double(self):
+        """Convert every parameter (and gradient) to float64, in place."""
+        return self._cast(np.float64)
+
+    # --- state ------------------------------------------------------------
+    def state_dict(self):
+        """An ordered ``{name: array copy}`` with PyTorch's keys and shapes."""
+        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays into the parameters; keys and shapes are checked as torch does.
+
+        Values may be NumPy arrays or anything ``np.asarray`` accepts (a CPU
+        torch tensor's ``.numpy()``).  Each value is cast to the parameter's
+        dtype.  With ``strict=True`` missing or unexpected keys are an error;
+        a shape mismatch is always an error.
+        """
+        if not hasattr(state_dict, "items"):
+            raise TypeError(f"load_state_dict expected a mapping of name -> array, got {type(state_dict).__name__}")
+        own = OrderedDict(self.named_parameters())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if strict and (missing or unexpected):
+            raise ValueError(
+                f"Error loading state_dict into {type(self).__name__}: missing keys {missing}, "
+                f"unexpected keys {unexpected}")
+        updates = []
+        for name, p in own.items():
+            if name not in state_dict:
+                continue
+            value = np.asarray(state_dict[name])
+            if value.shape != p.data.shape:
+                raise ValueError(
+                    f"Error loading state_dict into {type(self).__name__}: {name!r} expected shape "
+                    f"{tuple(p.data.shape)}, got {tuple(value.shape)}")
+            if value.dtype.kind not in "fiu":
+                raise TypeError(f"Error loading state_dict: {name!r} has non-numeric dtype {value.dtype}")
+            updates.append((p, value))
+        for p, value in updates:  # checked everything first: no half-loaded model
+            p.data = np.array(value, dtype=p.data.dtype, order="C", copy=True)
+        return missing, unexpected
+
+    # --- printing ---------------------------------------------------------
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = []
+        for name, child in self._modules.items():
+            child_repr = repr(child).replace("\n", "\n  ")
+            lines.append(f"({name}): {child_repr}")
+        extra = self.extra_repr()
+        if not lines:
+            return f"{type(self).__name__}({extra})"
+        body = "\n  ".join(([extra] if extra else []) + lines)
+        return f"{type(self).__name__}(\n  {body}\n)"
+
+
+class Sequential(Module):
+    """Layers applied in order; backward applies their backwards in reverse.
+
+    ``Sequential(l1, l2, l3)`` or ``Sequential(OrderedDict(name=layer, ...))``.
+    Indexable (``model[0]``, ``model[1:3]``), iterable, and ``len(model)`` works.
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], OrderedDict):
+            items = list(layers[0].items())
+        else:
+            items = [(str(i), layer) for i, layer in enumerate(layers)]
+        for name, layer in items:
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential expected Module layers, got {type(layer).__name__} at position {name}")
+            setattr(self, name, layer)
+
+    def forward(self, x):
+        for layer in self._modules.values():
+            x = layer(x)
+        return x
+
+    def backward(self, grad_output):
+        # The chain rule, one layer at a time: each layer turns dL/d(its output)
+        # into dL/d(its input), which is dL/d(output) of the layer before it.
+        for layer in reversed(self._modules.values()):
+            grad_output = layer.backward(grad_output)
+        return grad_output
+
+    def __getitem__(self, index):
+        layers = list(self._modules.values())
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(list(self._modules.items())[index]))
+        return layers[index]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, layer):
+        setattr(self, str(len(self)), layer)
+        return self

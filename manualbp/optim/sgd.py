@@ -1,0 +1,78 @@
+"""Stochastic gradient descent with momentum, dampening, Nesterov and weight decay.
+
+Derivation: derivations/09-sgd-momentum.md
+"""
+import numpy as np
+
+from .optimizer import Optimizer, check_number
+
+
+class SGD(Optimizer):
+    r"""theta <- theta - lr * g, with optional momentum, exactly as ``torch.optim.SGD``.
+
+    Args:
+        params: ``model.parameters()`` or a list of parameter-group dicts.
+        lr: learning rate (> 0).
+        momentum: momentum factor mu in [0, 1) (default 0).
+        dampening: dampening tau for momentum (default 0).
+        nesterov: use Nesterov momentum (needs momentum > 0 and dampening 0).
+        weight_decay: L2 penalty lambda (default 0).
+
+    Algorithm, for each parameter theta with gradient g, at step t (O3-O6)::
+
+        g <- g + lambda * theta                      if weight_decay != 0   (O3)
+        b <- g                                       at the first step       (O4)
+        b <- mu * b + (1 - tau) * g                  afterwards              (O4)
+        g <- g + mu * b   if nesterov, else  g <- b                          (O5)
+        theta <- theta - lr * g                                              (O6)
+
+    The tutorials write momentum another way: v <- a * v + lr * g; theta <- theta - v  (O7).
+    With a constant lr (and dampening 0) the two are the same update: v = lr * b at every step,
+    because the tutorials' v just carries the factor lr inside the buffer.  They differ as soon
+    as lr changes during training (a schedule): torch's buffer b holds raw gradients and the
+    new lr scales all of it at once, while v keeps the old lr baked into its history.  They
+    also differ at the first step when dampening != 0: torch's first buffer is g undamped.
+    """
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
+                                      "nesterov": nesterov, "weight_decay": weight_decay})
+
+    def _check_group(self, group):
+        who = "SGD"
+        group["lr"] = check_number(group["lr"], who, "lr")
+        if group["lr"] <= 0:
+            raise ValueError(f"SGD: invalid lr {group['lr']}: expected lr > 0")
+        group["momentum"] = check_number(group["momentum"], who, "momentum", low=0.0, high=1.0, high_open=True)
+        group["dampening"] = check_number(group["dampening"], who, "dampening", low=0.0, high=1.0)
+        group["weight_decay"] = check_number(group["weight_decay"], who, "weight_decay", low=0.0)
+        if not isinstance(group["nesterov"], (bool, np.bool_)):
+            raise TypeError(f"SGD: expected nesterov to be a bool, got {group['nesterov']!r}")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("SGD: Nesterov momentum requires a momentum > 0 and zero dampening")
+
+    def step(self):
+        """Update every parameter that has a gradient, in place."""
+        for group in self.param_groups:
+            lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
+            wd, nesterov = group["weight_decay"], group["nesterov"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.shape != p.data.shape or p.grad.dtype != p.data.dtype:
+                    raise ValueError(f"SGD: gradient of shape {p.grad.shape}/{p.grad.dtype} does not match "
+                                     f"its parameter {p.data.shape}/{p.data.dtype}")
+                t = p.data.dtype.type
+                g = p.grad
+                if wd != 0:
+                    g = g + t(wd) * p.data  # (O3)
+                if mu != 0:
+                    state = self.state.setdefault(id(p), {})
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = state["momentum_buffer"] = np.array(g, copy=True)  # first step: undamped (O4)
+                    else:
+                        buf *= t(mu)
+                        buf += t(1 - tau) * g  # (O4)
+                    g = g + t(mu) * buf if nesterov else buf  # (O5)
+                p.data -= t(lr) * g  # (O6)

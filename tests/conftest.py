@@ -1,0 +1,38 @@
+"""Helpers shared by the test files (pytest fixtures, so no test imports this module by name).
+
+    def test_something(assert_close):
+        assert_close(ours, torch_tensor, rtol=1e-9)
+"""
+import numpy as np
+import pytest
+import torch
+
+
+def _to_numpy(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _assert_close(ours, theirs, rtol, what=""):
+    """Elementwise |ours - theirs| <= rtol * (|theirs| + max(1, max|theirs|)).
+
+    The absolute part scales with the largest value, so an element that is a near-zero sum of large
+    terms (common in a convolution) is judged against the size of the terms, not against its own size.
+    """
+    ours, theirs = _to_numpy(ours), _to_numpy(theirs)
+    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape} != {theirs.shape}"
+    scale = max(1.0, float(np.max(np.abs(theirs)))) if theirs.size else 1.0
+    np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=rtol * scale, err_msg=what)
+
+
+@pytest.fixture(scope="session")
+def assert_close():
+    """The comparison function: ``assert_close(ours, theirs, rtol, what="")`` (theirs may be a tensor)."""
+    return _assert_close
+
+
+@pytest.fixture(scope="session")
+def to_numpy():
+    """Tensor or array -> NumPy array."""
+    return _to_numpy
