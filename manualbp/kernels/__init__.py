@@ -1,0 +1,57 @@
+"""The heavy arithmetic, behind one interface with two implementations.
+
+Layers call the functions below; each one forwards to the NumPy reference
+(``reference.py``, the readable specification) or to the Numba kernels
+(``cpu.py``), depending on ``manualbp.set_backend``.  Both take and return
+C-contiguous float32/float64 arrays and never validate: the layers check
+shapes and dtypes before they get here.
+
+Dimension letters used in every kernel file:
+  N batch, C input channels, H/W input height/width, O output channels,
+  KH/KW kernel height/width, OH/OW output height/width, SH/SW stride,
+  PH/PW zero padding.
+"""
+from ..backend import get_backend
+from . import reference
+
+_cpu = None
+
+
+def _impl():
+    global _cpu
+    if get_backend() == "numpy":
+        return reference
+    if _cpu is None:
+        from . import cpu as _cpu_module
+        _cpu = _cpu_module
+    return _cpu
+
+
+def matmul(a, b, transpose_a=False, transpose_b=False):
+    """op(a) @ op(b) for 2-D arrays, op = transpose when asked. Shapes (M, K) @ (K, N) -> (M, N)."""
+    return _impl().matmul(a, b, transpose_a, transpose_b)
+
+
+def conv2d_forward(x, w, b, stride, padding):
+    """y[n,o,i,j] = b[o] + sum_{c,p,q} w[o,c,p,q] * xpad[n,c,i*SH+p,j*SW+q].  (N,C,H,W) -> (N,O,OH,OW)."""
+    return _impl().conv2d_forward(x, w, b, stride, padding)
+
+
+def conv2d_grad_input(grad_y, w, x_shape, stride, padding):
+    """dL/dx from dL/dy: each gradient flows back along the weight that carried it. -> (N,C,H,W)."""
+    return _impl().conv2d_grad_input(grad_y, w, x_shape, stride, padding)
+
+
+def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
+    """dL/dw[o,c,p,q] = sum_{n,i,j} grad_y[n,o,i,j] * xpad[n,c,i*SH+p,j*SW+q]. -> (O,C,KH,KW)."""
+    return _impl().conv2d_grad_weight(grad_y, x, w_shape, stride, padding)
+
+
+def maxpool2d_forward(x, kernel_size, stride, padding):
+    """Window maxima and, per output, the flat index h*W+w of the (first) maximum in its plane."""
+    return _impl().maxpool2d_forward(x, kernel_size, stride, padding)
+
+
+def maxpool2d_backward(grad_y, indices, x_shape):
+    """Route each output gradient to the input position that won the max (adding where windows overlap)."""
+    return _impl().maxpool2d_backward(grad_y, indices, x_shape)

@@ -1,0 +1,199 @@
+"""Convolution on the CPU as matrix products (im2col + the register-tiled products of ``cpu_gemm.py``).
+
+Derivation: derivations/04-conv2d.md; readable twins: ``reference.conv2d_forward``,
+``reference.conv2d_grad_input``, ``reference.conv2d_grad_weight``.  Labels (K1)-(K5) are listed at the
+top of ``reference.py``; this file also cites (K7) im2col, y[n] = W2 . col[n] + b, and (K8) the
+gradients in that view, dL/dW2 = sum_n G[n] . col[n]^T and dL/dcol[n] = W2^T . G[n] (then "col2im").
+The public wrappers live in ``cpu.py``.
+
+With P = OH*OW output positions and R = C*KH*KW weights per output channel, unroll each image into
+
+    col[r, s] = xpad[c, i*SH + p, j*SW + q]     r = (c, p, q) = (c*KH + p)*KW + q,   s = i*OW + j   (K7)
+
+(0 where the position lies in the padding) and view w as W2 (O, R).  Then
+
+    forward      y[n] (O, P)  = W2 . col[n]                  (K7), which is (K1)
+    grad-weight  dw (O, R)    = sum_n dL/dy[n] . col[n]^T    (K8), which is (K4)
+    grad-input   dcol[n] (R, P) = W2^T . dL/dy[n]             (K8), then col2im: each entry added back
+                 into the input position it was copied from  (K5)
+
+All three products run along contiguous rows of length P: the forward pass adds rows of col into rows
+of y and grad-input adds rows of dL/dy[n] into rows of dcol (``cpu_gemm.nn_rows``); grad-weight takes
+dot products of rows of dL/dy[n] with rows of col (``cpu_gemm.nt_region``).
+
+Legend: N batch, C input channels, H/W input size, O output channels, KH/KW kernel, OH/OW output,
+SH/SW stride, PH/PW padding.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .cpu_gemm import TILE, nn_rows, nt_region
+
+# --- unrolling an image (im2col) --------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _valid_range(out_size, tap, pad, stride, in_size):
+    """The output positions i in [lo, hi) whose input i*stride + tap - pad lies inside [0, in_size).
+
+    Positions outside it would multiply zero padding, so the loops below skip them.
+    """
+    lo = 0
+    if tap < pad:
+        lo = (pad - tap + stride - 1) // stride  # smallest i with i*stride + tap - pad >= 0
+    hi = 0
+    if in_size - 1 + pad - tap >= 0:
+        hi = (in_size - 1 + pad - tap) // stride + 1  # one past the largest i with i*stride + tap - pad < in_size
+    hi = min(hi, out_size)
+    hi = max(hi, lo)
+    return lo, hi
+
+
+@njit(cache=True)
+def _im2col(xn, col, r0, KH, KW, SH, SW, PH, PW, OH, OW):
+    """col[r - r0, i*OW + j] = xpad[c, i*SH+p, j*SW+q] for r = (c*KH + p)*KW + q in [r0, r0 + len(col)).
+
+    One weight tap per row, for one image xn (C, H, W): the row lists every input that tap touches, in
+    output order, which is the order of dL/dy[n, o].ravel().  (K7) with all rows is col = rows [0, R).
+    """
+    _, H, W = xn.shape  # (C, H, W)
+    zero = xn.dtype.type(0)
+    for rr in range(col.shape[0]):
+        r = r0 + rr
+        c = r // (KH * KW)
+        p = (r // KW) % KH
+        q = r % KW
+        j_lo, j_hi = _valid_range(OW, q, PW, SW, W)  # outputs j whose input column is not padding
+        width = j_hi - j_lo
+        row = col[rr]
+        for i in range(OH):
+            h = i * SH + p - PH
+            seg = row[i * OW:(i + 1) * OW]
+            if h < 0 or h >= H:
+                for j in range(OW):
+                    seg[j] = zero  # a row of zero padding
+                continue
+            for j in range(j_lo):
+                seg[j] = zero  # left padding
+            for j in range(j_hi, OW):
+                seg[j] = zero  # right padding
+            dst = seg[j_lo:j_hi]
+            src = xn[c, h, j_lo * SW + q - PW:]
+            if SW == 1:
+                for j in range(width):
+                    dst[j] = src[j]  # a contiguous copy
+            else:
+                for j in range(width):
+                    dst[j] = src[j * SW]
+
+
+# --- forward ----------------------------------------------------------------------------------------
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def conv2d_forward(x, w2, b, y3, KH, KW, SH, SW, PH, PW, OH, OW, has_bias):
+    """y3[n] (O, P) = W2 (O, R) . col[n] (R, P) (+ b), eqs. (K7), (K1).  Twin: reference.conv2d_forward.
+
+    Parallel over images (prange): each thread unrolls its image into its own col and writes its own
+    y3[n].  Each output-channel row is a running sum of rows of col, four weights at a time
+    (``cpu_gemm.nn_rows``): long contiguous passes over the P positions.
+    """
+    N = x.shape[0]
+    O, R = w2.shape
+    P = y3.shape[2]
+    for n in prange(N):
+        col = np.empty((R, P), dtype=x.dtype)
+        _im2col(x[n], col, 0, KH, KW, SH, SW, PH, PW, OH, OW)
+        yn = y3[n]  # (O, P)
+        nn_rows(w2, col, yn, 0, O)  # W2 . col[n] = sum_{c,p,q} w * xpad, eqs. (K7), (K1)
+        if has_bias:
+            for o in range(O):
+                bo = b[o]
+                row = yn[o]
+                for s in range(P):
+                    row[s] += bo  # + b[o], eq. (K1)
+
+
+# --- grad-weight ------------------------------------------------------------------------------------
+
+
+RG = 2 * TILE  # weight taps (rows of col) per grad-weight task: whole 4 x 4 tiles, whatever the threads
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def conv2d_grad_weight(x, gy3, gw2, KH, KW, SH, SW, PH, PW, OH, OW):
+    """gw2 (O, R) = sum_n gy3[n] (O, P) . col[n]^T, eqs. (K8), (K4).  Twin: reference.conv2d_grad_weight.
+
+    Parallel over groups of RG weight taps (prange): each thread owns the columns r0:r0+RG of gw2 and
+    sums over the whole batch itself, image after image, so no sum is split between threads.  For each
+    image it unrolls only its own RG rows of col (small enough to stay in L1) and adds
+    gy3[n] . col_rows^T into its accumulator with the 4 x 4 register tiles of ``cpu_gemm.nt_region``
+    (dot products of length P along contiguous rows).
+    """
+    N = x.shape[0]
+    O, R = gw2.shape
+    P = gy3.shape[2]
+    for g in prange((R + RG - 1) // RG):
+        r0 = g * RG
+        nr = min(RG, R - r0)
+        col = np.empty((nr, P), dtype=x.dtype)  # rows r0:r0+nr of image n's col
+        acc = np.zeros((O, nr), dtype=x.dtype)  # dL/dW2[:, r0:r0+nr]
+        for n in range(N):
+            _im2col(x[n], col, r0, KH, KW, SH, SW, PH, PW, OH, OW)
+            nt_region(gy3[n], col, acc, 0, O, 0, nr, n > 0)  # + G[n] . col[n]^T, eq. (K8)
+        for o in range(O):
+            for rr in range(nr):
+                gw2[o, r0 + rr] = acc[o, rr]
+
+
+# --- grad-input ------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _col2im(dcol, gxn, KH, KW, SH, SW, PH, PW, OH, OW):
+    """gxn[c, i*SH+p-PH, j*SW+q-PW] += dcol[(c*KH + p)*KW + q, i*OW + j], skipping the padding, eq. (K5).
+
+    The reverse of ``_im2col``: every entry of the unrolled gradient goes back to the input position it
+    was copied from; where windows overlap, the contributions add up.  gxn (C, H, W) is zeroed first.
+    """
+    C, H, W = gxn.shape
+    zero = gxn.dtype.type(0)
+    for c in range(C):
+        for h in range(H):
+            row = gxn[c, h]
+            for v in range(W):
+                row[v] = zero
+    for r in range(dcol.shape[0]):
+        c = r // (KH * KW)
+        p = (r // KW) % KH
+        q = r % KW
+        i_lo, i_hi = _valid_range(OH, p, PH, SH, H)  # outputs whose input row is not padding
+        j_lo, j_hi = _valid_range(OW, q, PW, SW, W)  # ... and whose input column is not padding
+        width = j_hi - j_lo
+        for i in range(i_lo, i_hi):
+            src = dcol[r, i * OW + j_lo:i * OW + j_hi]  # (width,)
+            dst = gxn[c, i * SH + p - PH, j_lo * SW + q - PW:]  # the inputs they came from
+            if SW == 1:
+                for j in range(width):
+                    dst[j] += src[j]
+            else:
+                for j in range(width):
+                    dst[j * SW] += src[j]
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def conv2d_grad_input(gy3, w2t, gx, KH, KW, SH, SW, PH, PW, OH, OW):
+    """gx[n] = col2im(W2^T (R, O) . gy3[n] (O, P)), eqs. (K8), (K5).  Twin: reference.conv2d_grad_input.
+
+    Parallel over images (prange): each thread computes its image's unrolled gradient dcol (R, P) in
+    its own buffer, then adds it back into its own gx[n].  Each row of dcol is a running sum of rows of
+    dL/dy[n], four output channels at a time (``cpu_gemm.nn_rows``): contiguous passes over the P
+    positions.  Any stride and padding.
+    """
+    N = gy3.shape[0]
+    R = w2t.shape[0]
+    P = gy3.shape[2]
+    for n in prange(N):
+        dcol = np.empty((R, P), dtype=gy3.dtype)
+        nn_rows(w2t, gy3[n], dcol, 0, R)  # dL/dcol[n] = W2^T . G[n], eq. (K8)
+        _col2im(dcol, gx[n], KH, KW, SH, SW, PH, PW, OH, OW)  # back to the input positions, eq. (K5)

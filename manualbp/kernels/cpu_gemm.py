@@ -1,0 +1,230 @@
+"""The matrix-product building blocks of the CPU kernels (used by ``cpu.py`` and ``cpu_conv.py``).
+
+Derivation: derivations/03-linear.md ((L1)-(L3): the three products of a Linear layer);
+readable twin: ``reference.matmul``.
+
+The matrix product (and conv grad-weight) is written in "NT" form,
+
+    Cout[m, n] = sum_k A[m, k] * Bt[n, k]        A (M, K), Bt (N, K), both C-contiguous,
+
+so each output is a dot product of two contiguous rows: the k loop reads memory in order, from index 0,
+and LLVM vectorizes it (fast-math lets it split each sum into vector lanes).  Other layouts are brought
+to this one by ``transpose`` (O(MK + KN) copying, small next to the O(MNK) product).
+
+Register tiling: ``_tile4x4`` computes a 4 x 4 block of outputs in one pass over k, keeping 16 running
+sums in registers, so every element loaded from A or Bt is used 4 times (16 multiply-adds per 8 loads).
+Edges that do not fill a 4 x 4 block use ``_dot4`` (one row against four) or ``_dot``.
+
+The convolution kernels also use ``nn_rows``, the "NN" form Cout[m] = sum_k A[m, k] * B[k] (rows of B
+added into a row of Cout, four at a time), which suits a short K and long contiguous rows.
+
+Determinism: which routine computes an element depends only on the shapes, never on which thread runs
+it, and no sum is ever split between threads, so results do not depend on NUMBA_NUM_THREADS.
+"""
+import numpy as np
+from numba import njit, prange
+
+TILE = 4  # rows/columns of a register tile
+PANEL = 64  # columns of Cout per parallel task in matmul_nt (a multiple of TILE)
+
+
+@njit(cache=True, fastmath=True)
+def _dot(a, b):
+    """sum_k a[k] * b[k] for two contiguous rows of equal length."""
+    acc = a.dtype.type(0)
+    for k in range(a.shape[0]):
+        acc += a[k] * b[k]
+    return acc
+
+
+@njit(cache=True, fastmath=True)
+def _dot4(a, b0, b1, b2, b3):
+    """(a.b0, a.b1, a.b2, a.b3): one row against four, each a loaded once per k (5 loads, 4 multiply-adds)."""
+    s0 = s1 = s2 = s3 = a.dtype.type(0)
+    for k in range(a.shape[0]):
+        x = a[k]
+        s0 += x * b0[k]
+        s1 += x * b1[k]
+        s2 += x * b2[k]
+        s3 += x * b3[k]
+    return s0, s1, s2, s3
+
+
+@njit(cache=True, fastmath=True)
+def _store(Cout, m, n, value, accumulate):
+    if accumulate:
+        Cout[m, n] += value
+    else:
+        Cout[m, n] = value
+
+
+@njit(cache=True, fastmath=True)
+def _tile4x4(A, Bt, Cout, m, n, accumulate):
+    """Cout[m:m+4, n:n+4] (+)= A[m:m+4] . Bt[n:n+4]^T with 16 register accumulators."""
+    a0 = A[m]
+    a1 = A[m + 1]
+    a2 = A[m + 2]
+    a3 = A[m + 3]
+    b0 = Bt[n]
+    b1 = Bt[n + 1]
+    b2 = Bt[n + 2]
+    b3 = Bt[n + 3]
+    c00 = c01 = c02 = c03 = A.dtype.type(0)
+    c10 = c11 = c12 = c13 = A.dtype.type(0)
+    c20 = c21 = c22 = c23 = A.dtype.type(0)
+    c30 = c31 = c32 = c33 = A.dtype.type(0)
+    for k in range(A.shape[1]):
+        x0 = a0[k]
+        x1 = a1[k]
+        x2 = a2[k]
+        x3 = a3[k]
+        y0 = b0[k]
+        y1 = b1[k]
+        y2 = b2[k]
+        y3 = b3[k]
+        c00 += x0 * y0
+        c01 += x0 * y1
+        c02 += x0 * y2
+        c03 += x0 * y3
+        c10 += x1 * y0
+        c11 += x1 * y1
+        c12 += x1 * y2
+        c13 += x1 * y3
+        c20 += x2 * y0
+        c21 += x2 * y1
+        c22 += x2 * y2
+        c23 += x2 * y3
+        c30 += x3 * y0
+        c31 += x3 * y1
+        c32 += x3 * y2
+        c33 += x3 * y3
+    _store(Cout, m, n, c00, accumulate)
+    _store(Cout, m, n + 1, c01, accumulate)
+    _store(Cout, m, n + 2, c02, accumulate)
+    _store(Cout, m, n + 3, c03, accumulate)
+    _store(Cout, m + 1, n, c10, accumulate)
+    _store(Cout, m + 1, n + 1, c11, accumulate)
+    _store(Cout, m + 1, n + 2, c12, accumulate)
+    _store(Cout, m + 1, n + 3, c13, accumulate)
+    _store(Cout, m + 2, n, c20, accumulate)
+    _store(Cout, m + 2, n + 1, c21, accumulate)
+    _store(Cout, m + 2, n + 2, c22, accumulate)
+    _store(Cout, m + 2, n + 3, c23, accumulate)
+    _store(Cout, m + 3, n, c30, accumulate)
+    _store(Cout, m + 3, n + 1, c31, accumulate)
+    _store(Cout, m + 3, n + 2, c32, accumulate)
+    _store(Cout, m + 3, n + 3, c33, accumulate)
+
+
+@njit(cache=True, fastmath=True)
+def nt_region(A, Bt, Cout, m0, m1, n0, n1, accumulate):
+    """Cout[m0:m1, n0:n1] (+)= A[m0:m1] . Bt[n0:n1]^T, serially.  Twin: reference.matmul.
+
+    4 x 4 tiles where they fit; leftover columns of a 4-row block as four-row dot products
+    (``_dot4`` with the roles of A and Bt swapped); leftover rows one at a time against four columns.
+    ``m0`` and ``n0`` should be multiples of 4 so that the tiling, and so every rounding, is the same
+    however the caller splits the work.
+    """
+    m = m0
+    while m + TILE <= m1:
+        n = n0
+        while n + TILE <= n1:
+            _tile4x4(A, Bt, Cout, m, n, accumulate)
+            n += TILE
+        for nn in range(n, n1):
+            s0, s1, s2, s3 = _dot4(Bt[nn], A[m], A[m + 1], A[m + 2], A[m + 3])
+            _store(Cout, m, nn, s0, accumulate)
+            _store(Cout, m + 1, nn, s1, accumulate)
+            _store(Cout, m + 2, nn, s2, accumulate)
+            _store(Cout, m + 3, nn, s3, accumulate)
+        m += TILE
+    for mm in range(m, m1):
+        a = A[mm]
+        n = n0
+        while n + TILE <= n1:
+            s0, s1, s2, s3 = _dot4(a, Bt[n], Bt[n + 1], Bt[n + 2], Bt[n + 3])
+            _store(Cout, mm, n, s0, accumulate)
+            _store(Cout, mm, n + 1, s1, accumulate)
+            _store(Cout, mm, n + 2, s2, accumulate)
+            _store(Cout, mm, n + 3, s3, accumulate)
+            n += TILE
+        for nn in range(n, n1):
+            _store(Cout, mm, nn, _dot(a, Bt[nn]), accumulate)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def matmul_nt(A, Bt, Cout):
+    """Cout = A . Bt^T, (M, K) x (N, K) -> (M, N).  Twin: reference.matmul.
+
+    Parallel over tasks of 4 rows x PANEL columns of Cout (prange): each task writes its own block and
+    sums over the whole of k itself.  A panel of Bt (PANEL x K) stays in cache while its tiles run.
+    """
+    M = A.shape[0]
+    N = Bt.shape[0]
+    panels = (N + PANEL - 1) // PANEL
+    for t in prange(((M + TILE - 1) // TILE) * panels):
+        m0 = (t // panels) * TILE
+        n0 = (t % panels) * PANEL
+        nt_region(A, Bt, Cout, m0, min(m0 + TILE, M), n0, min(n0 + PANEL, N), False)
+
+
+@njit(cache=True, parallel=True)
+def _transpose(a, out):
+    """out[j, i] = a[i, j], in 32 x 32 blocks so that both reads and writes stay within a few cache lines.
+
+    Parallel over blocks of 32 rows of ``out`` (prange): each thread writes its own rows.
+    """
+    R, S = a.shape
+    B = 32
+    for jb in prange((S + B - 1) // B):
+        j0 = jb * B
+        j1 = min(j0 + B, S)
+        for i0 in range(0, R, B):
+            i1 = min(i0 + B, R)
+            for j in range(j0, j1):
+                row = out[j]
+                for i in range(i0, i1):
+                    row[i] = a[i, j]
+
+
+def transpose(a):
+    """A C-contiguous copy of the 2-D array ``a.T`` (NumPy's own copy of a transposed view is slow)."""
+    a = np.ascontiguousarray(a)
+    out = np.empty((a.shape[1], a.shape[0]), dtype=a.dtype)
+    _transpose(a, out)
+    return out
+
+
+@njit(cache=True, fastmath=True)
+def nn_rows(A, B, Cout, m0, m1):
+    """Cout[m] = sum_k A[m, k] * B[k] for m0 <= m < m1, serially: "NN" form, A (M, K), B (K, N).
+
+    For a short K and a long contiguous N (a convolution's W2 . col), each output row is built as a
+    running sum of rows of B, four at a time: ``c[j] += a0*b0[j] + a1*b1[j] + a2*b2[j] + a3*b3[j]``
+    is one contiguous, vectorized pass over j per four k (one store per four multiply-adds).  Every
+    c[j] is summed in k order, so the rounding is the same whichever thread computes the row.
+    """
+    K = A.shape[1]
+    N = B.shape[1]
+    K4 = K - K % 4
+    zero = A.dtype.type(0)
+    for m in range(m0, m1):
+        c = Cout[m]
+        for j in range(N):
+            c[j] = zero
+        for k in range(0, K4, 4):
+            a0 = A[m, k]
+            a1 = A[m, k + 1]
+            a2 = A[m, k + 2]
+            a3 = A[m, k + 3]
+            b0 = B[k]
+            b1 = B[k + 1]
+            b2 = B[k + 2]
+            b3 = B[k + 3]
+            for j in range(N):
+                c[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j]
+        for k in range(K4, K):
+            a0 = A[m, k]
+            b0 = B[k]
+            for j in range(N):
+                c[j] += a0 * b0[j]

@@ -1,0 +1,218 @@
+"""Every Numba kernel (kernels/cpu.py) against its NumPy twin (kernels/reference.py), and max-pooling
+against torch; plus: results do not depend on the number of Numba threads."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from manualbp.kernels import cpu, reference
+
+ROOT = Path(__file__).resolve().parents[1]
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+dtypes = st.sampled_from([np.float32, np.float64])
+
+
+def rand(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+# --- matmul ------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 9), k=st.integers(1, 9), n=st.integers(1, 9), ta=st.booleans(), tb=st.booleans(),
+       dtype=dtypes, seed=st.integers(0, 2**16))
+def test_matmul_matches_reference(m, k, n, ta, tb, dtype, seed, assert_close):
+    rng = np.random.default_rng(seed)
+    a = rand(rng, (k, m) if ta else (m, k), dtype)
+    b = rand(rng, (n, k) if tb else (k, n), dtype)
+    ours = cpu.matmul(a, b, ta, tb)
+    assert ours.dtype == dtype and ours.shape == (m, n) and ours.flags.c_contiguous
+    assert_close(ours, reference.matmul(a, b, ta, tb), RTOL[dtype])
+
+
+@pytest.mark.parametrize("m,k,n", [(4, 1, 4), (8, 33, 64), (13, 70, 131), (67, 5, 66)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_tiles_and_panels(m, k, n, dtype, assert_close):
+    """Shapes that fill 4x4 tiles exactly, leave edges, and span several 64-column panels."""
+    rng = np.random.default_rng(m * n)
+    a, b = rand(rng, (m, k), dtype), rand(rng, (k, n), dtype)
+    for ta, tb in [(False, False), (True, False), (False, True), (True, True)]:
+        aa = np.ascontiguousarray(a.T) if ta else a
+        bb = np.ascontiguousarray(b.T) if tb else b
+        assert_close(cpu.matmul(aa, bb, ta, tb), a @ b, RTOL[dtype], f"ta={ta} tb={tb}")
+
+
+# --- convolution -------------------------------------------------------------------------------------
+
+
+@st.composite
+def conv_geometry(draw):
+    """Shapes including batch 1, 1x1 images, stride > kernel, padding >= kernel/2, non-square."""
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    ph, pw = draw(st.integers(0, kh + 1)), draw(st.integers(0, kw + 1))
+    h = draw(st.integers(max(1, kh - 2 * ph), 8))
+    w = draw(st.integers(max(1, kw - 2 * pw), 8))
+    return {"n": draw(st.integers(1, 3)), "c": draw(st.integers(1, 3)), "o": draw(st.integers(1, 5)),
+                "h": h, "w": w, "kernel": (kh, kw), "stride": (draw(st.integers(1, 5)), draw(st.integers(1, 5))),
+                "padding": (ph, pw)}
+
+
+def conv_arrays(g, dtype, seed):
+    rng = np.random.default_rng(seed)
+    kh, kw = g["kernel"]
+    x = rand(rng, (g["n"], g["c"], g["h"], g["w"]), dtype)
+    w = rand(rng, (g["o"], g["c"], kh, kw), dtype)
+    b = rand(rng, (g["o"],), dtype)
+    oh = (g["h"] + 2 * g["padding"][0] - kh) // g["stride"][0] + 1
+    ow = (g["w"] + 2 * g["padding"][1] - kw) // g["stride"][1] + 1
+    gy = rand(rng, (g["n"], g["o"], oh, ow), dtype)
+    return x, w, b, gy
+
+
+@settings(max_examples=60, deadline=None)
+@given(g=conv_geometry(), dtype=dtypes, bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_conv2d_kernels_match_reference(g, dtype, bias, seed, assert_close):
+    x, w, b, gy = conv_arrays(g, dtype, seed)
+    b = b if bias else None
+    s, p = g["stride"], g["padding"]
+    y = cpu.conv2d_forward(x, w, b, s, p)
+    assert y.dtype == dtype and y.shape == gy.shape
+    assert_close(y, reference.conv2d_forward(x, w, b, s, p), RTOL[dtype], "forward")
+    gx = cpu.conv2d_grad_input(gy, w, x.shape, s, p)
+    assert gx.dtype == dtype
+    assert_close(gx, reference.conv2d_grad_input(gy, w, x.shape, s, p), RTOL[dtype], "grad_input")
+    gw = cpu.conv2d_grad_weight(gy, x, w.shape, s, p)
+    assert gw.dtype == dtype
+    assert_close(gw, reference.conv2d_grad_weight(gy, x, w.shape, s, p), RTOL[dtype], "grad_weight")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d_reference_matches_torch(dtype, assert_close):
+    """The specification itself agrees with torch (the layer tests check the rest end to end)."""
+    g = {"n": 2, "c": 3, "o": 4, "h": 7, "w": 6, "kernel": (3, 2), "stride": (2, 1), "padding": (1, 2)}
+    x, w, b, gy = conv_arrays(g, dtype, 0)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    yt = torch.nn.functional.conv2d(xt, wt, bt, stride=g["stride"], padding=g["padding"])
+    yt.backward(torch.tensor(gy))
+    assert_close(reference.conv2d_forward(x, w, b, g["stride"], g["padding"]), yt, RTOL[dtype] * 10)
+    assert_close(reference.conv2d_grad_input(gy, w, x.shape, g["stride"], g["padding"]), xt.grad, RTOL[dtype] * 10)
+    assert_close(reference.conv2d_grad_weight(gy, x, w.shape, g["stride"], g["padding"]), wt.grad,
+                 RTOL[dtype] * 10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d_larger_layers(dtype, assert_close):
+    """Several weight-tap groups per thread (grad-weight), full and partial 4x4 tiles, longer sums."""
+    for g in ({"n": 5, "c": 5, "o": 7, "h": 12, "w": 11, "kernel": (3, 3), "stride": (1, 1), "padding": (1, 1)},
+              {"n": 3, "c": 6, "o": 9, "h": 14, "w": 9, "kernel": (5, 4), "stride": (2, 3), "padding": (2, 0)}):
+        x, w, b, gy = conv_arrays(g, dtype, 1)
+        s, p = g["stride"], g["padding"]
+        assert_close(cpu.conv2d_forward(x, w, b, s, p), reference.conv2d_forward(x, w, b, s, p), RTOL[dtype])
+        assert_close(cpu.conv2d_grad_input(gy, w, x.shape, s, p), reference.conv2d_grad_input(gy, w, x.shape, s, p),
+                     RTOL[dtype])
+        assert_close(cpu.conv2d_grad_weight(gy, x, w.shape, s, p),
+                     reference.conv2d_grad_weight(gy, x, w.shape, s, p), RTOL[dtype])
+
+
+# --- max-pooling -------------------------------------------------------------------------------------
+
+
+@st.composite
+def pool_geometry(draw):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    return {"n": draw(st.integers(1, 2)), "c": draw(st.integers(1, 3)),
+                "h": draw(st.integers(max(1, kh - 2 * ph), 7)), "w": draw(st.integers(max(1, kw - 2 * pw), 7)),
+                "kernel": (kh, kw), "stride": (draw(st.integers(1, 5)), draw(st.integers(1, 5))), "padding": (ph, pw)}
+
+
+def torch_pool(x, g):
+    xt = torch.tensor(x, requires_grad=True)
+    yt, it = torch.nn.functional.max_pool2d(xt, g["kernel"], g["stride"], g["padding"], return_indices=True)
+    return xt, yt, it
+
+
+@settings(max_examples=60, deadline=None)
+@given(g=pool_geometry(), dtype=dtypes, ties=st.booleans(), seed=st.integers(0, 2**16))
+def test_maxpool2d_kernels_match_torch_and_reference(g, dtype, ties, seed, assert_close):
+    rng = np.random.default_rng(seed)
+    shape = (g["n"], g["c"], g["h"], g["w"])
+    # Few distinct values make ties in almost every window: the first maximum must win, as in torch.
+    x = (rng.integers(-1, 2, shape) if ties else rng.standard_normal(shape)).astype(dtype)
+    xt, yt, it = torch_pool(x, g)
+    for impl in (reference, cpu):
+        y, idx = impl.maxpool2d_forward(x, g["kernel"], g["stride"], g["padding"])
+        assert y.dtype == dtype and idx.dtype == np.int64
+        np.testing.assert_array_equal(y, yt.detach().numpy(), err_msg=impl.__name__)
+        np.testing.assert_array_equal(idx, it.numpy(), err_msg=impl.__name__)
+    gy = rand(rng, y.shape, dtype)
+    yt.backward(torch.tensor(gy))
+    gx = cpu.maxpool2d_backward(gy, idx, x.shape)
+    assert gx.dtype == dtype
+    assert_close(gx, reference.maxpool2d_backward(gy, idx, x.shape), RTOL[dtype])
+    assert_close(gx, xt.grad, RTOL[dtype])
+
+
+@pytest.mark.parametrize("impl", [reference, cpu], ids=["reference", "cpu"])
+def test_maxpool2d_nan_and_infinities_like_torch(impl):
+    x = np.array([[[[1.0, np.nan, 3.0, np.nan],
+                    [-np.inf, -np.inf, 2.0, 2.0],
+                    [-np.inf, -np.inf, np.inf, 5.0],
+                    [-np.inf, -np.inf, 5.0, np.inf]]]])
+    for kernel, stride, padding in [((2, 2), (2, 2), (0, 0)), ((3, 3), (1, 1), (1, 1)), ((2, 3), (1, 2), (1, 1))]:
+        g = {"kernel": kernel, "stride": stride, "padding": padding}
+        _, yt, it = torch_pool(x, g)
+        y, idx = impl.maxpool2d_forward(x, kernel, stride, padding)
+        np.testing.assert_array_equal(y, yt.detach().numpy())
+        np.testing.assert_array_equal(idx, it.numpy())
+
+
+# --- thread-count determinism ------------------------------------------------------------------------
+
+_DETERMINISM_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from manualbp.kernels import cpu
+    rng = np.random.default_rng(7)
+    out = {}
+    for dt in (np.float32, np.float64):
+        r = lambda *s: rng.standard_normal(s).astype(dt)
+        a, b = r(37, 53), r(53, 70)
+        out[f"mm_{dt.__name__}"] = cpu.matmul(a, b)
+        out[f"mm_t_{dt.__name__}"] = cpu.matmul(b, a, True, True)
+        x, w, bias = r(4, 5, 11, 9), r(6, 5, 3, 2), r(6)
+        for s, p in [((1, 1), (1, 1)), ((2, 3), (2, 0))]:
+            key = f"{dt.__name__}_{s}_{p}"
+            y = cpu.conv2d_forward(x, w, bias, s, p)
+            gy = r(*y.shape)
+            out["conv_y_" + key] = y
+            out["conv_gx_" + key] = cpu.conv2d_grad_input(gy, w, x.shape, s, p)
+            out["conv_gw_" + key] = cpu.conv2d_grad_weight(gy, x, w.shape, s, p)
+            yp, idx = cpu.maxpool2d_forward(x, (3, 2), s, (1, 1))
+            out["pool_y_" + key], out["pool_i_" + key] = yp, idx
+            out["pool_gx_" + key] = cpu.maxpool2d_backward(r(*yp.shape), idx, x.shape)
+    np.savez(sys.argv[1], **out)
+""")
+
+
+def test_results_do_not_depend_on_thread_count(tmp_path):
+    results = []
+    for threads in (1, 2):
+        path = tmp_path / f"threads{threads}.npz"
+        env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        subprocess.run([sys.executable, "-c", _DETERMINISM_SCRIPT, str(path)], env=env, check=True, cwd=ROOT,
+                       timeout=300)
+        results.append(dict(np.load(path)))
+    one, two = results
+    assert one.keys() == two.keys() and len(one) > 10
+    for key in one:
+        assert one[key].tobytes() == two[key].tobytes(), f"{key} differs between 1 and 2 threads"
