@@ -1,0 +1,36 @@
+"""manualbp.nn: layers, activations, losses and initialisers with torch.nn's names."""
+from . import init
+from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .conv import Conv2d
+from .linear import Flatten, Identity, Linear
+from .loss_binary import BCELoss, BCEWithLogitsLoss
+from .loss_classification import CrossEntropyLoss, NLLLoss
+from .loss_regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
+from .module import Module, Sequential
+from .parameter import Parameter
+from .pooling import MaxPool2d
+
+__all__ = [
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "Conv2d",
+    "CrossEntropyLoss",
+    "Flatten",
+    "HuberLoss",
+    "Identity",
+    "L1Loss",
+    "LeakyReLU",
+    "Linear",
+    "MSELoss",
+    "MaxPool2d",
+    "Module",
+    "NLLLoss",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "SmoothL1Loss",
+    "Softmax",
+    "Tanh",
+    "init",
+]

@@ -1,0 +1,135 @@
+"""Regression losses: L1Loss, MSELoss, SmoothL1Loss, HuberLoss.
+
+Derivation: derivations/07-regression-losses.md
+
+Each loss is element-wise in the difference d = input - target, so its backward is the local
+derivative d(ell)/d(input) times dL/d(ell) of the reduction (R2), element by element.
+Shapes: input and target any shape, the same for both; the unreduced loss has that shape too.
+
+Labels cited here (derivations/07-regression-losses.md):
+    (R1)  the reduction: mean over all elements, sum, or none
+    (R2)  dL/d(ell) of the reduction: g / D, g, or g_i
+    (R3)  L1:        ell = |d|
+    (R4)  its slope: d(ell)/d(input) = sign(d), with sign(0) = 0 (torch's choice at the kink)
+    (R5)  MSE:       ell = d^2
+    (R6)  its slope: d(ell)/d(input) = 2 d
+    (R7)  SmoothL1:  ell = 0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta  (beta = 0: L1)
+    (R8)  its slope: d / beta where |d| < beta, else sign(d)
+    (R9)  Huber:     ell = 0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta)
+    (R10) its slope: d where |d| < delta, else delta sign(d)
+"""
+import numpy as np
+
+from .._checks import real_number
+from .loss import _Loss, same_shape_target
+
+
+class _Elementwise(_Loss):
+    """Bookkeeping shared by the element-wise losses: target of the input's shape and dtype."""
+
+    def _prepare(self, x, target):
+        return same_shape_target(x, target, type(self).__name__)
+
+
+class L1Loss(_Elementwise):
+    """Mean absolute error: ell = |input - target|  (R3).
+
+    Args:
+        reduction: 'mean' | 'sum' | 'none'.
+
+    Shape: input (*), target (*) the same; output scalar, or (*) for 'none'.
+
+    Backward: d(ell)/d(input) = sign(input - target)  (R4); 0 where they are equal, as torch.
+    """
+
+    def _forward(self, x, t):
+        d = x - t
+        self._sign = np.sign(d)  # the slope of |d|, eq. (R4)
+        return np.abs(d), None  # (R3)
+
+    def _backward(self, s):
+        return s * self._sign  # (R2) times (R4)
+
+
+class MSELoss(_Elementwise):
+    """Mean squared error: ell = (input - target)^2  (R5).
+
+    Args:
+        reduction: 'mean' | 'sum' | 'none'.
+
+    Shape: input (*), target (*) the same; output scalar, or (*) for 'none'.
+
+    Backward: d(ell)/d(input) = 2 (input - target)  (R6).
+    """
+
+    def _forward(self, x, t):
+        self._d = x - t  # the difference d, for (R6)
+        return self._d * self._d, None  # (R5)
+
+    def _backward(self, s):
+        return s * (self._dtype(2) * self._d)  # (R2) times (R6)
+
+
+class SmoothL1Loss(_Elementwise):
+    """Quadratic near zero, linear far from it:
+
+        ell = 0.5 d^2 / beta   if |d| < beta
+              |d| - 0.5 beta   otherwise                      (R7)
+
+    with d = input - target.  ``beta = 0`` gives L1Loss exactly (torch's special case).
+
+    Args:
+        reduction: 'mean' | 'sum' | 'none'.
+        beta: where the quadratic zone ends (>= 0, default 1.0).
+
+    Shape: input (*), target (*) the same; output scalar, or (*) for 'none'.
+
+    Backward: d / beta inside the zone, sign(d) outside (and at |d| = beta)  (R8).
+    """
+
+    def __init__(self, reduction="mean", beta=1.0):
+        super().__init__(reduction)
+        self.beta = real_number(beta, "SmoothL1Loss", "beta", low=0.0)
+
+    def _forward(self, x, t):
+        b, half = x.dtype.type(self.beta), x.dtype.type(0.5)
+        self._d = d = x - t  # for (R8)
+        self._inside = np.abs(d) < b  # the quadratic zone of (R7)/(R8); empty when beta = 0
+        with np.errstate(divide="ignore", invalid="ignore"):  # d^2 / 0 is computed but unused when beta = 0
+            return np.where(self._inside, half * d * d / b, np.abs(d) - half * b), None  # (R7)
+
+    def _backward(self, s):
+        d, b = self._d, self._dtype(self.beta)
+        return s * np.where(self._inside, d / b, np.sign(d))  # (R2) times (R8)
+
+
+class HuberLoss(_Elementwise):
+    """Quadratic near zero, linear with slope delta far from it:
+
+        ell = 0.5 d^2                  if |d| < delta
+              delta (|d| - 0.5 delta)  otherwise               (R9)
+
+    with d = input - target.  Equal to delta * SmoothL1Loss(beta=delta).
+
+    Args:
+        reduction: 'mean' | 'sum' | 'none'.
+        delta: where the quadratic zone ends (> 0, default 1.0).
+
+    Shape: input (*), target (*) the same; output scalar, or (*) for 'none'.
+
+    Backward: d inside the zone, delta sign(d) outside (and at |d| = delta)  (R10).
+    """
+
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction)
+        self.delta = real_number(delta, "HuberLoss", "delta", low=0.0, low_open=True)
+
+    def _forward(self, x, t):
+        dl, half = x.dtype.type(self.delta), x.dtype.type(0.5)
+        self._d = d = x - t  # for (R10)
+        self._inside = np.abs(d) < dl  # the quadratic zone of (R9)/(R10)
+        return np.where(self._inside, half * d * d, dl * (np.abs(d) - half * dl)), None  # (R9)
+
+    def _backward(self, s):
+        d, dl = self._d, self._dtype(self.delta)
+        return s * np.where(self._inside, d, dl * np.sign(d))  # (R2) times (R10)
