@@ -1,0 +1,35 @@
+"""manualbp: backpropagation by hand, on fast Numba kernels.
+
+    from manualbp import nn, optim
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    loss_fn = nn.CrossEntropyLoss()
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    opt.zero_grad()
+    loss = loss_fn(model(x), y)
+    model.backward(loss_fn.backward())   # what loss.backward() does in torch
+    opt.step()
+"""
+from . import data as data
+from . import models as models
+from . import nn, optim
+from .backend import get_backend, set_backend
+from .network import Network as Network
+from .random import get_generator, manual_seed
+from .summary import summary as summary
+
+__version__ = "0.1.0"
+
+__all__ = [
+           "Network",
+           "__version__",
+           "data",
+           "get_backend",
+           "get_generator",
+           "manual_seed",
+           "models",
+           "nn",
+           "optim",
+           "set_backend",
+           "summary",
+]

@@ -1,0 +1,204 @@
+"""Checkpoints: a model's weights, the optimizer's momentum buffers and the run's bookkeeping, in one file.
+
+The file is an ordinary ``.npz`` (a zip of ``.npy`` arrays, readable by ``np.load``) that holds
+
+    model/<name>               every parameter, under torch's state_dict keys ("0.weight")
+    optimizer/<i>/<buffer>     the optimizer's per-parameter state (e.g. "optimizer/0/momentum_buffer")
+    __header__                 UTF-8 JSON, stored as a uint8 array: format version, manualbp and numpy
+                               versions, the architecture (the model's repr), epoch, history, the
+                               shuffling generator's state, the optimizer's hyper-parameters, and a
+                               sha256 of all the arrays above
+
+Nothing in it is pickled and it is read with ``allow_pickle=False``, so loading a checkpoint cannot run
+code (``torch.load`` of an untrusted ``.pth`` can).  Writing goes to a temporary file in the same folder,
+is flushed to disk, then renamed over the target (``os.replace`` is atomic): a crash mid-write leaves the
+previous checkpoint as it was.  Loading checks everything -- readable zip, checksum, architecture, every
+shape -- before it changes the model or the optimizer, so a bad file leaves them untouched too.
+"""
+import hashlib
+import json
+import os
+import tempfile
+import time
+import zipfile
+
+import numpy as np
+
+FORMAT = "manualbp-checkpoint"
+FORMAT_VERSION = 1
+HEADER_KEY = "__header__"
+
+__all__ = ["FORMAT_VERSION", "load", "read", "save"]
+
+
+def _checksum(arrays):
+    """sha256 over every array's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(a.dtype.str.encode())
+        h.update(repr(tuple(a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _atomic_write(path, arrays):
+    """np.savez into a temp file beside ``path``, fsync, then rename it over ``path``."""
+    path = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows cannot open a folder
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def save(path, model, optimizer=None, *, epoch=None, history=None, rng_state=None, extra=None):
+    """Write ``model`` (and ``optimizer``'s state) to ``path`` atomically; return the header written.
+
+    Args:
+        path: the file to write (conventionally ``*.npz``); its folder is created if needed.
+        model: a ``manualbp.nn.Module``.
+        optimizer: optional ``manualbp.optim`` optimizer whose buffers and hyper-parameters are saved.
+        epoch, history, rng_state, extra: JSON-serialisable bookkeeping stored in the header
+            (``Network.fit`` stores the finished epoch, the history and the shuffling generator's
+            ``bit_generator.state``).
+    """
+    from . import __version__
+
+    arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
+    opt_header = None
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        for index, buffers in sd["state"].items():
+            for buffer_name, value in buffers.items():
+                arrays[f"optimizer/{index}/{buffer_name}"] = np.asarray(value)
+        opt_header = {"type": type(optimizer).__name__, "param_groups": sd["param_groups"]}
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "manualbp_version": __version__,
+        "numpy_version": np.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "architecture": repr(model),
+        "parameters": {name: [list(v.shape), v.dtype.str] for name, v in model.state_dict().items()},
+        "epoch": epoch,
+        "history": history,
+        "rng_state": rng_state,
+        "optimizer": opt_header,
+        "extra": extra,
+        "sha256": _checksum(arrays),
+    }
+    arrays[HEADER_KEY] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    _atomic_write(path, arrays)
+    return header
+
+
+def read(path):
+    """Read and verify a checkpoint file: return ``(header, arrays)`` or raise ``ValueError``.
+
+    Verifies that the file is a complete zip of plain arrays, that it carries a manualbp header of a
+    known format version, and that the arrays' sha256 matches the header's.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}   # reads every member: a CRC error raises here
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, RuntimeError) as exc:
+        raise ValueError(f"checkpoint {path!r} cannot be read; it is truncated or corrupted "
+                         f"({type(exc).__name__}: {exc})") from exc
+    if HEADER_KEY not in arrays:
+        raise ValueError(f"checkpoint {path!r} has no {HEADER_KEY} entry: it is not a manualbp checkpoint")
+    try:
+        header = json.loads(arrays.pop(HEADER_KEY).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"checkpoint {path!r}: its header is corrupted ({exc})") from exc
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError(f"checkpoint {path!r} is not a manualbp checkpoint (format {header.get('format')!r})"
+                         if isinstance(header, dict) else f"checkpoint {path!r}: malformed header")
+    if header.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"checkpoint {path!r} has format version {header.get('format_version')!r}; this "
+                         f"manualbp reads version {FORMAT_VERSION}")
+    if _checksum(arrays) != header.get("sha256"):
+        raise ValueError(f"checkpoint {path!r} is corrupted: the sha256 of its arrays does not match the "
+                         f"one recorded when it was written")
+    return header, arrays
+
+
+def _check_model(path, header, arrays, model, strict):
+    saved = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+    own = model.state_dict()
+    problems = []
+    missing = [k for k in own if k not in saved]
+    unexpected = [k for k in saved if k not in own]
+    if missing:
+        problems.append(f"missing parameters {missing}")
+    if unexpected:
+        problems.append(f"unexpected parameters {unexpected}")
+    for k in own:
+        if k in saved and saved[k].shape != own[k].shape:
+            problems.append(f"{k!r} has shape {tuple(saved[k].shape)} in the file, {tuple(own[k].shape)} "
+                            f"in the model")
+        elif k in saved and saved[k].dtype.kind not in "fiu":
+            problems.append(f"{k!r} has non-numeric dtype {saved[k].dtype}")
+    if strict and header.get("architecture") != repr(model):
+        problems.append("the architectures differ:\n  saved:\n    "
+                        + str(header.get("architecture")).replace("\n", "\n    ")
+                        + "\n  this model:\n    " + repr(model).replace("\n", "\n    "))
+    if problems:
+        raise ValueError(f"checkpoint {path!r} does not match this model: " + "; ".join(problems))
+    return saved
+
+
+def _optimizer_state(path, header, arrays, optimizer):
+    info = header.get("optimizer")
+    if info is None:
+        raise ValueError(f"checkpoint {path!r} holds no optimizer state, but an optimizer was given to load into")
+    if info.get("type") != type(optimizer).__name__:
+        raise ValueError(f"checkpoint {path!r} holds {info.get('type')} state; cannot load it into "
+                         f"{type(optimizer).__name__}")
+    state = {}
+    for key, value in arrays.items():
+        if key.startswith("optimizer/"):
+            _, index, buffer_name = key.split("/", 2)
+            state.setdefault(int(index), {})[buffer_name] = value
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
+def load(path, model, optimizer=None, strict=True):
+    """Load a checkpoint into ``model`` (and ``optimizer``); return its header (epoch, history, rng_state...).
+
+    Raises ``ValueError`` -- leaving the model and optimizer exactly as they were -- when the file is
+    truncated or corrupted, is not a manualbp checkpoint, or does not match the model (different
+    parameter names or shapes, or with ``strict=True`` a different architecture repr).
+    """
+    header, arrays = read(path)
+    saved = _check_model(path, header, arrays, model, strict)
+    if optimizer is not None:
+        opt_sd = _optimizer_state(path, header, arrays, optimizer)
+        try:
+            optimizer.load_state_dict(opt_sd)   # validates everything before it assigns anything
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"checkpoint {path!r}: optimizer state does not fit this optimizer: {exc}") from exc
+    model.load_state_dict(saved)   # already checked: cannot fail half-way
+    return header

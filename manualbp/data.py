@@ -1,0 +1,250 @@
+"""Batches, and the data sets the tutorials train on, as NumPy arrays.
+
+Everything here returns plain arrays: images ``x`` of shape (N, C, H, W), float32 in [0, 1], and
+labels ``y`` of shape (N,), int64 -- what ``Network.fit`` and every layer take.
+
+    train = data.digits(train=True, shape=(3, 32, 32))    # offline: ships with scikit-learn
+    test = data.digits(train=False, shape=(3, 32, 32))
+    train = data.cifar10("data", train=True, download=True)  # through torchvision (optional extra)
+    for xb, yb in data.batches(*train, batch_size=64, shuffle=True):
+        ...
+
+``batches`` plays the part of torch's ``DataLoader``: iterating it again draws a new order.  The
+order comes from ``manualbp.random.get_generator()`` (so ``manualbp.manual_seed`` fixes it) or
+from an explicit ``seed``.
+"""
+import math
+import os
+
+import numpy as np
+
+from .random import get_generator
+
+__all__ = ["BatchIterator", "batches", "cifar10", "digits", "mnist", "pad_to", "resize", "subset", "to_channels"]
+
+
+# --- batching -----------------------------------------------------------------------------------
+
+class BatchIterator:
+    """Mini-batches ``(x[idx], y[idx])`` over paired arrays, like ``torch.utils.data.DataLoader``.
+
+    Args:
+        x, y: arrays with the same first dimension N (y may be None: batches of x alone).
+        batch_size: samples per batch; the last batch is smaller unless ``drop_last``.
+        shuffle: draw a fresh permutation of 0..N-1 at the start of every iteration.
+        drop_last: skip a final batch smaller than ``batch_size``.
+        seed: an int for a private generator; ``rng``: a ``numpy.random.Generator`` to draw from.
+            With neither, the order comes from ``manualbp.random.get_generator()``.
+
+    ``len(it)`` is the number of batches per pass; ``it.num_samples`` is N.
+    """
+
+    def __init__(self, x, y=None, batch_size=64, shuffle=True, drop_last=False, seed=None, rng=None):
+        x = np.asarray(x)
+        if x.ndim == 0:
+            raise ValueError("batches: x must have a first (sample) dimension, got a scalar")
+        if y is not None:
+            y = np.asarray(y)
+            if y.ndim == 0 or len(y) != len(x):
+                raise ValueError(f"batches: x and y must have the same number of samples, "
+                                 f"got x {tuple(x.shape)} and y {tuple(y.shape)}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise ValueError(f"batches: batch_size must be a positive int, got {batch_size!r}")
+        if seed is not None and rng is not None:
+            raise ValueError("batches: give seed or rng, not both")
+        self.x, self.y = x, y
+        self.batch_size = int(batch_size)
+        self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
+        self._rng = rng if rng is not None else (np.random.default_rng(seed) if seed is not None else None)
+
+    @property
+    def rng(self):
+        """The generator the next shuffle draws from."""
+        return self._rng if self._rng is not None else get_generator()
+
+    @property
+    def num_samples(self):
+        return len(self.x)
+
+    def __len__(self):
+        n, b = len(self.x), self.batch_size
+        return n // b if self.drop_last else math.ceil(n / b)
+
+    def __iter__(self):
+        n = len(self.x)
+        order = self.rng.permutation(n) if self.shuffle else np.arange(n)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            xb = self.x[idx]
+            yield (xb, self.y[idx]) if self.y is not None else xb
+
+
+def batches(x, y=None, batch_size=64, shuffle=True, drop_last=False, seed=None, rng=None):
+    """A ``BatchIterator`` over ``(x, y)``; see its docstring."""
+    return BatchIterator(x, y, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed, rng=rng)
+
+
+def subset(x, y, limit):
+    """The first ``limit`` samples of (x, y) (all of them when limit is None)."""
+    if limit is None:
+        return x, y
+    if limit <= 0:
+        raise ValueError(f"subset: limit must be positive, got {limit}")
+    return x[:limit], y[:limit]
+
+
+# --- image shape helpers ------------------------------------------------------------------------
+
+def _interp_matrix(n_in, n_out):
+    """(n_out, n_in) weights of 1-D linear interpolation with torch's align_corners=False rule."""
+    m = np.zeros((n_out, n_in))
+    scale = n_in / n_out
+    for i in range(n_out):
+        src = max((i + 0.5) * scale - 0.5, 0.0)  # the output pixel's centre, in input coordinates
+        i0 = min(math.floor(src), n_in - 1)
+        i1 = min(i0 + 1, n_in - 1)
+        t = src - i0
+        m[i, i0] += 1 - t
+        m[i, i1] += t
+    return m
+
+
+def resize(x, size):
+    """Bilinear resize of (N, C, H, W) images to (N, C, *size) (``F.interpolate(mode='bilinear')``)."""
+    h, w = size
+    rows, cols = _interp_matrix(x.shape[2], h), _interp_matrix(x.shape[3], w)
+    out = np.einsum("ih,nchw,jw->ncij", rows, x.astype(np.float64), cols, optimize=True)
+    return out.astype(x.dtype)
+
+
+def pad_to(x, size):
+    """Centre (N, C, H, W) images in a zero canvas of (H', W') >= (H, W) (MNIST 28x28 -> 32x32)."""
+    h, w = size
+    dh, dw = h - x.shape[2], w - x.shape[3]
+    if dh < 0 or dw < 0:
+        raise ValueError(f"pad_to: images of size {x.shape[2:]} do not fit in {tuple(size)}")
+    return np.pad(x, ((0, 0), (0, 0), (dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)))
+
+
+def to_channels(x, channels):
+    """Repeat a grey channel to ``channels`` (1 -> 3), or average colour to grey (3 -> 1)."""
+    c = x.shape[1]
+    if c == channels:
+        return x
+    if c == 1:
+        return np.repeat(x, channels, axis=1)
+    if channels == 1:
+        return x.mean(axis=1, keepdims=True, dtype=np.float64).astype(x.dtype)
+    raise ValueError(f"to_channels: cannot turn {c} channels into {channels}")
+
+
+def _shape3(shape, who):
+    if len(shape) == 2:
+        shape = (1,) + tuple(shape)
+    if len(shape) != 3 or any(int(s) <= 0 for s in shape):
+        raise ValueError(f"{who}: expected shape (C, H, W), got {shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+# --- the offline default: scikit-learn's handwritten digits -------------------------------------
+
+DIGITS_TEST_SIZE = 360   # held out, the same 360 images every time (20% of 1797)
+_DIGITS_SPLIT_SEED = 20240607
+
+
+def digits(train=True, shape=(1, 8, 8)):
+    """scikit-learn's 1,797 handwritten digits (8x8, values 0..16), as images for a CNN.
+
+    Offline: the data ships inside scikit-learn.  Pixels are scaled to [0, 1]; for a larger
+    ``shape`` each digit is resized bilinearly into the centre of the canvas with a margin of about
+    an eighth of its side (3x32x32: a 24x24 digit, 4 pixels of border, like MNIST's 20x20 digits in
+    28x28), and a grey channel is repeated to C channels.
+
+    Args:
+        train: the 1,437 training images, or (False) the 360 held-out test images.  The split is
+            fixed (it does not depend on manualbp's seed), stratified by class.
+        shape: (C, H, W) of each returned image, e.g. (3, 32, 32) for the tutorials' LeNet-5.
+
+    Returns:
+        x float32 (N, C, H, W) in [0, 1]; y int64 (N,) in 0..9.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("manualbp.data.digits needs scikit-learn: pip install 'manualbp[train]'") from exc
+    c, h, w = _shape3(shape, "digits")
+    bunch = load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)[:, None]   # (1797, 1, 8, 8) in [0, 1]
+    labels = bunch.target.astype(np.int64)
+    test = _stratified_test_indices(labels, DIGITS_TEST_SIZE, _DIGITS_SPLIT_SEED)
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[test] = True
+    keep = ~mask if train else mask
+    x, y = images[keep], labels[keep]
+    if (h, w) != (8, 8):
+        margin = round(min(h, w) / 8) if min(h, w) >= 16 else 0
+        x = pad_to(np.clip(resize(x, (h - 2 * margin, w - 2 * margin)), 0, 1), (h, w))
+    return np.ascontiguousarray(to_channels(x, c), dtype=np.float32), y
+
+
+def _stratified_test_indices(labels, n_test, seed):
+    """``n_test`` indices, spread over the classes in proportion, from a fixed private generator."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = np.floor(counts * n_test / len(labels)).astype(int)
+    # hand the remaining places to the classes with the largest remainders
+    rest = counts * n_test / len(labels) - quota
+    quota[np.argsort(-rest, kind="stable")[:n_test - quota.sum()]] += 1
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota)]
+    return np.sort(np.concatenate(picked))
+
+
+# --- torchvision data sets (optional extra) -----------------------------------------------------
+
+def _torchvision(who):
+    try:
+        import torchvision.datasets as tvd
+    except ImportError as exc:
+        raise ImportError(f"manualbp.data.{who} reads the data set through torchvision, which is not "
+                          f"installed: pip install 'manualbp[datasets]' (or use the offline "
+                          f"manualbp.data.digits)") from exc
+    return tvd
+
+
+def _open(cls, who, root, train, download, expected):
+    root = os.fspath(root)
+    try:
+        return cls(root=root, train=train, download=download)
+    except RuntimeError as exc:
+        if download:
+            raise
+        raise FileNotFoundError(
+            f"{who}: no usable copy under root={root!r} (looked for {os.path.join(root, expected)}; "
+            f"torchvision says: {exc}) and download=False. Pass download=True (manualbp train --download) "
+            f"to fetch it, or point root at the folder that holds {expected}.") from exc
+
+
+def cifar10(root="data", train=True, download=False):
+    """CIFAR-10 through ``torchvision.datasets.CIFAR10``: 50,000 train / 10,000 test 32x32 colour images.
+
+    Returns x float32 (N, 3, 32, 32) in [0, 1] (what ``transforms.ToTensor()`` gives, stacked) and
+    y int64 (N,).  With ``download=False`` and no data under ``root/cifar-10-batches-py`` it raises
+    ``FileNotFoundError`` naming the root and the flag.
+    """
+    tvd = _torchvision("cifar10")
+    ds = _open(tvd.CIFAR10, "cifar10", root, train, download, "cifar-10-batches-py")
+    x = np.asarray(ds.data, dtype=np.uint8).transpose(0, 3, 1, 2)   # (N, 32, 32, 3) HWC -> NCHW
+    return np.ascontiguousarray(x, dtype=np.float32) / np.float32(255), np.asarray(ds.targets, dtype=np.int64)
+
+
+def mnist(root="data", train=True, download=False):
+    """MNIST through ``torchvision.datasets.MNIST``: 60,000 train / 10,000 test 28x28 grey images.
+
+    Returns x float32 (N, 1, 28, 28) in [0, 1] and y int64 (N,); ``pad_to(x, (32, 32))`` gives
+    LeNet-5's classic 32x32 input.  Missing files with ``download=False`` raise ``FileNotFoundError``.
+    """
+    tvd = _torchvision("mnist")
+    ds = _open(tvd.MNIST, "mnist", root, train, download, os.path.join("MNIST", "raw"))
+    x = np.asarray(ds.data.numpy() if hasattr(ds.data, "numpy") else ds.data, dtype=np.uint8)[:, None]
+    y = ds.targets.numpy() if hasattr(ds.targets, "numpy") else ds.targets
+    return np.ascontiguousarray(x, dtype=np.float32) / np.float32(255), np.asarray(y, dtype=np.int64)

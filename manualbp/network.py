@@ -1,0 +1,379 @@
+"""Network: the tutorials' training loop, packaged -- fit / evaluate / predict / summary / save / load.
+
+    net = Network(models.lenet5())
+    history = net.fit((x_train, y_train), epochs=10, batch_size=64,
+                      loss=nn.CrossEntropyLoss(), optimizer=optim.SGD(net.parameters(), lr=0.01, momentum=0.9),
+                      val=(x_test, y_test), checkpoint="runs/lenet5")
+
+Each step of ``fit`` is the five lines every PyTorch tutorial writes, with torch's hidden
+``loss.backward()`` spelled out as the two calls it stands for (see ``train_step``):
+
+    optimizer.zero_grad()                     # clear last step's gradients
+    out = model(x)                            # forward: each layer saves what its backward needs
+    loss = loss_fn(out, y)                    # a NumPy scalar
+    model.backward(loss_fn.backward())        # dL/d(out), then every layer's backward, in reverse
+    optimizer.step()                          # theta <- theta - lr * (momentum-smoothed) grad
+
+It prints progress as the tutorials do (``Train Epoch: 3 [6400/50000 (13%)]\tLoss: 1.734210``), with
+a tqdm bar when the output is a terminal; after each epoch the running loss and a validation line.
+"""
+import csv
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import checkpoint as ckpt
+from . import data as data_mod
+from .nn import CrossEntropyLoss, Module, Sequential
+from .optim import SGD
+from .summary import summary as _summary
+
+__all__ = ["History", "Network", "cosine_lr"]
+
+EPOCH_FIELDS = ("epoch", "train_loss", "running_loss", "train_accuracy", "val_loss", "val_accuracy",
+                "seconds", "images_per_sec", "lr")
+
+
+class History:
+    """What ``fit`` records: one row per epoch (``epochs``) and the loss of every step (``steps``).
+
+    ``history["val_accuracy"]`` is that column over the epochs.  ``to_dict``/``from_dict`` make it
+    JSON (it travels inside every checkpoint); ``write_csv``/``write_json`` save it.
+    """
+
+    def __init__(self, epochs=None, steps=None):
+        self.epochs = list(epochs or [])
+        self.steps = list(steps or [])
+
+    def __getitem__(self, key):
+        return [row.get(key) for row in self.epochs]
+
+    def __len__(self):
+        return len(self.epochs)
+
+    def to_dict(self):
+        return {"epochs": self.epochs, "steps": self.steps}
+
+    @classmethod
+    def from_dict(cls, d):
+        d = d or {}
+        return cls(d.get("epochs"), d.get("steps"))
+
+    def write_json(self, path):
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=1)
+
+    def write_csv(self, path):
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=EPOCH_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            for row in self.epochs:
+                writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in EPOCH_FIELDS})
+
+    def __repr__(self):
+        return f"History({len(self.epochs)} epochs, {len(self.steps)} steps)"
+
+
+class Network:
+    """A model plus the loop that trains it.
+
+    Args:
+        layers_or_module: a Module (used as is), or layers (a list, or several arguments) to chain
+            in a ``Sequential``.
+
+    Attributes:
+        model: the Module.  ``net(x)``, ``net.backward(g)``, ``net.parameters()``, ``state_dict`` and
+            ``load_state_dict`` pass through to it.
+        stop_training: a callback may set it to True to end ``fit`` after the current epoch.
+    """
+
+    def __init__(self, *layers_or_module):
+        if len(layers_or_module) == 1 and isinstance(layers_or_module[0], Network):
+            model = layers_or_module[0].model
+        elif len(layers_or_module) == 1 and isinstance(layers_or_module[0], Module):
+            model = layers_or_module[0]
+        else:
+            layers = layers_or_module[0] if len(layers_or_module) == 1 else layers_or_module
+            if not isinstance(layers, (list, tuple)) or not layers:
+                raise TypeError(f"Network expected a Module or a non-empty list of layers, got "
+                                f"{type(layers_or_module[0]).__name__ if layers_or_module else 'nothing'}")
+            model = Sequential(*layers)
+        self.model = model
+        self.stop_training = False
+
+    # --- pass-throughs --------------------------------------------------------------------------
+    def __call__(self, x):
+        return self.model(x)
+
+    def forward(self, x):
+        return self.model(x)
+
+    def backward(self, grad_output):
+        return self.model.backward(grad_output)
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def named_parameters(self):
+        return self.model.named_parameters()
+
+    def state_dict(self):
+        return self.model.state_dict()
+
+    def load_state_dict(self, state_dict, strict=True):
+        return self.model.load_state_dict(state_dict, strict=strict)
+
+    def train(self, mode=True):
+        self.model.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def float(self):
+        self.model.float()
+        return self
+
+    def double(self):
+        self.model.double()
+        return self
+
+    @property
+    def dtype(self):
+        first = next(self.model.parameters(), None)
+        return first.dtype if first is not None else np.dtype(np.float32)
+
+    def __repr__(self):
+        return "Network(\n  " + repr(self.model).replace("\n", "\n  ") + "\n)"
+
+    # --- one step -------------------------------------------------------------------------------
+    def train_step(self, x, y, loss_fn, optimizer):
+        """One step of gradient descent on the batch (x, y); returns (loss, output)."""
+        optimizer.zero_grad()                     # 1. clear the gradients of the last step
+        out = self.model(x)                       # 2. forward, layer by layer
+        loss = loss_fn(out, y)                    # 3. the loss: a NumPy scalar
+        self.model.backward(loss_fn.backward())   # 4. backward: dL/d(out), then every layer in reverse
+        optimizer.step()                          # 5. update every parameter from its .grad
+        return loss, out
+
+    # --- training ---------------------------------------------------------------------------------
+    def fit(self, train, epochs=1, batch_size=64, loss=None, optimizer=None, val=None, shuffle=True,
+            callbacks=None, checkpoint=None, resume=None, log_interval=100, seed=None, drop_last=False,
+            lr_schedule=None, verbose=True, progress=None):
+        """Train on ``train = (x, y)`` for ``epochs`` epochs; return a ``History``.
+
+        Args:
+            train, val: ``(x, y)`` array pairs; ``val`` is evaluated after every epoch.
+            epochs: the epoch to stop after (with ``resume``, counted from the start of the run).
+            batch_size, shuffle, drop_last: how batches are drawn (``manualbp.data.batches``).
+            loss: a loss module (default ``nn.CrossEntropyLoss()``).
+            optimizer: default ``optim.SGD(lr=0.01, momentum=0.9)``, the tutorials' choice.
+            callbacks: callables ``cb(network, epoch, logs)`` (or objects with ``on_epoch_end`` of
+                that signature) run after each epoch, once its checkpoint is written.
+            checkpoint: a folder; after every epoch ``last.npz`` is written there, and ``best.npz``
+                when the validation loss (training loss without ``val``) is the lowest so far.
+            resume: a checkpoint written by ``fit``: restores weights, optimizer buffers, history and
+                the shuffling generator's state, and continues with the next epoch -- the result is
+                the same, bit for bit, as a run that was never interrupted.
+            log_interval: print a ``Train Epoch`` line every this many batches (0: never).
+            seed: an int for a private shuffling generator; by default shuffling draws from
+                ``manualbp.random.get_generator()`` (seeded by ``manualbp.manual_seed``).
+            lr_schedule: a function epoch -> learning rate, set on every parameter group at the start
+                of each epoch (e.g. ``cosine_lr(0.01, epochs)``); default: the optimizer's lr throughout.
+            verbose: print progress; progress: a tqdm bar (default: when stdout is a terminal).
+        """
+        x, y = self._pair(train, "train")
+        if val is not None:
+            val = self._pair(val, "val")
+        loss_fn = loss if loss is not None else CrossEntropyLoss()
+        if optimizer is None:
+            optimizer = SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        loader = data_mod.batches(x, y, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed)
+        history, first_epoch = History(), 1
+        if resume is not None:
+            header = self.load(resume, optimizer)
+            history = History.from_dict(header.get("history"))
+            first_epoch = int(header.get("epoch") or 0) + 1
+            if header.get("rng_state") is not None:
+                loader.rng.bit_generator.state = header["rng_state"]
+            self._say(verbose, f"Resumed from {os.fspath(resume)} after epoch {first_epoch - 1}")
+        best = min((self._monitor(r) for r in history.epochs), default=np.inf)
+        callbacks = list(callbacks or [])
+        self.stop_training = False
+        self.model.train()
+        for epoch in range(first_epoch, epochs + 1):
+            if lr_schedule is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = float(lr_schedule(epoch))
+            row = self._train_epoch(epoch, loader, loss_fn, optimizer, history, log_interval, verbose, progress)
+            if val is not None:
+                result = self.evaluate(val, loss=loss_fn, batch_size=max(batch_size, 256))
+                row.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
+                acc = "" if result["accuracy"] is None else (
+                    f", Accuracy: {result['correct']}/{result['total']} ({100 * result['accuracy']:.2f}%)")
+                self._say(verbose, f"Validation set: Average loss: {result['loss']:.4f}{acc}")
+            history.epochs.append(row)
+            if checkpoint is not None:
+                state = {"optimizer": optimizer, "epoch": epoch, "history": history.to_dict(),
+                         "rng_state": _jsonable(loader.rng.bit_generator.state)}
+                self.save(os.path.join(checkpoint, "last.npz"), **state)
+                if self._monitor(row) < best:
+                    best = self._monitor(row)
+                    self.save(os.path.join(checkpoint, "best.npz"), **state)
+            for cb in callbacks:
+                (cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb)(self, epoch, row)
+            if self.stop_training:
+                break
+        return history
+
+    def _train_epoch(self, epoch, loader, loss_fn, optimizer, history, log_interval, verbose, progress):
+        n, steps = loader.num_samples, len(loader)
+        bar = _progress_bar(steps, epoch, verbose, progress)
+        say = bar.write if bar is not None else print
+        running, seen, correct, start = 0.0, 0, 0, time.perf_counter()
+        for batch_idx, (xb, yb) in enumerate(loader):
+            loss, out = self.train_step(xb, yb, loss_fn, optimizer)
+            loss = float(loss)
+            running += loss
+            seen += len(xb)
+            correct += _correct(out, yb)
+            history.steps.append(loss)
+            if verbose and log_interval and batch_idx % log_interval == 0:
+                say(f"Train Epoch: {epoch} [{batch_idx * loader.batch_size}/{n} "
+                    f"({100. * batch_idx / steps:.0f}%)]\tLoss: {loss:.6f}")
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - start
+        row = {"epoch": epoch, "train_loss": running / max(steps, 1), "running_loss": running,
+               "train_accuracy": correct / seen if seen and _is_classification(loader.y) else None,
+               "val_loss": None, "val_accuracy": None, "seconds": seconds,
+               "images_per_sec": seen / seconds if seconds > 0 else None,
+               "lr": optimizer.param_groups[0].get("lr")}
+        acc = "" if row["train_accuracy"] is None else f", train accuracy {100 * row['train_accuracy']:.2f}%"
+        self._say(verbose, f"Epoch {epoch}: running loss {running:.4f} (mean {row['train_loss']:.6f}){acc}, "
+                           f"lr {row['lr']:.6g}, {seconds:.1f}s, {row['images_per_sec'] or 0:.0f} images/s")
+        return row
+
+    @staticmethod
+    def _monitor(row):
+        value = row.get("val_loss")
+        return value if value is not None else row.get("train_loss", np.inf)
+
+    # --- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, data, loss=None, batch_size=256):
+        """Loss (mean over samples) and accuracy on ``data = (x, y)``, without updating anything."""
+        x, y = self._pair(data, "evaluate")
+        loss_fn = loss if loss is not None else CrossEntropyLoss()
+        was_training = self.model.training
+        self.model.eval()
+        total_loss, correct = 0.0, 0
+        try:
+            for xb, yb in data_mod.batches(x, y, batch_size, shuffle=False):
+                out = self.model(xb)
+                value = float(loss_fn(out, yb))
+                total_loss += value if getattr(loss_fn, "reduction", "mean") == "sum" else value * len(xb)
+                correct += _correct(out, yb)
+        finally:
+            self.model.train(was_training)
+        n = len(x)
+        return {"loss": total_loss / n, "accuracy": correct / n if _is_classification(y) else None,
+                "correct": correct, "total": n}
+
+    def predict(self, x, batch_size=256):
+        """The model's outputs for ``x`` (logits for a classifier: ``.argmax(1)`` gives the classes)."""
+        x = self._input(x, "predict")
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            outs = [self.model(xb) for xb in data_mod.batches(x, None, batch_size, shuffle=False)]
+        finally:
+            self.model.train(was_training)
+        return np.concatenate(outs)
+
+    def summary(self, input_shape, batch_size=-1, dtype=None, verbose=True):
+        """torchsummary's table; see ``manualbp.summary.summary``."""
+        return _summary(self.model, input_shape, batch_size=batch_size, dtype=dtype, verbose=verbose)
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def save(self, path, optimizer=None, epoch=None, history=None, rng_state=None, extra=None):
+        """Write the model (and optimizer) to ``path`` atomically; see ``manualbp.checkpoint``."""
+        if isinstance(history, History):
+            history = history.to_dict()
+        return ckpt.save(path, self.model, optimizer, epoch=epoch, history=history, rng_state=rng_state,
+                         extra=extra)
+
+    def load(self, path, optimizer=None, strict=True):
+        """Load weights (and optimizer state) from ``path``; return the header. Bad files raise ValueError."""
+        return ckpt.load(path, self.model, optimizer, strict=strict)
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+    def _input(self, x, who):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"Network.{who}: expected x to be a numpy array, got {type(x).__name__}")
+        if x.dtype.kind == "f" and x.dtype != self.dtype:
+            x = x.astype(self.dtype)   # float32 data into a float64 model (or back)
+        return x
+
+    def _pair(self, pair, who):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(f"Network.{who}: expected an (x, y) pair of arrays, got {type(pair).__name__}")
+        x, y = self._input(pair[0], who), np.asarray(pair[1])
+        if len(x) != len(y):
+            raise ValueError(f"Network.{who}: x has {len(x)} samples but y has {len(y)}")
+        if len(x) == 0:
+            raise ValueError(f"Network.{who}: no samples")
+        return x, y
+
+    @staticmethod
+    def _say(verbose, message):
+        if verbose:
+            print(message, flush=True)
+
+
+def cosine_lr(lr, epochs, min_lr=0.0):
+    """A schedule for ``fit(lr_schedule=...)``: ``lr`` at epoch 1, falling along half a cosine towards
+    ``min_lr`` after the last epoch (``CosineAnnealingLR`` stepped once per epoch)."""
+    def schedule(epoch):
+        return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
+    return schedule
+
+
+def _is_classification(y):
+    return np.asarray(y).dtype.kind in "iu"
+
+
+def _correct(out, y):
+    if not _is_classification(y) or out.ndim != 2 or np.asarray(y).ndim != 1:
+        return 0
+    return int((out.argmax(axis=1) == y).sum())
+
+
+def _jsonable(obj):
+    """A generator state with arrays turned into lists (PCG64's is plain ints already)."""
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _progress_bar(steps, epoch, verbose, progress):
+    """A tqdm bar on a terminal (or when progress=True); None for plain lines."""
+    if not verbose or progress is False:
+        return None
+    if progress is None and not (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()):
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=steps, desc=f"Epoch {epoch}", unit="batch", leave=False, file=sys.stdout)
