@@ -1,0 +1,50 @@
+"""The float32 signatures each kernel of manualbp.kernels.cuda is launched with (for compile_ptx).
+
+Written as numba type strings; they must match what the wrappers pass: float32 device arrays,
+C-contiguous (``[::1]`` last), int64 classes and indices, Python ints (int64), np.float32 scalars
+and Python bools.
+"""
+F1 = "float32[::1]"
+F2 = "float32[:, ::1]"
+F4 = "float32[:, :, :, ::1]"
+I1 = "int64[::1]"
+I4 = "int64[:, :, :, ::1]"
+GEOM = "UniTuple(int64, 15)"
+
+
+def _sig(*args):
+    return "void(" + ", ".join(args) + ")"
+
+
+def _gemm(a, b, c):
+    return _sig(a, b, c, F1, GEOM, "int64", "int64", "int64", "int64", "boolean")
+
+
+SIGNATURES = {
+    "conv2d_forward_kernel": _gemm(F2, F4, F1),
+    "conv2d_grad_input_kernel": _gemm(F4, F4, F1),
+    "conv2d_grad_weight_kernel": _gemm(F4, F4, F1),
+    "sum_splits_kernel": _sig(F2, F1, "boolean"),
+    "maxpool2d_forward_kernel": _sig(F4, F4, I4, *["int64"] * 6),
+    "maxpool2d_backward_kernel": _sig(F4, I4, F4, *["int64"] * 6),
+    "relu_forward_kernel": _sig(F1, F1),
+    "relu_backward_kernel": _sig(F1, F1, F1),
+    "leaky_relu_forward_kernel": _sig(F1, "float32", F1),
+    "leaky_relu_backward_kernel": _sig(F1, F1, "float32", F1),
+    "sigmoid_forward_kernel": _sig(F1, F1),
+    "sigmoid_backward_kernel": _sig(F1, F1, F1),
+    "tanh_forward_kernel": _sig(F1, F1),
+    "tanh_backward_kernel": _sig(F1, F1, F1),
+    "bias_add_kernel": _sig(F1, F1, "int64"),
+    "bias_grad_kernel": _sig(F1, "int64", F1, "boolean"),
+    "sgd_update_kernel": _sig(F1, F1, F1, *["float32"] * 4, "boolean", "boolean"),
+    "cross_entropy_rows_kernel": _sig(F2, I1, "int64", F2, F1),
+    "cross_entropy_reduce_kernel": _sig(F1, I1, "int64", "boolean", F1, F1),
+    "cross_entropy_backward_kernel": _sig(F2, I1, "int64", F1, "int64", "float32", F1, F2),
+    "mse_none_kernel": _sig(F1, F1, F1),
+    "mse_reduce_kernel": _sig(F1, F1, "float32", F1),
+    "mse_backward_kernel": _sig(F1, F1, F1, "int64", "float32", F1),
+}
+for _cfg in ("small", "large"):
+    for _t in ("nn", "nt", "tn", "tt"):
+        SIGNATURES[f"matmul_{_cfg}_{_t}_kernel"] = _gemm(F2, F2, F1)
