@@ -9,11 +9,17 @@
     loss = loss_fn(model(x), y)
     model.backward(loss_fn.backward())   # what loss.backward() does in torch
     opt.step()
+
+On a GPU: ``model.to("cuda")`` and ``manualbp.to_device(x)`` (or ``Network(model, device="cuda")``, whose
+fit/evaluate/predict move the batches); ``manualbp.to_numpy`` brings results back.  See ``manualbp/device.py``.
 """
 from . import data as data
+from . import device as device
 from . import models as models
 from . import nn, optim
 from .backend import get_backend, set_backend
+from .device import to_device as to_device
+from .device import to_numpy as to_numpy
 from .network import Network as Network
 from .random import get_generator, manual_seed
 from .summary import summary as summary
@@ -24,6 +30,7 @@ __all__ = [
            "Network",
            "__version__",
            "data",
+           "device",
            "get_backend",
            "get_generator",
            "manual_seed",
@@ -32,4 +39,6 @@ __all__ = [
            "optim",
            "set_backend",
            "summary",
+           "to_device",
+           "to_numpy",
 ]

@@ -21,18 +21,22 @@ import csv
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
 
 from . import checkpoint as ckpt
 from . import data as data_mod
+from ._checks import describe, finite_array, non_negative_int, positive_int
+from .device import Uploader, item, module_device, to_numpy
 from .nn import CrossEntropyLoss, Module, Sequential
-from .optim import SGD
+from .optim import SGD, Optimizer
 from .summary import summary as _summary
 
-__all__ = ["History", "Network", "cosine_lr"]
+__all__ = ["History", "Network", "NonFiniteLossError", "cosine_lr"]
 
 EPOCH_FIELDS = ("epoch", "train_loss", "running_loss", "train_accuracy", "val_loss", "val_accuracy",
                 "seconds", "images_per_sec", "lr")
@@ -78,12 +82,58 @@ class History:
         return f"History({len(self.epochs)} epochs, {len(self.steps)} steps)"
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The loss became nan or inf: training has diverged (``fit`` names the epoch, step and a remedy)."""
+
+
+class _Interrupted(Exception):
+    """Raised between two steps of ``fit`` after a Ctrl-C: where the epoch stood."""
+
+    def __init__(self, epoch, progress):
+        super().__init__(epoch)
+        self.epoch, self.progress = epoch, progress
+
+
+class _DeferredInterrupt:
+    """During ``fit``, the first Ctrl-C only sets ``requested``; ``fit`` stops at the next step boundary.
+
+    Stopping there, never half-way through ``optimizer.step()`` or a checkpoint write, is what makes the
+    saved state resumable.  A second Ctrl-C interrupts at once.  The handler is installed only from the
+    main thread and only over Python's default handler (a program with its own handler keeps it).
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
 class Network:
     """A model plus the loop that trains it.
 
     Args:
         layers_or_module: a Module (used as is), or layers (a list, or several arguments) to chain
             in a ``Sequential``.
+        device: ``"cuda"`` to move the model to the GPU at once (``Network.to``); by default it stays
+            where it is (the CPU for a new model).  On the GPU, ``fit``/``evaluate``/``predict`` copy
+            each batch up once, through a reused pinned buffer, and ``predict`` returns NumPy arrays.
 
     Attributes:
         model: the Module.  ``net(x)``, ``net.backward(g)``, ``net.parameters()``, ``state_dict`` and
@@ -91,7 +141,7 @@ class Network:
         stop_training: a callback may set it to True to end ``fit`` after the current epoch.
     """
 
-    def __init__(self, *layers_or_module):
+    def __init__(self, *layers_or_module, device=None):
         if len(layers_or_module) == 1 and isinstance(layers_or_module[0], Network):
             model = layers_or_module[0].model
         elif len(layers_or_module) == 1 and isinstance(layers_or_module[0], Module):
@@ -104,6 +154,9 @@ class Network:
             model = Sequential(*layers)
         self.model = model
         self.stop_training = False
+        self._uploader = None  # pinned staging buffers for batches going to the GPU (manualbp/device.py)
+        if device is not None:
+            self.to(device)
 
     # --- pass-throughs --------------------------------------------------------------------------
     def __call__(self, x):
@@ -142,6 +195,24 @@ class Network:
         self.model.double()
         return self
 
+    def to(self, device):
+        """Move the model to ``"cuda"`` or ``"cpu"`` (``Module.to``); returns self."""
+        self.model.to(device)
+        return self
+
+    @property
+    def device(self):
+        """Where the model's parameters live: ``"cuda"`` or ``"cpu"``."""
+        return module_device(self.model)
+
+    def _on_device(self, x, y=None):
+        """The batch where the model is: on the GPU, copied up once through pinned buffers reused every step."""
+        if self.device == "cpu":
+            return x, y
+        if getattr(self, "_uploader", None) is None:
+            self._uploader = Uploader()
+        return self._uploader(x, "x"), (None if y is None else self._uploader(y, "y"))
+
     @property
     def dtype(self):
         first = next(self.model.parameters(), None)
@@ -153,9 +224,12 @@ class Network:
     # --- one step -------------------------------------------------------------------------------
     def train_step(self, x, y, loss_fn, optimizer):
         """One step of gradient descent on the batch (x, y); returns (loss, output)."""
+        x, y = self._on_device(x, y)              #    (a model on the GPU: the batch goes up, once)
         optimizer.zero_grad()                     # 1. clear the gradients of the last step
         out = self.model(x)                       # 2. forward, layer by layer
         loss = loss_fn(out, y)                    # 3. the loss: a NumPy scalar
+        if not np.all(np.isfinite(to_numpy(loss))):  # (a nan must not reach the weights)
+            raise NonFiniteLossError(f"the loss is {loss}")
         self.model.backward(loss_fn.backward())   # 4. backward: dL/d(out), then every layer in reverse
         optimizer.step()                          # 5. update every parameter from its .grad
         return loss, out
@@ -185,59 +259,124 @@ class Network:
             lr_schedule: a function epoch -> learning rate, set on every parameter group at the start
                 of each epoch (e.g. ``cosine_lr(0.01, epochs)``); default: the optimizer's lr throughout.
             verbose: print progress; progress: a tqdm bar (default: when stdout is a terminal).
+
+        When the loss becomes nan or inf, ``fit`` stops before that step's update and raises
+        ``NonFiniteLossError`` naming the epoch, the step and a smaller learning rate to try; the last
+        good checkpoint is left as it was.  Ctrl-C finishes the step under way, writes
+        ``interrupted.npz`` (in ``checkpoint``, or the current folder) and raises ``KeyboardInterrupt``;
+        ``resume`` from that file continues the interrupted epoch exactly.  See docs/reliability.md.
         """
-        x, y = self._pair(train, "train")
+        who = "Network.fit"
+        epochs = positive_int(epochs, who, "epochs")
+        batch_size = positive_int(batch_size, who, "batch_size")
+        log_interval = non_negative_int(log_interval, who, "log_interval")
+        x, y = self._pair(train, "fit")
+        if batch_size > len(x) and drop_last:   # without drop_last: one smaller batch, as torch's DataLoader
+            raise ValueError(f"{who}: batch_size={batch_size} is larger than the {len(x)} training samples and "
+                             f"drop_last=True, so an epoch would have no batch; use batch_size <= {len(x)}")
         if val is not None:
-            val = self._pair(val, "val")
-        loss_fn = loss if loss is not None else CrossEntropyLoss()
+            val = self._pair(val, "fit (val)")
+        loss_fn = self._check_loss(loss if loss is not None else CrossEntropyLoss(), who)
         if optimizer is None:
             optimizer = SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self._check_optimizer(optimizer, who)
+        if lr_schedule is not None and not callable(lr_schedule):
+            raise TypeError(f"{who}: expected lr_schedule to be a function epoch -> lr, got {describe(lr_schedule)}")
         loader = data_mod.batches(x, y, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed)
-        history, first_epoch = History(), 1
+        history, first_epoch, progress_in_epoch = History(), 1, None
         if resume is not None:
             header = self.load(resume, optimizer)
             history = History.from_dict(header.get("history"))
             first_epoch = int(header.get("epoch") or 0) + 1
             if header.get("rng_state") is not None:
                 loader.rng.bit_generator.state = header["rng_state"]
-            self._say(verbose, f"Resumed from {os.fspath(resume)} after epoch {first_epoch - 1}")
+            progress_in_epoch = (header.get("extra") or {}).get("interrupted")
+            if progress_in_epoch and (progress_in_epoch.get("batch_size"), progress_in_epoch.get("samples")) != (
+                    batch_size, len(x)):
+                raise ValueError(
+                    f"{who}: {os.fspath(resume)} was saved part-way through an epoch of "
+                    f"{progress_in_epoch.get('samples')} samples in batches of {progress_in_epoch.get('batch_size')}; "
+                    f"resume it with the same data and batch_size (got {len(x)} samples, batch_size={batch_size})")
+            where = (f"during epoch {first_epoch}, after step {progress_in_epoch['step']}"
+                     if progress_in_epoch else f"after epoch {first_epoch - 1}")
+            self._say(verbose, f"Resumed from {os.fspath(resume)} {where}")
         best = min((self._monitor(r) for r in history.epochs), default=np.inf)
         callbacks = list(callbacks or [])
         self.stop_training = False
         self.model.train()
-        for epoch in range(first_epoch, epochs + 1):
-            if lr_schedule is not None:
-                for group in optimizer.param_groups:
-                    group["lr"] = float(lr_schedule(epoch))
-            row = self._train_epoch(epoch, loader, loss_fn, optimizer, history, log_interval, verbose, progress)
-            if val is not None:
-                result = self.evaluate(val, loss=loss_fn, batch_size=max(batch_size, 256))
-                row.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
-                acc = "" if result["accuracy"] is None else (
-                    f", Accuracy: {result['correct']}/{result['total']} ({100 * result['accuracy']:.2f}%)")
-                self._say(verbose, f"Validation set: Average loss: {result['loss']:.4f}{acc}")
-            history.epochs.append(row)
-            if checkpoint is not None:
-                state = {"optimizer": optimizer, "epoch": epoch, "history": history.to_dict(),
-                         "rng_state": _jsonable(loader.rng.bit_generator.state)}
-                self.save(os.path.join(checkpoint, "last.npz"), **state)
-                if self._monitor(row) < best:
-                    best = self._monitor(row)
-                    self.save(os.path.join(checkpoint, "best.npz"), **state)
-            for cb in callbacks:
-                (cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb)(self, epoch, row)
-            if self.stop_training:
-                break
+        last_good = {"path": None, "epoch": None}
+        with _DeferredInterrupt() as interrupt:
+            try:
+                for epoch in range(first_epoch, epochs + 1):
+                    if lr_schedule is not None:
+                        for group in optimizer.param_groups:
+                            group["lr"] = float(lr_schedule(epoch))
+                    try:
+                        row = self._train_epoch(epoch, loader, loss_fn, optimizer, history, log_interval, verbose,
+                                                progress, interrupt, progress_in_epoch)
+                    except NonFiniteLossError as exc:
+                        raise self._diverged(exc, epoch, optimizer, checkpoint, last_good) from None
+                    progress_in_epoch = None
+                    self._check_finite_weights(epoch, optimizer, checkpoint, last_good)
+                    if val is not None:
+                        result = self.evaluate(val, loss=loss_fn, batch_size=max(batch_size, 256))
+                        row.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
+                        acc = "" if result["accuracy"] is None else (
+                            f", Accuracy: {result['correct']}/{result['total']} "
+                            f"({100 * result['accuracy']:.2f}%)")
+                        self._say(verbose, f"Validation set: Average loss: {result['loss']:.4f}{acc}")
+                    history.epochs.append(row)
+                    if checkpoint is not None:
+                        state = {"optimizer": optimizer, "epoch": epoch, "history": history.to_dict(),
+                                 "rng_state": _jsonable(loader.rng.bit_generator.state)}
+                        self.save(os.path.join(checkpoint, "last.npz"), **state)
+                        last_good.update(path=os.path.join(checkpoint, "last.npz"), epoch=epoch)
+                        if self._monitor(row) < best:
+                            best = self._monitor(row)
+                            self.save(os.path.join(checkpoint, "best.npz"), **state)
+                    for cb in callbacks:
+                        (cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb)(self, epoch, row)
+                    if interrupt.requested and epoch < epochs:
+                        raise _Interrupted(epoch + 1, {"step": 0, "rng_state": _jsonable(
+                            loader.rng.bit_generator.state)})
+                    if self.stop_training:
+                        break
+            except _Interrupted as stop:
+                self._save_interrupted(stop, optimizer, history, checkpoint, verbose)
+                raise KeyboardInterrupt from None
         return history
 
-    def _train_epoch(self, epoch, loader, loss_fn, optimizer, history, log_interval, verbose, progress):
+    def _train_epoch(self, epoch, loader, loss_fn, optimizer, history, log_interval, verbose, progress,
+                     interrupt=None, resume_from=None):
+        """One pass over the batches.  ``resume_from`` continues an epoch interrupted part-way: its
+        generator state (before this epoch's shuffle), the number of steps done and their running sums."""
         n, steps = loader.num_samples, len(loader)
+        first = 0
+        running, seen, correct, seconds_before = 0.0, 0, 0, 0.0
+        if resume_from:
+            loader.rng.bit_generator.state = resume_from["rng_state"]
+            first, running, seen = resume_from["step"], resume_from["running"], resume_from["seen"]
+            correct, seconds_before = resume_from["correct"], resume_from["seconds"]
+        rng_state = _jsonable(loader.rng.bit_generator.state)  # before the shuffle: replays this epoch's order
         bar = _progress_bar(steps, epoch, verbose, progress)
         say = bar.write if bar is not None else print
-        running, seen, correct, start = 0.0, 0, 0, time.perf_counter()
-        for batch_idx, (xb, yb) in enumerate(loader):
-            loss, out = self.train_step(xb, yb, loss_fn, optimizer)
-            loss = float(loss)
+        start = time.perf_counter()
+        for batch_idx, (xb, yb) in enumerate(loader.iter_from(first), start=first):
+            if interrupt is not None and interrupt.requested:
+                if bar is not None:
+                    bar.close()
+                raise _Interrupted(epoch, {"step": batch_idx, "rng_state": rng_state, "running": running,
+                                           "seen": seen, "correct": correct,
+                                           "seconds": seconds_before + time.perf_counter() - start,
+                                           "batch_size": loader.batch_size, "samples": n})
+            try:
+                loss, out = self.train_step(xb, yb, loss_fn, optimizer)
+            except NonFiniteLossError as exc:
+                if bar is not None:
+                    bar.close()
+                exc.step, exc.steps = batch_idx + 1, steps
+                raise
+            loss = item(loss)  # a NumPy scalar, or a (1,) device array on the GPU
             running += loss
             seen += len(xb)
             correct += _correct(out, yb)
@@ -250,7 +389,7 @@ class Network:
                 bar.update(1)
         if bar is not None:
             bar.close()
-        seconds = time.perf_counter() - start
+        seconds = seconds_before + time.perf_counter() - start
         row = {"epoch": epoch, "train_loss": running / max(steps, 1), "running_loss": running,
                "train_accuracy": correct / seen if seen and _is_classification(loader.y) else None,
                "val_loss": None, "val_accuracy": None, "seconds": seconds,
@@ -261,6 +400,44 @@ class Network:
                            f"lr {row['lr']:.6g}, {seconds:.1f}s, {row['images_per_sec'] or 0:.0f} images/s")
         return row
 
+    # --- what fit does when things go wrong ---------------------------------------------------------
+    @staticmethod
+    def _last_good_note(checkpoint, last_good):
+        if last_good["path"] is not None:
+            return (f"The last good checkpoint, written after epoch {last_good['epoch']}, is "
+                    f"{last_good['path']}; it was left as it was.")
+        if checkpoint is not None and os.path.exists(os.path.join(checkpoint, "last.npz")):
+            return f"No epoch finished in this run; {os.path.join(checkpoint, 'last.npz')} was left as it was."
+        return "No checkpoint was written (pass checkpoint=folder to keep one after every epoch)."
+
+    def _diverged(self, exc, epoch, optimizer, checkpoint, last_good):
+        lr = optimizer.param_groups[0].get("lr")
+        step = getattr(exc, "step", "?")
+        steps = getattr(exc, "steps", "?")
+        return NonFiniteLossError(
+            f"Network.fit: training diverged: {exc} at epoch {epoch}, step {step} of {steps}. The weights "
+            f"were not updated with it. Try a smaller learning rate (lr is {lr:g}; try {lr / 10:g}), or check "
+            f"the data for extreme values. " + self._last_good_note(checkpoint, last_good))
+
+    def _check_finite_weights(self, epoch, optimizer, checkpoint, last_good):
+        """Refuse to checkpoint weights that hold nan/inf (the last step can overflow with a finite loss)."""
+        for name, p in self.model.named_parameters():
+            if not np.isfinite(to_numpy(p.data)).all():
+                raise self._diverged(NonFiniteLossError(f"parameter {name!r} holds nan or inf"), epoch,
+                                     optimizer, checkpoint, last_good)
+
+    def _save_interrupted(self, stop, optimizer, history, checkpoint, verbose):
+        """Write ``interrupted.npz`` (in ``checkpoint``, or the current folder) and say how to resume."""
+        path = os.path.join(checkpoint if checkpoint is not None else ".", "interrupted.npz")
+        progress = stop.progress
+        partial = None if progress["step"] == 0 else progress
+        self.save(path, optimizer, epoch=stop.epoch - 1, history=history.to_dict(),
+                  rng_state=progress["rng_state"], extra={"interrupted": partial})
+        where = (f"during epoch {stop.epoch}, after step {progress['step']}" if partial
+                 else f"after epoch {stop.epoch - 1}")
+        print(f"Interrupted {where}: saved {path}. Continue with fit(..., resume={path!r}) "
+              f"(manualbp train --resume {path}).", file=sys.stderr, flush=True)
+
     @staticmethod
     def _monitor(row):
         value = row.get("val_loss")
@@ -270,14 +447,15 @@ class Network:
     def evaluate(self, data, loss=None, batch_size=256):
         """Loss (mean over samples) and accuracy on ``data = (x, y)``, without updating anything."""
         x, y = self._pair(data, "evaluate")
-        loss_fn = loss if loss is not None else CrossEntropyLoss()
+        loss_fn = self._check_loss(loss if loss is not None else CrossEntropyLoss(), "Network.evaluate")
         was_training = self.model.training
         self.model.eval()
         total_loss, correct = 0.0, 0
         try:
             for xb, yb in data_mod.batches(x, y, batch_size, shuffle=False):
-                out = self.model(xb)
-                value = float(loss_fn(out, yb))
+                xd, yd = self._on_device(xb, yb)
+                out = self.model(xd)
+                value = item(loss_fn(out, yd))
                 total_loss += value if getattr(loss_fn, "reduction", "mean") == "sum" else value * len(xb)
                 correct += _correct(out, yb)
         finally:
@@ -292,7 +470,8 @@ class Network:
         was_training = self.model.training
         self.model.eval()
         try:
-            outs = [self.model(xb) for xb in data_mod.batches(x, None, batch_size, shuffle=False)]
+            outs = [to_numpy(self.model(self._on_device(xb)[0]))
+                    for xb in data_mod.batches(x, None, batch_size, shuffle=False)]
         finally:
             self.model.train(was_training)
         return np.concatenate(outs)
@@ -315,21 +494,52 @@ class Network:
 
     # --- bookkeeping ----------------------------------------------------------------------------
     def _input(self, x, who):
+        where = f"Network.{who}"
         if not isinstance(x, np.ndarray):
-            raise TypeError(f"Network.{who}: expected x to be a numpy array, got {type(x).__name__}")
-        if x.dtype.kind == "f" and x.dtype != self.dtype:
+            raise TypeError(f"{where}: expected x to be a numpy array, got {type(x).__name__}")
+        if x.dtype.kind != "f":
+            hint = " (convert images with x.astype(np.float32) / 255)" if x.dtype.kind in "iub" else ""
+            raise TypeError(f"{where}: expected x of a float dtype, got {x.dtype}{hint}")
+        if x.ndim == 0 or len(x) == 0:
+            raise ValueError(f"{where}: expected x with at least one sample, got shape {tuple(x.shape)}")
+        if x.dtype != self.dtype:
             x = x.astype(self.dtype)   # float32 data into a float64 model (or back)
-        return x
+        return finite_array(x, where, "x")   # one nan pixel would turn every weight into nan
 
     def _pair(self, pair, who):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise TypeError(f"Network.{who}: expected an (x, y) pair of arrays, got {type(pair).__name__}")
         x, y = self._input(pair[0], who), np.asarray(pair[1])
-        if len(x) != len(y):
-            raise ValueError(f"Network.{who}: x has {len(x)} samples but y has {len(y)}")
-        if len(x) == 0:
-            raise ValueError(f"Network.{who}: no samples")
-        return x, y
+        if y.dtype.kind not in "fiub":
+            raise TypeError(f"Network.{who}: expected y of integer class indices or float targets, got "
+                            f"dtype {y.dtype}")
+        if y.ndim == 0 or len(x) != len(y):
+            raise ValueError(f"Network.{who}: x has {len(x)} samples but y has "
+                             f"{len(y) if y.ndim else 'none (a scalar)'}")
+        return x, finite_array(y, f"Network.{who}", "y")
+
+    def _check_loss(self, loss_fn, who):
+        if isinstance(loss_fn, type):
+            raise TypeError(f"{who}: expected a loss module, got the class {loss_fn.__name__}; "
+                            f"pass an instance: {loss_fn.__name__}()")
+        if not isinstance(loss_fn, Module) or type(loss_fn).backward is Module.backward:
+            raise TypeError(f"{who}: expected loss to be a loss module such as nn.CrossEntropyLoss(), got "
+                            f"{describe(loss_fn)}")
+        if getattr(loss_fn, "reduction", "mean") == "none":
+            raise ValueError(f"{who}: the loss has reduction='none', but {who} needs one number per batch: "
+                             f"use reduction='mean' or 'sum'")
+        return loss_fn
+
+    def _check_optimizer(self, optimizer, who):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{who}: expected optimizer to be a manualbp.optim optimizer, e.g. "
+                            f"optim.SGD(net.parameters(), lr=0.01), got {describe(optimizer)}")
+        own = {id(p) for p in self.model.parameters()}
+        foreign = [p for p in optimizer._params() if id(p) not in own]
+        if foreign:
+            raise ValueError(f"{who}: the optimizer holds {len(foreign)} parameter(s) that are not this "
+                             f"model's (first of shape {foreign[0].shape}); was it built for another model? "
+                             f"Build it from this network: optim.SGD(net.parameters(), ...)")
 
     @staticmethod
     def _say(verbose, message):
@@ -352,6 +562,7 @@ def _is_classification(y):
 def _correct(out, y):
     if not _is_classification(y) or out.ndim != 2 or np.asarray(y).ndim != 1:
         return 0
+    out = to_numpy(out)  # logits on the GPU come back (N x C numbers) to be compared with y
     return int((out.argmax(axis=1) == y).sum())
 
 

@@ -27,6 +27,7 @@ the sizes.
 """
 import numpy as np
 
+from .device import module_device, to_device
 from .nn.module import Module, Sequential
 
 _LINE = "-" * 64
@@ -111,6 +112,7 @@ def summary(model, input_shape, batch_size=-1, dtype=None, verbose=True):
     # torchsummary feeds a batch of two uniform random samples; a private generator keeps manualbp's
     # global one (and so a seeded training run) unaffected by printing a summary
     x = np.random.default_rng(0).random((2,) + input_shape).astype(dtype)
+    x = to_device(x, module_device(model))  # a model on the GPU gets its dummy batch there
     rows = _record_forward(model, x, batch_size)
 
     lines = [_LINE, "{:>20}  {:>25} {:>15}".format("Layer (type)", "Output Shape", "Param #"), _DOUBLE]

@@ -15,6 +15,9 @@ device arrays, so that parameters, activations and gradients stay on the GPU acr
 Each wrapper's docstring names its NumPy twin (mostly in ``kernels/reference.py``), which is the
 specification the tests hold it to.
 
+The layers, losses and SGD call these wrappers themselves when the model is on the GPU
+(``model.to("cuda")``; see ``manualbp/device.py``): most users never call them directly.
+
 Importing this module needs no GPU: every kernel is compiled lazily, on its first launch (an eager
 signature would need a driver at import).  ``import manualbp`` never imports it.  Without a GPU the
 kernels still run under numba's simulator (``NUMBA_ENABLE_CUDASIM=1`` set before numba is imported)

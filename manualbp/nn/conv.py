@@ -10,6 +10,8 @@ import numpy as np
 
 from .. import kernels
 from .._checks import float_array, pair, positive_int
+from ..device import add_grad, float32_input
+from ..device import kernels as cuda_kernels
 from . import init
 from .module import Module
 from .parameter import Parameter
@@ -58,6 +60,8 @@ class Conv2d(Module):
         return f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size})"
 
     def forward(self, x):
+        if self._uses_cuda(x):  # the parameters are on the GPU: the same equations as CUDA kernels, below
+            return self._forward_cuda(x)
         x = float_array(x, self._name(), ndim=4, dtype=self.weight.dtype)
         _, c, h, w = x.shape
         if c != self.in_channels:
@@ -74,6 +78,8 @@ class Conv2d(Module):
         return kernels.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)  # eq. (K1)
 
     def backward(self, grad_output):
+        if self._backward_uses_cuda(grad_output):
+            return self._backward_cuda(grad_output)
         x = self._saved(self._x)
         g = float_array(grad_output, f"{self._name()}.backward", "grad_output", dtype=self.weight.dtype)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
@@ -87,6 +93,29 @@ class Conv2d(Module):
         if self.bias is not None:
             self.bias.accumulate_grad(g.sum(axis=(0, 2, 3)))  # eq. (K3)
         return kernels.conv2d_grad_input(g, self.weight.data, x.shape, self.stride, self.padding)  # eq. (K5)
+
+    # --- on the GPU (model.to("cuda")): (K1)-(K5) as implicit-GEMM CUDA kernels (kernels/cuda_conv.py) ---
+    def _forward_cuda(self, x):
+        gpu = cuda_kernels()
+        float32_input(x, self._name(), ndim=4)
+        _, c, h, w = x.shape
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        if c != self.in_channels or kh > h + 2 * ph or kw > w + 2 * pw:
+            raise ValueError(
+                f"{self._name()}: expected input of shape (N, {self.in_channels}, H, W) with H + 2*{ph} >= {kh} "
+                f"and W + 2*{pw} >= {kw}, got shape {tuple(x.shape)}")
+        self._x = x  # for dL/dw, eq. (K4)
+        bias = self.bias.data if self.bias is not None else None
+        return gpu.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)  # eq. (K1)
+
+    def _backward_cuda(self, grad_output):
+        gpu = cuda_kernels()
+        x = self._saved(self._x)
+        g = float32_input(grad_output, f"{self._name()}.backward", "grad_output", ndim=4)  # shape: the kernels check
+        add_grad(self.weight, lambda out, acc: gpu.conv2d_grad_weight(
+            g, x, self.weight.shape, self.stride, self.padding, out=out, accumulate=acc))  # eq. (K4)
+        add_grad(self.bias, lambda out, acc: gpu.bias_grad(g, out=out, accumulate=acc))  # eq. (K3)
+        return gpu.conv2d_grad_input(g, self.weight.data, x.shape, self.stride, self.padding)  # eq. (K5)
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

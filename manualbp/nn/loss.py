@@ -22,8 +22,9 @@ import numbers
 
 import numpy as np
 
-from .._checks import describe, float_array
+from .._checks import describe, finite_array, float_array
 from .._checks import reduction as check_reduction
+from ..device import is_cuda_array, mixed_message, unsupported
 from .module import Module
 
 
@@ -62,6 +63,8 @@ class _Loss(Module):
         return self.forward(input, target)
 
     def forward(self, input, target):
+        if self._uses_cuda(input):  # the input is on the GPU: the fused CUDA kernels (_forward_cuda)
+            return self._forward_cuda(input, target)
         who = type(self).__name__
         self._loss_shape = None  # a forward that raises leaves nothing stale for backward
         x = float_array(input, who, "input")
@@ -81,6 +84,8 @@ class _Loss(Module):
             return dt(total / self._denom)  # (R1)
 
     def backward(self, grad=None):
+        if self._backward_uses_cuda(grad):
+            return self._backward_cuda(grad)
         if self._loss_shape is None:
             raise ValueError(
                 f"{type(self).__name__}.backward() called before forward(): call loss_fn(input, target) "
@@ -128,10 +133,48 @@ class _Loss(Module):
     def _backward(self, s):
         raise TypeError(f"{type(self).__name__} does not define _backward()")
 
+    # --- on the GPU (the input is a numba.cuda device array; see manualbp/device.py) -------------------
+    # CrossEntropyLoss and MSELoss override the two methods below with their fused kernels
+    # (manualbp/kernels/cuda_loss.py).  The loss then stays on the GPU: a float32 device array of shape
+    # (1,) for 'mean'/'sum' (read it with manualbp.to_numpy(loss)[0]), of the unreduced shape for 'none'.
+    _cuda_saved = None  # what the GPU backward needs, saved by _forward_cuda
+
+    def _forward_cuda(self, input, target):
+        raise unsupported(type(self).__name__, "only CrossEntropyLoss and MSELoss have GPU kernels")
+
+    def _backward_cuda(self, grad):
+        raise unsupported(f"{type(self).__name__}.backward")
+
+    def _cuda_target(self, target, input):
+        """The target must be on the GPU with the input (Network.fit moves both)."""
+        if not is_cuda_array(target):
+            raise TypeError(mixed_message(type(self).__name__, "the target", target, True))
+        return target
+
+    def _cuda_upstream(self, grad):
+        """dL/d(loss) for the GPU kernels: 1.0 by default, a number, or a device array ('none': required)."""
+        who = f"{type(self).__name__}.backward"
+        if grad is None and self.reduction == "none":
+            raise ValueError(f"{who}: with reduction='none' the loss is an array, so backward needs grad = "
+                             f"dL/d(loss) of shape {self._loss_shape}, on the GPU")
+        if grad is None:
+            return 1.0
+        if is_cuda_array(grad):
+            if self.reduction == "none" and tuple(grad.shape) != self._loss_shape:
+                raise ValueError(f"{who}: expected grad of shape {self._loss_shape}, got {tuple(grad.shape)}")
+            return grad
+        if isinstance(grad, np.ndarray) and grad.shape == ():
+            grad = grad[()]
+        if self.reduction != "none" and isinstance(grad, numbers.Real) and not isinstance(grad, (bool, np.bool_)):
+            return float(grad)
+        raise TypeError(f"{who}: with reduction={self.reduction!r} on the GPU grad is "
+                        f"{'a device array' if self.reduction == 'none' else 'a number or a device array'}, "
+                        f"got {describe(grad)}")
+
 
 # --- validation helpers shared by the loss files ---------------------------------------------------
 
-def same_shape_target(x, target, who):
+def same_shape_target(x, target, who, finite=True):
     """A real-valued target with exactly the input's shape, cast to the input's dtype.
 
     torch would broadcast a differently shaped target for the regression losses (with a warning
@@ -144,6 +187,8 @@ def same_shape_target(x, target, who):
     if target.shape != x.shape:
         raise ValueError(f"{who}: expected target of shape {tuple(x.shape)} (the input's), "
                          f"got {tuple(target.shape)}")
+    if finite:
+        finite_array(target, who, "target")  # a nan target would make every later loss nan
     return np.asarray(target, dtype=x.dtype, order="C")  # (ascontiguousarray would make 0-d 1-d)
 
 

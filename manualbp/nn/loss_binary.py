@@ -53,7 +53,7 @@ class BCELoss(_Loss):
     def _prepare(self, x, target):
         who = "BCELoss"
         _check_unit_interval(x, who, "input")
-        t = same_shape_target(x, target, who)
+        t = same_shape_target(x, target, who, finite=False)  # [0, 1] below refuses nan too
         _check_unit_interval(t, who, "target")
         self._w = broadcast_weight(self.weight, x, who)
         return t

@@ -32,7 +32,9 @@ import numbers
 
 import numpy as np
 
-from .._checks import describe, real_number
+from .._checks import describe, finite_array, real_number
+from ..device import float32_input, unsupported
+from ..device import kernels as cuda_kernels
 from .loss import _Loss, weight_array
 
 # --- bookkeeping shared by both losses ----------------------------------------------------------
@@ -210,6 +212,10 @@ class CrossEntropyLoss(_ClassLoss):
         if self.ignore_index != -100:
             raise ValueError(f"{who}: ignore_index={self.ignore_index} is not supported with class-probability "
                              f"targets (as in torch)")
+        finite_array(target, who, "the class-probability target")
+        if (target < 0).any():
+            raise ValueError(f"{who}: class probabilities must be >= 0, found {target[target < 0].flat[0]} "
+                             f"(torch does not require each row to sum to 1, and neither does this loss)")
         return np.asarray(target, dtype=x.dtype, order="C")
 
     def _forward(self, x, t):
@@ -258,3 +264,29 @@ class CrossEntropyLoss(_ClassLoss):
             # torch's 0/0: every counted sample's gradient is nan, ignored ones stay 0
             return np.where(valid, grad * dt(np.nan), dt(0))
         return np.where(valid, grad, dt(0))
+
+    # --- on the GPU: softmax, (S2)-(S3) and (S7)-(S8) fused in kernels/cuda_loss.py ----------------------
+    def _forward_cuda(self, input, target):
+        who = "CrossEntropyLoss"
+        self._cuda_saved = None
+        if self.weight is not None:
+            raise unsupported(f"{who}(weight=...)", "the fused kernel has no class weights")
+        if self.label_smoothing > 0:
+            raise unsupported(f"{who}(label_smoothing={self.label_smoothing})", "the fused kernel has no smoothing")
+        x = float32_input(input, who)
+        if x.ndim != 2:
+            raise unsupported(f"{who} on input of shape {tuple(x.shape)}", "the kernel takes (N, C) logits")
+        t = self._cuda_target(target, input)
+        if t.dtype.kind == "f":
+            raise unsupported(f"{who} with class-probability (float) targets", "give int64 class indices")
+        # A class outside [0, C) cannot raise on the device: the loss becomes nan instead.
+        loss, probs, denom = cuda_kernels().cross_entropy_forward(x, t, self.reduction, self.ignore_index)
+        self._cuda_saved = (probs, t, denom)  # p of (S7), y, and D of (S8)
+        self._input_shape = tuple(x.shape)
+        self._loss_shape = tuple(loss.shape) if self.reduction == "none" else ()
+        return loss
+
+    def _backward_cuda(self, grad):
+        probs, t, denom = self._saved(self._cuda_saved, "the softmax of its forward")
+        return cuda_kernels().cross_entropy_backward(probs, t, denom, self._cuda_upstream(grad),
+                                                     self.ignore_index)  # (p - onehot(y)) g / D, (S7)-(S8)

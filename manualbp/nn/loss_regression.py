@@ -21,6 +21,8 @@ Labels cited here (derivations/07-regression-losses.md):
 import numpy as np
 
 from .._checks import real_number
+from ..device import float32_input
+from ..device import kernels as cuda_kernels
 from .loss import _Loss, same_shape_target
 
 
@@ -68,6 +70,22 @@ class MSELoss(_Elementwise):
 
     def _backward(self, s):
         return s * (self._dtype(2) * self._d)  # (R2) times (R6)
+
+    def _forward_cuda(self, input, target):  # on the GPU: kernels/cuda_loss.py, (R5) and its reduction (R1)
+        self._cuda_saved = None
+        x = float32_input(input, "MSELoss")
+        t = self._cuda_target(target, input)
+        if tuple(t.shape) != tuple(x.shape):
+            raise ValueError(f"MSELoss: expected target of shape {tuple(x.shape)} (the input's), "
+                             f"got {tuple(t.shape)}")
+        loss = cuda_kernels().mse_forward(x, t, self.reduction)  # (R5), (R1)
+        self._cuda_saved = (x, t)  # d = x - t, for (R6)
+        self._input_shape = self._loss_shape = tuple(x.shape)
+        return loss
+
+    def _backward_cuda(self, grad):
+        x, t = self._saved(self._cuda_saved, "its input and target")
+        return cuda_kernels().mse_backward(x, t, self.reduction, self._cuda_upstream(grad))  # (R2) times (R6)
 
 
 class SmoothL1Loss(_Elementwise):

@@ -14,6 +14,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..device import check_grad_device, is_cuda_array, move, normalize, require_cuda, runs_on_cuda, to_numpy
 from .parameter import Parameter
 
 
@@ -60,6 +61,24 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
+
+    # --- the device: each layer's one-line dispatch to its GPU path (manualbp/device.py) ---------------
+    _ran_on_cuda = False  # did the last forward run on the GPU? its backward takes the same path
+
+    def _uses_cuda(self, x, name="input"):
+        """True when this forward runs on the GPU (the parameters, or x for a layer without any, are there).
+
+        A model on the GPU given a NumPy array, or the other way round, is a TypeError that says how to
+        move the batch.  The answer is remembered for backward (``_backward_uses_cuda``).
+        """
+        on_cuda = runs_on_cuda(self, x, name)
+        object.__setattr__(self, "_ran_on_cuda", on_cuda)
+        return on_cuda
+
+    def _backward_uses_cuda(self, grad_output):
+        """True when the last forward ran on the GPU; grad_output must then be a device array too."""
+        check_grad_device(self, grad_output, self._ran_on_cuda)
+        return self._ran_on_cuda
 
     def _saved(self, value, what="its input"):
         """Return a value saved by forward, or explain that backward came first."""
@@ -115,6 +134,11 @@ class Module:
 
     def _cast(self, dtype):
         for p in self.parameters():
+            if is_cuda_array(p.data):  # the GPU kernels compute in float32 only
+                if np.dtype(dtype) != np.float32:
+                    raise TypeError(f"{type(self).__name__}: the GPU computes in float32 only; move the model "
+                                    f"to the CPU with .to('cpu') before .double()")
+                continue
             p.data = np.ascontiguousarray(p.data, dtype=dtype)
             if p.grad is not None:
                 p.grad = np.ascontiguousarray(p.grad, dtype=dtype)
@@ -128,10 +152,37 @@ class Module:
         """Convert every parameter (and gradient) to float64, in place."""
         return self._cast(np.float64)
 
+    def to(self, device):
+        """Move every parameter (``.data`` and ``.grad``) to ``"cuda"`` or ``"cpu"``, in place; returns self.
+
+        On the GPU the parameters are numba.cuda device arrays, and every layer's forward and backward
+        runs the CUDA kernels of ``manualbp/kernels/cuda.py``: see ``manualbp/device.py``.  Moving to
+        ``"cuda"`` without a GPU is a RuntimeError that names what is missing.  float32 only.
+        """
+        where = normalize(device)
+        params = list(self.parameters())
+        if where == "cuda":
+            require_cuda(f"{type(self).__name__}.to('cuda')")
+            for name, p in self.named_parameters():
+                if p.dtype != np.float32:
+                    raise TypeError(f"{type(self).__name__}.to('cuda'): parameter {name!r} is {p.dtype}, but "
+                                    f"the GPU kernels compute in float32; call .float() first")
+        for p in params:
+            p.data, p.grad = move(p.data, where), move(p.grad, where)
+        return self
+
+    def cuda(self):
+        """``to("cuda")``."""
+        return self.to("cuda")
+
+    def cpu(self):
+        """``to("cpu")``."""
+        return self.to("cpu")
+
     # --- state ------------------------------------------------------------
     def state_dict(self):
-        """An ordered ``{name: array copy}`` with PyTorch's keys and shapes."""
-        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+        """An ordered ``{name: array copy}`` with PyTorch's keys and shapes (NumPy copies, wherever the model is)."""
+        return OrderedDict((name, np.array(to_numpy(p.data), copy=True)) for name, p in self.named_parameters())
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters; keys and shapes are checked as torch does.
@@ -163,7 +214,8 @@ class Module:
                 raise TypeError(f"Error loading state_dict: {name!r} has non-numeric dtype {value.dtype}")
             updates.append((p, value))
         for p, value in updates:  # checked everything first: no half-loaded model
-            p.data = np.array(value, dtype=p.data.dtype, order="C", copy=True)
+            where = "cuda" if is_cuda_array(p.data) else "cpu"  # a model on the GPU stays there
+            p.data = move(np.array(value, dtype=p.data.dtype, order="C", copy=True), where)
         return missing, unexpected
 
     # --- printing ---------------------------------------------------------

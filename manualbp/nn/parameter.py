@@ -2,6 +2,7 @@
 import numpy as np
 
 from .._checks import FLOAT_DTYPES
+from ..device import device_of, move, normalize
 
 
 class Parameter:
@@ -32,6 +33,17 @@ class Parameter:
     @property
     def size(self):
         return self.data.size
+
+    @property
+    def device(self):
+        """``"cuda"`` when ``data`` is a numba.cuda device array (``Module.to("cuda")``), else ``"cpu"``."""
+        return device_of(self.data)
+
+    def to(self, device):
+        """Move ``data`` and ``grad`` to ``"cuda"`` or ``"cpu"`` in place; returns self (see Module.to)."""
+        where = normalize(device)
+        self.data, self.grad = move(self.data, where), move(self.grad, where)
+        return self
 
     def accumulate_grad(self, g):
         """Add a freshly computed gradient into ``.grad`` (creating it on the first call)."""

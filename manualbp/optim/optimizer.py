@@ -3,6 +3,7 @@ import numbers
 
 import numpy as np
 
+from ..device import to_numpy
 from ..nn.parameter import Parameter
 
 
@@ -72,7 +73,8 @@ class Optimizer:
         """``{"state": {index: {buffer: array}}, "param_groups": [...]}`` with torch's layout:
         parameters are referred to by their position across all groups."""
         index = {id(p): i for i, p in enumerate(self._params())}
-        state = {index[pid]: {k: v.copy() for k, v in s.items()} for pid, s in self.state.items() if pid in index}
+        state = {index[pid]: {k: np.array(to_numpy(v), copy=True) for k, v in s.items()}  # NumPy, from the GPU too
+                 for pid, s in self.state.items() if pid in index}
         groups = []
         for group in self.param_groups:
             g = {k: v for k, v in group.items() if k != "params"}
@@ -116,7 +118,9 @@ class Optimizer:
 
 
 def check_number(value, who, name, low=None, high=None, high_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who}: expected {name} to be a number, got {type(value).__name__} {value!r}")
+    if not np.isfinite(value):
         raise ValueError(f"{who}: expected {name} to be a finite number, got {value!r}")
     if low is not None and value < low:
         raise ValueError(f"{who}: invalid {name} {value}: expected {name} >= {low}")

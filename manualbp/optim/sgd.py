@@ -4,6 +4,8 @@ Derivation: derivations/09-sgd-momentum.md
 """
 import numpy as np
 
+from ..device import is_cuda_array, require_cuda, to_numpy
+from ..device import kernels as cuda_kernels
 from .optimizer import Optimizer, check_number
 
 
@@ -59,6 +61,9 @@ class SGD(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                if is_cuda_array(p.data):  # on the GPU: (O3)-(O6) in one kernel launch, _step_cuda below
+                    self._step_cuda(p, lr, mu, tau, wd, nesterov)
+                    continue
                 if p.grad.shape != p.data.shape or p.grad.dtype != p.data.dtype:
                     raise ValueError(f"SGD: gradient of shape {p.grad.shape}/{p.grad.dtype} does not match "
                                      f"its parameter {p.data.shape}/{p.data.dtype}")
@@ -69,6 +74,8 @@ class SGD(Optimizer):
                 if mu != 0:
                     state = self.state.setdefault(id(p), {})
                     buf = state.get("momentum_buffer")
+                    if is_cuda_array(buf):  # the model came back from the GPU: so does its buffer
+                        buf = state["momentum_buffer"] = to_numpy(buf)
                     if buf is None:
                         buf = state["momentum_buffer"] = np.array(g, copy=True)  # first step: undamped (O4)
                     else:
@@ -76,3 +83,17 @@ class SGD(Optimizer):
                         buf += t(1 - tau) * g  # (O4)
                     g = g + t(mu) * buf if nesterov else buf  # (O5)
                 p.data -= t(lr) * g  # (O6)
+
+    def _step_cuda(self, p, lr, mu, tau, wd, nesterov):
+        """(O3)-(O6) for a parameter on the GPU: ``kernels.cuda.sgd_update``, buffer kept on the GPU."""
+        gpu = cuda_kernels()
+        buf, first = None, False
+        if mu != 0:
+            state = self.state.setdefault(id(p), {})
+            buf = state.get("momentum_buffer")
+            first = buf is None  # torch's first buffer is the gradient itself (O4): the kernel writes it
+            if first:
+                buf = state["momentum_buffer"] = require_cuda().device_array(p.shape, dtype=np.float32)
+            elif not is_cuda_array(buf):  # the model moved to the GPU after some steps, or a checkpoint
+                buf = state["momentum_buffer"] = require_cuda().to_device(np.ascontiguousarray(buf, np.float32))
+        gpu.sgd_update(p.data, p.grad, buf, lr, mu, tau, nesterov, wd, first_step=first)
