@@ -16,14 +16,22 @@ def describe(x):
     """A short description of an array for error messages."""
     if isinstance(x, np.ndarray):
         return f"array of shape {tuple(x.shape)} and dtype {x.dtype}"
+    if hasattr(x, "copy_to_host") and hasattr(x, "shape"):  # manualbp.device.is_cuda_array
+        return (f"a numba.cuda device array of shape {tuple(x.shape)} (on the GPU; this part runs on the CPU: "
+                f"bring it back with manualbp.to_numpy(x))")
     return f"{type(x).__name__}"
 
 
-def float_array(x, who, name="input", ndim=None, min_ndim=None, dtype=None):
-    """Check that ``x`` is a floating NumPy array and return it C-contiguous.
+def float_array(x, who, name="input", ndim=None, min_ndim=None, dtype=None, allow_empty=False):
+    """Check that ``x`` is a floating NumPy array and return it C-contiguous and writeable.
 
     ``ndim``/``min_ndim`` constrain the number of dimensions; ``dtype`` (when
     given) is the dtype ``x`` must already have (a layer's parameter dtype).
+    A zero-sized array (an empty batch, or a zero-sized spatial dimension) is
+    refused unless ``allow_empty``: it would give a silent ``nan`` mean or an
+    empty output that fails much later, far from its cause.  Non-contiguous and
+    read-only arrays are accepted and copied, so every kernel sees one memory
+    layout (and Numba compiles one specialisation per dtype, not one per flag).
     """
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{who}: expected {name} to be a numpy array, got {describe(x)}")
@@ -39,7 +47,30 @@ def float_array(x, who, name="input", ndim=None, min_ndim=None, dtype=None):
         raise TypeError(
             f"{who}: expected {name} of dtype {dtype} (the dtype of its parameters), got {x.dtype}; "
             f"convert the input with x.astype(np.{dtype}) or the model with .float()/.double()")
+    if x.size == 0 and not allow_empty:
+        raise ValueError(f"{who}: expected a non-empty {name}, got an empty array of shape {tuple(x.shape)} "
+                         f"(a zero-sized batch or dimension)")
+    if not x.flags.writeable:
+        return np.array(x, order="C", copy=True)
     return np.ascontiguousarray(x)
+
+
+def _all_finite(x, chunk=1 << 22):
+    """``np.isfinite(x).all()``, a slice of about ``chunk`` elements at a time (a data set can be large)."""
+    if x.ndim == 0 or x.size <= chunk:
+        return bool(np.isfinite(x).all())
+    rows = max(1, chunk // max(1, x[0].size))
+    return all(np.isfinite(x[i:i + rows]).all() for i in range(0, len(x), rows))
+
+
+def finite_array(x, who, name="input"):
+    """Raise ``ValueError`` if a float array holds nan or inf, naming the first bad element."""
+    if x.dtype.kind in "fc" and not _all_finite(x):
+        bad = np.argwhere(~np.isfinite(x))[0]
+        where = tuple(int(i) for i in bad)
+        raise ValueError(f"{who}: expected finite values in {name}, got {x[where]} at index {where} "
+                         f"({int((~np.isfinite(x)).sum())} non-finite of {x.size})")
+    return x
 
 
 def positive_int(value, who, name):

@@ -6,8 +6,8 @@ The file is an ordinary ``.npz`` (a zip of ``.npy`` arrays, readable by ``np.loa
     optimizer/<i>/<buffer>     the optimizer's per-parameter state (e.g. "optimizer/0/momentum_buffer")
     __header__                 UTF-8 JSON, stored as a uint8 array: format version, manualbp and numpy
                                versions, the architecture (the model's repr), epoch, history, the
-                               shuffling generator's state, the optimizer's hyper-parameters, and a
-                               sha256 of all the arrays above
+                               shuffling generator's state, the optimizer's hyper-parameters, a
+                               sha256 of all the arrays above, and a sha256 of the header itself
 
 Nothing in it is pickled and it is read with ``allow_pickle=False``, so loading a checkpoint cannot run
 code (``torch.load`` of an untrusted ``.pth`` can).  Writing goes to a temporary file in the same folder,
@@ -30,6 +30,11 @@ HEADER_KEY = "__header__"
 
 __all__ = ["FORMAT_VERSION", "load", "read", "save"]
 
+# mkstemp creates files readable by their owner only; a checkpoint gets the mode an ordinary
+# open() would give it (0o666 less the umask).  The umask can only be read by setting it.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def _checksum(arrays):
     """sha256 over every array's name, dtype, shape and bytes, in name order."""
@@ -43,6 +48,12 @@ def _checksum(arrays):
     return h.hexdigest()
 
 
+def _header_checksum(header):
+    """sha256 of the header's JSON (keys sorted) without its own ``header_sha256`` entry."""
+    body = {k: v for k, v in header.items() if k != "header_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def _atomic_write(path, arrays):
     """np.savez into a temp file beside ``path``, fsync, then rename it over ``path``."""
     path = os.path.abspath(os.fspath(path))
@@ -54,6 +65,7 @@ def _atomic_write(path, arrays):
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -107,6 +119,7 @@ def save(path, model, optimizer=None, *, epoch=None, history=None, rng_state=Non
         "extra": extra,
         "sha256": _checksum(arrays),
     }
+    header["header_sha256"] = _header_checksum(header)
     arrays[HEADER_KEY] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     _atomic_write(path, arrays)
     return header
@@ -121,10 +134,22 @@ def read(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":   # np.load would try other formats (and ask to unpickle)
+        raise ValueError(f"checkpoint {path!r} is not a manualbp checkpoint: it is not an .npz (zip) file"
+                         + (" (it is empty)" if not magic else ""))
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}   # reads every member: a CRC error raises here
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, RuntimeError) as exc:
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ValueError(f"checkpoint {path!r} holds pickled Python objects, which manualbp never loads "
+                             f"(unpickling can run code): it was not written by manualbp") from exc
+        raise ValueError(f"checkpoint {path!r} cannot be read; it is truncated or corrupted "
+                         f"({type(exc).__name__}: {exc})") from exc
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, RuntimeError, NotImplementedError,
+            UnicodeDecodeError, MemoryError, OverflowError) as exc:
         raise ValueError(f"checkpoint {path!r} cannot be read; it is truncated or corrupted "
                          f"({type(exc).__name__}: {exc})") from exc
     if HEADER_KEY not in arrays:
@@ -139,6 +164,9 @@ def read(path):
     if header.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"checkpoint {path!r} has format version {header.get('format_version')!r}; this "
                          f"manualbp reads version {FORMAT_VERSION}")
+    if "header_sha256" in header and _header_checksum(header) != header["header_sha256"]:
+        raise ValueError(f"checkpoint {path!r} is corrupted: its header does not match the sha256 recorded "
+                         f"in it")
     if _checksum(arrays) != header.get("sha256"):
         raise ValueError(f"checkpoint {path!r} is corrupted: the sha256 of its arrays does not match the "
                          f"one recorded when it was written")

@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from ._checks import non_negative_int, positive_int
 from .random import get_generator
 
 __all__ = ["BatchIterator", "batches", "cifar10", "digits", "mnist", "pad_to", "resize", "subset", "to_channels"]
@@ -50,8 +51,17 @@ class BatchIterator:
                                  f"got x {tuple(x.shape)} and y {tuple(y.shape)}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"batches: batch_size must be a positive int, got {batch_size!r}")
+        if len(x) == 0:
+            raise ValueError(f"batches: x holds no samples (shape {tuple(x.shape)})")
+        if drop_last and batch_size > len(x):
+            raise ValueError(f"batches: batch_size={batch_size} is larger than the {len(x)} samples and "
+                             f"drop_last=True, so there would be no batch at all")
         if seed is not None and rng is not None:
             raise ValueError("batches: give seed or rng, not both")
+        if seed is not None:
+            seed = non_negative_int(seed, "batches", "seed")
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise TypeError(f"batches: expected rng to be a numpy.random.Generator, got {type(rng).__name__}")
         self.x, self.y = x, y
         self.batch_size = int(batch_size)
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
@@ -71,9 +81,14 @@ class BatchIterator:
         return n // b if self.drop_last else math.ceil(n / b)
 
     def __iter__(self):
+        return self.iter_from(0)
+
+    def iter_from(self, first_batch):
+        """Draw this pass's order as ``iter`` does, but yield only from batch ``first_batch`` on
+        (how ``Network.fit`` resumes an epoch that was interrupted part-way)."""
         n = len(self.x)
         order = self.rng.permutation(n) if self.shuffle else np.arange(n)
-        for i in range(len(self)):
+        for i in range(first_batch, len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             xb = self.x[idx]
             yield (xb, self.y[idx]) if self.y is not None else xb
@@ -88,8 +103,7 @@ def subset(x, y, limit):
     """The first ``limit`` samples of (x, y) (all of them when limit is None)."""
     if limit is None:
         return x, y
-    if limit <= 0:
-        raise ValueError(f"subset: limit must be positive, got {limit}")
+    limit = positive_int(limit, "subset", "limit")
     return x[:limit], y[:limit]
 
 
@@ -109,9 +123,27 @@ def _interp_matrix(n_in, n_out):
     return m
 
 
+def _images(x, who):
+    """Check that ``x`` is an (N, C, H, W) array of real numbers."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{who}: expected images as a numpy array of shape (N, C, H, W), got {type(x).__name__}")
+    if x.ndim != 4 or x.dtype.kind not in "fiub":
+        raise ValueError(f"{who}: expected real-valued images of shape (N, C, H, W), got an array of shape "
+                         f"{tuple(x.shape)} and dtype {x.dtype}")
+    return x
+
+
+def _size2(size, who):
+    if (not isinstance(size, (tuple, list)) or len(size) != 2
+            or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s <= 0 for s in size)):
+        raise ValueError(f"{who}: expected size as a pair of positive ints (H, W), got {size!r}")
+    return int(size[0]), int(size[1])
+
+
 def resize(x, size):
     """Bilinear resize of (N, C, H, W) images to (N, C, *size) (``F.interpolate(mode='bilinear')``)."""
-    h, w = size
+    x = _images(x, "resize")
+    h, w = _size2(size, "resize")
     rows, cols = _interp_matrix(x.shape[2], h), _interp_matrix(x.shape[3], w)
     out = np.einsum("ih,nchw,jw->ncij", rows, x.astype(np.float64), cols, optimize=True)
     return out.astype(x.dtype)
@@ -119,7 +151,8 @@ def resize(x, size):
 
 def pad_to(x, size):
     """Centre (N, C, H, W) images in a zero canvas of (H', W') >= (H, W) (MNIST 28x28 -> 32x32)."""
-    h, w = size
+    x = _images(x, "pad_to")
+    h, w = _size2(size, "pad_to")
     dh, dw = h - x.shape[2], w - x.shape[3]
     if dh < 0 or dw < 0:
         raise ValueError(f"pad_to: images of size {x.shape[2:]} do not fit in {tuple(size)}")
@@ -128,6 +161,8 @@ def pad_to(x, size):
 
 def to_channels(x, channels):
     """Repeat a grey channel to ``channels`` (1 -> 3), or average colour to grey (3 -> 1)."""
+    x = _images(x, "to_channels")
+    channels = positive_int(channels, "to_channels", "channels")
     c = x.shape[1]
     if c == channels:
         return x
