@@ -147,10 +147,13 @@ def train(argv=None):
     net.summary(input_shape)
     log_interval = args.log_interval if args.log_interval is not None else (10 if args.dataset == "digits" else 100)
     start = time.perf_counter()
-    history = net.fit(train_data, epochs=args.epochs, batch_size=args.batch_size, loss=nn.CrossEntropyLoss(),
-                      optimizer=opt, val=test_data, checkpoint=out, resume=args.resume,
-                      log_interval=log_interval, progress=False if args.no_progress else None,
-                      lr_schedule=cosine_lr(args.lr, args.epochs) if args.schedule == "cosine" else None)
+    try:
+        history = net.fit(train_data, epochs=args.epochs, batch_size=args.batch_size, loss=nn.CrossEntropyLoss(),
+                          optimizer=opt, val=test_data, checkpoint=out, resume=args.resume,
+                          log_interval=log_interval, progress=False if args.no_progress else None,
+                          lr_schedule=cosine_lr(args.lr, args.epochs) if args.schedule == "cosine" else None)
+    except KeyboardInterrupt:   # Ctrl-C: fit has saved interrupted.npz and printed how to resume
+        return 130
     elapsed = time.perf_counter() - start
     history.write_csv(os.path.join(out, "history.csv"))
     history.write_json(os.path.join(out, "history.json"))
@@ -175,10 +178,19 @@ def main(argv=None):
         return explain.main(argv[1:]) or 0
     if argv and argv[0] == "train":
         return train(argv[1:])
+    if argv and argv[0] == "bench":  # benchmarks/run.py of the checkout this package lives in
+        import runpy
+        script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "run.py")
+        if not os.path.isfile(script):
+            print(f"manualbp bench: {script} not found (the benchmarks come with a source checkout)", file=sys.stderr)
+            return 1
+        return runpy.run_path(script)["main"](argv[1:])
     parser = argparse.ArgumentParser(prog="manualbp", description="Backpropagation by hand, on Numba kernels.")
-    sub = parser.add_subparsers(dest="command", metavar="{train,explain}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,explain,bench}")
     sub.add_parser("train", help="train LeNet-5 (default), the CIFAR-10 net or the MLP; --help for options")
     sub.add_parser("explain", help="trace the chain rule through the tutorials' 2-2-2 network")
+    sub.add_parser("bench", help="benchmark against PyTorch and NumPy, write BENCHMARKS.md (benchmarks/run.py; "
+                                 "--help for options)")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

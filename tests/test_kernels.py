@@ -216,3 +216,71 @@ def test_results_do_not_depend_on_thread_count(tmp_path):
     assert one.keys() == two.keys() and len(one) > 10
     for key in one:
         assert one[key].tobytes() == two[key].tobytes(), f"{key} differs between 1 and 2 threads"
+
+
+# --- serial and parallel drivers, and the paths taken only by large problems --------------------------
+
+
+def test_serial_and_parallel_drivers_give_identical_bits():
+    """Each parallel kernel has a serial twin for small problems; both run the same tasks."""
+    from manualbp.kernels import cpu_conv, cpu_direct, cpu_gemm
+    rng = np.random.default_rng(3)
+    for dt in (np.float32, np.float64):
+        a, bt, b = rand(rng, (37, 70), dt), rand(rng, (45, 70), dt), rand(rng, (70, 45), dt)
+        outs = [np.empty((37, 45), dt) for _ in range(4)]
+        cpu_gemm.matmul_nt(a, bt, outs[0])
+        cpu_gemm.matmul_nt_serial(a, bt, outs[1])
+        cpu_gemm.matmul_nn(a, b, outs[2])
+        cpu_gemm.matmul_nn_serial(a, b, outs[3])
+        assert outs[0].tobytes() == outs[1].tobytes() and outs[2].tobytes() == outs[3].tobytes()
+        x, w2, bias = rand(rng, (5, 3, 9, 8), dt), rand(rng, (8, 3 * 9), dt), rand(rng, (8,), dt)
+        ys = [np.empty((5, 8, 9, 8), dt) for _ in range(2)]
+        cpu_direct.conv2d_direct(x, w2, bias, ys[0], np.empty((2, 3, 13 * 10 + 2), dt), np.empty((2, 8, 9 * 10), dt),
+                                 3, 3, 1, 1, True)
+        cpu_direct.conv2d_direct_serial(x, w2, bias, ys[1], np.empty((1, 3, 13 * 10 + 2), dt),
+                                        np.empty((1, 8, 9 * 10), dt), 3, 3, 1, 1, True)
+        assert ys[0].tobytes() == ys[1].tobytes()
+        gy = rand(rng, (5, 8, 9, 8), dt)
+        gws = [np.empty((8, 28), dt) for _ in range(2)]
+        for kernel, T, out in ((cpu_direct.conv2d_direct_grad_weight, 2, gws[0]),
+                               (cpu_direct.conv2d_direct_grad_weight_serial, 1, gws[1])):
+            kernel(x, gy, out, np.empty((5, 3, 11 * 10 + 2), dt), np.empty((5, 8, 9 * 10), dt), 3, 3, 1, 1, T)
+        assert gws[0].tobytes() == gws[1].tobytes()
+        gy3, xs = gy.reshape(5, 8, 72), rand(rng, (5, 3, 9, 8), dt)
+        g1, g2 = np.empty((8, 27), dt), np.empty((8, 27), dt)
+        cpu_conv.conv2d_grad_weight(xs, gy3, g1, 3, 3, 1, 1, 1, 1, 9, 8)
+        cpu_conv.conv2d_grad_weight_serial(xs, gy3, g2, 3, 3, 1, 1, 1, 1, 9, 8)
+        assert g1.tobytes() == g2.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("geometry", [
+    {"n": 8, "c": 15, "o": 10, "h": 20, "w": 17, "kernel": (5, 5), "stride": (1, 1), "padding": (2, 2)},  # direct
+    {"n": 16, "c": 23, "o": 6, "h": 21, "w": 20, "kernel": (5, 3), "stride": (1, 1), "padding": (0, 1)},  # direct
+    {"n": 6, "c": 20, "o": 9, "h": 30, "w": 31, "kernel": (4, 4), "stride": (2, 1), "padding": (1, 3)},   # im2col
+])
+def test_convolutions_large_enough_to_run_on_all_threads(geometry, dtype, assert_close):
+    """Sizes above the serial threshold (cpu_gemm.PARALLEL_MIN_MACS), with stride 1 (the direct kernels
+    of cpu_direct.py, O and C*KH*KW not multiples of 4) and without (the im2col kernels of cpu_conv.py)."""
+    from manualbp.kernels.cpu_gemm import PARALLEL_MIN_MACS
+    g = dict(geometry)
+    x, w, b, gy = conv_arrays(g, dtype, 5)
+    s, p = g["stride"], g["padding"]
+    assert gy.size * g["c"] * g["kernel"][0] * g["kernel"][1] >= PARALLEL_MIN_MACS
+    assert_close(cpu.conv2d_forward(x, w, b, s, p), reference.conv2d_forward(x, w, b, s, p), RTOL[dtype])
+    assert_close(cpu.conv2d_grad_input(gy, w, x.shape, s, p), reference.conv2d_grad_input(gy, w, x.shape, s, p),
+                 RTOL[dtype])
+    assert_close(cpu.conv2d_grad_weight(gy, x, w.shape, s, p), reference.conv2d_grad_weight(gy, x, w.shape, s, p),
+                 RTOL[dtype])
+
+
+def test_linear_shaped_products_take_both_layouts(assert_close):
+    """Short inner sizes (a Linear layer's backward) use the NN form; long ones the NT form; both large."""
+    rng = np.random.default_rng(4)
+    for dt in (np.float32, np.float64):
+        g, x, w = rand(rng, (256, 120), dt), rand(rng, (256, 400), dt), rand(rng, (120, 400), dt)
+        assert_close(cpu.matmul(g, x, transpose_a=True), g.T @ x, RTOL[dt])   # K = 256: NT
+        assert_close(cpu.matmul(g[:16], x[:16], transpose_a=True), g[:16].T @ x[:16], RTOL[dt])  # K = 16: NN
+        assert_close(cpu.matmul(g, w), g @ w, RTOL[dt])   # K = 120: NT after a transpose of w
+        a, b = rand(rng, (600, 40), dt), rand(rng, (40, 500), dt)
+        assert_close(cpu.matmul(a, b), a @ b, RTOL[dt])   # K = 40, 12M multiply-adds: NN on all threads

@@ -4,7 +4,8 @@ Derivations: derivations/03-linear.md (matmul), derivations/04-conv2d.md (convol
 derivations/05-maxpool.md (max-pooling).  Equation labels (L*), (K*), (P*) are listed at the top of
 ``reference.py``, whose functions are the readable twins of the ones here: same names, same
 signatures, same results (``tests/test_kernels.py`` holds them equal).  The matrix-product kernels live
-in ``cpu_gemm.py``, the convolution kernels in ``cpu_conv.py``.
+in ``cpu_gemm.py``; the convolution kernels in ``cpu_direct.py`` (stride 1: shifted rows of the padded
+image, no unrolled copy) and ``cpu_conv.py`` (any stride: im2col).
 
 Each public function is a thin Python wrapper: it makes the arrays C-contiguous, allocates the output
 and passes plain ints, so each kernel compiles exactly one specialisation per dtype (float32 and
@@ -13,8 +14,12 @@ shapes and dtypes before calling here, and a Numba kernel indexing out of bounds
 rather than raising.
 
 Parallelism: ``prange`` only over loops where each iteration writes its own outputs (matmul blocks,
-conv images or (n, c) planes, grad-weight column blocks, pooling (n, c) planes).  No float is ever
-summed across threads, so results are bit-identical whatever NUMBA_NUM_THREADS is.
+conv images, grad-weight tiles, pooling (n, c) planes).  No float is ever summed across threads, so
+results are bit-identical whatever NUMBA_NUM_THREADS is.  Every parallel kernel has a serial twin that
+runs the same tasks in order; the wrappers pick it for small problems (below ``PARALLEL_MIN_MACS``
+multiply-adds or ``PARALLEL_MIN_ELEMENTS`` elements, from the shapes only), where waking the thread
+pool costs more than the work (a training step at batch 1).  The convolutions' large scratch arrays
+are ``workspace``s, allocated once per shape and reused from step to step.
 
 Speed habits:
 - inner loops run over contiguous memory with an index starting at 0 (a row or slice is taken first),
@@ -26,11 +31,14 @@ Speed habits:
 Legend: N batch, C input channels, H/W input size, O output channels, KH/KW kernel, OH/OW output,
 SH/SW stride, PH/PW padding.
 """
+import threading
+
+import numba
 import numpy as np
 from numba import njit, prange
 
-from . import cpu_conv
-from .cpu_gemm import matmul_nt, transpose
+from . import cpu_conv, cpu_direct
+from .cpu_gemm import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS, matmul_nn, matmul_nn_serial, matmul_nt_auto, transpose
 
 # Labels (K7), (K8) (the im2col view of a convolution) are explained in cpu_conv.py.
 
@@ -41,16 +49,34 @@ _POOL_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 # --- matrix product ----------------------------------------------------------------------------------
 
 
+# Products whose inner size K is at most NN_MAX_K, or with at most NN_MAX_M rows (a small batch), use
+# the "NN" form (rows of b added into rows of the output), which needs no transposed copy of b; the
+# others use the register-tiled "NT" form.
+NN_MAX_K = 64
+NN_MAX_M = 16
+
+
 def matmul(a, b, transpose_a=False, transpose_b=False):
     """op(a) @ op(b) -> (M, N), eqs. (L1)-(L3).  Twin of reference.matmul; see its docstring for shapes.
 
-    The kernel (``cpu_gemm.matmul_nt``) wants op(a) as (M, K) rows and op(b) as (N, K) rows, both read
-    along K, so the wrapper transposes into that layout where needed.
+    Two layouts, chosen from the shapes only (so the rounding never depends on the thread count):
+    - K <= NN_MAX_K or M <= NN_MAX_M, and b not transposed (a Linear layer's backward):
+      ``cpu_gemm.matmul_nn`` reads b as it is, (K, N) rows, and only op(a) may need a transposed copy;
+    - otherwise ``cpu_gemm.matmul_nt`` wants op(a) as (M, K) rows and op(b) as (N, K) rows, both read
+      along K, so the wrapper transposes into that layout where needed.
+    Each runs serially below PARALLEL_MIN_MACS multiply-adds, else on all threads.
     """
     A = transpose(a) if transpose_a else np.ascontiguousarray(a)  # (M, K)
+    K = A.shape[1]
+    if (K <= NN_MAX_K or A.shape[0] <= NN_MAX_M) and not transpose_b:
+        B = np.ascontiguousarray(b, dtype=A.dtype)  # (K, N)
+        out = np.empty((A.shape[0], B.shape[1]), dtype=A.dtype)
+        big = A.shape[0] * K * B.shape[1] >= PARALLEL_MIN_MACS
+        (matmul_nn if big else matmul_nn_serial)(A, B, out)
+        return out
     Bt = np.ascontiguousarray(b) if transpose_b else transpose(b)  # (N, K)
     out = np.empty((A.shape[0], Bt.shape[0]), dtype=A.dtype)
-    matmul_nt(A, Bt, out)
+    matmul_nt_auto(A, Bt, out)
     return out
 
 
@@ -59,6 +85,60 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
 
 def _ints(pair):
     return int(pair[0]), int(pair[1])
+
+
+# Workspaces: the unrolled images (col, dcol) of the convolutions are large (R x P floats per worker)
+# and needed at every step with the same shapes, so they are allocated once and kept here, keyed by
+# shape, dtype and calling thread (two Python threads never share one).  At most a few per layer shape.
+_workspaces = {}
+
+
+def workspace(name, shape, dtype):
+    """A cached, uninitialised array of this shape and dtype for the calling thread (``name``: its use)."""
+    key = (name, tuple(shape), np.dtype(dtype).str, threading.get_ident())
+    ws = _workspaces.get(key)
+    if ws is None:
+        if len(_workspaces) >= 64:  # many different shapes: forget the old ones
+            _workspaces.clear()
+        ws = _workspaces[key] = np.empty(shape, dtype=dtype)
+    return ws
+
+
+def _workers(n_items, macs):
+    """How many workers a kernel over ``n_items`` images gets: 1 (serial) for small work, else the threads."""
+    if macs < PARALLEL_MIN_MACS or n_items < 2:
+        return 1
+    return max(1, min(numba.get_num_threads(), n_items))
+
+
+def _use_direct(stride):
+    """Stride 1 goes through cpu_direct.py.  (Measured: even where it computes 1.5x the useful outputs,
+    small images with wide padding, it beats im2col, whose copying costs as much as the products.)"""
+    return tuple(stride) == (1, 1)
+
+
+def _up(n, multiple):
+    return (n + multiple - 1) // multiple * multiple
+
+
+def _up4(n):
+    return _up(n, 4)
+
+
+def _direct(x, w2, b, y, KH, KW, PH, PW, has_bias):
+    """y = stride-1 convolution of x with w2 (O, C*KH*KW), through ``cpu_direct`` (no im2col)."""
+    N, C, H, W = x.shape
+    O = _up4(w2.shape[0])
+    if O != w2.shape[0]:  # zero rows up to a multiple of 4: every output channel in a 4 x 4 register block
+        w2 = np.concatenate([w2, np.zeros((O - w2.shape[0], w2.shape[1]), dtype=w2.dtype)])
+    OH, OW = y.shape[2], y.shape[3]
+    HP, WP = H + 2 * PH, W + 2 * PW
+    T = _workers(N, N * O * w2.shape[1] * OH * OW)
+    L = _up(OH * WP, 16)  # whole 16-float vectors: no scalar leftovers in the inner loops
+    xf = workspace("padded", (T, C, HP * WP + KW - 1 + L - OH * WP), x.dtype)  # one padded image per worker
+    yw = workspace("wide", (T, O, L), x.dtype)  # one wide output per worker
+    kernel = cpu_direct.conv2d_direct if T > 1 else cpu_direct.conv2d_direct_serial
+    kernel(x, w2, b, y, xf, yw, KH, KW, PH, PW, has_bias)
 
 
 def conv2d_forward(x, w, b, stride, padding):
@@ -75,8 +155,13 @@ def conv2d_forward(x, w, b, stride, padding):
     has_bias = b is not None
     # Always pass an array for b: one specialisation per dtype, with or without bias.
     bias = np.ascontiguousarray(b, dtype=x.dtype) if has_bias else np.zeros(O, dtype=x.dtype)
-    cpu_conv.conv2d_forward(x, w2, bias, y.reshape(N, O, OH * OW), KH, KW, SH, SW, PH, PW, OH, OW,
-                            has_bias)
+    if _use_direct((SH, SW)):  # shifted rows of the padded image instead of im2col (cpu_direct.py)
+        _direct(x, w2, bias, y, KH, KW, PH, PW, has_bias)
+        return y
+    T = _workers(N, N * O * w2.shape[1] * OH * OW)
+    ws = workspace("col", (T, w2.shape[1], OH * OW), x.dtype)  # one unrolled image (R, P) per worker
+    kernel = cpu_conv.conv2d_forward if T > 1 else cpu_conv.conv2d_forward_serial
+    kernel(x, w2, bias, y.reshape(N, O, OH * OW), ws, KH, KW, SH, SW, PH, PW, OH, OW, has_bias)
     return y
 
 
@@ -87,9 +172,19 @@ def conv2d_grad_input(grad_y, w, x_shape, stride, padding):
     _, C, KH, KW = w.shape
     SH, SW = _ints(stride)
     PH, PW = _ints(padding)
-    w2t = transpose(np.ascontiguousarray(w, dtype=gy.dtype).reshape(O, C * KH * KW))  # W2^T, (R, O)
     gx = np.empty(tuple(int(s) for s in x_shape), dtype=gy.dtype)
-    cpu_conv.conv2d_grad_input(gy.reshape(N, O, OH * OW), w2t, gx, KH, KW, SH, SW, PH, PW, OH, OW)
+    if _use_direct((SH, SW)) and PH < KH and PW < KW:
+        # For stride 1, dL/dx is the convolution of dL/dy, padded by (KH-1-PH, KW-1-PW), with the kernel
+        # flipped and its channel axes swapped: wf[c, o, u, v] = w[o, c, KH-1-u, KW-1-v] (cpu_direct.py).
+        wf = np.ascontiguousarray(np.asarray(w, dtype=gy.dtype).transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        _direct(gy, wf.reshape(C, O * KH * KW), np.zeros(C, dtype=gy.dtype), gx, KH, KW, KH - 1 - PH,
+                KW - 1 - PW, False)
+        return gx
+    w2t = transpose(np.ascontiguousarray(w, dtype=gy.dtype).reshape(O, C * KH * KW))  # W2^T, (R, O)
+    T = _workers(N, N * O * w2t.shape[0] * OH * OW)
+    ws = workspace("col", (T, w2t.shape[0], OH * OW), gy.dtype)  # one unrolled gradient (R, P) per worker
+    kernel = cpu_conv.conv2d_grad_input if T > 1 else cpu_conv.conv2d_grad_input_serial
+    kernel(gy.reshape(N, O, OH * OW), w2t, gx, ws, KH, KW, SH, SW, PH, PW, OH, OW)
     return gx
 
 
@@ -102,46 +197,117 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
     SH, SW = _ints(stride)
     PH, PW = _ints(padding)
     gw = np.empty((O, C * KH * KW), dtype=gy.dtype)
-    cpu_conv.conv2d_grad_weight(x, gy.reshape(N, O, OH * OW), gw, KH, KW, SH, SW, PH, PW, OH, OW)
+    parallel = N * O * C * KH * KW * OH * OW >= PARALLEL_MIN_MACS
+    H, W = x.shape[2], x.shape[3]
+    if _use_direct((SH, SW)):  # shifted runs of the padded images instead of im2col (cpu_direct.py)
+        HP, WP = H + 2 * PH, W + 2 * PW
+        O4, R4 = _up4(O), _up4(C * KH * KW)  # whole 4 x 4 tiles: zero rows, repeated taps, dropped after
+        L = _up(OH * WP, 16)  # whole 16-float vectors, as in _direct
+        xf = workspace("padded-batch", (N, C, HP * WP + KW - 1 + L - OH * WP), gy.dtype)
+        gw_wide = workspace("wide-batch", (N, O4, L), gy.dtype)
+        gw4 = np.empty((O4, R4), dtype=gy.dtype)
+        T = max(1, min(numba.get_num_threads(), N)) if parallel else 1
+        kernel = cpu_direct.conv2d_direct_grad_weight if parallel else cpu_direct.conv2d_direct_grad_weight_serial
+        kernel(x, gy, gw4, xf, gw_wide, KH, KW, PH, PW, T)
+        return np.ascontiguousarray(gw4[:O, :C * KH * KW]).reshape(O, C, KH, KW)
+    kernel = cpu_conv.conv2d_grad_weight if parallel else cpu_conv.conv2d_grad_weight_serial
+    kernel(x, gy.reshape(N, O, OH * OW), gw, KH, KW, SH, SW, PH, PW, OH, OW)
     return gw.reshape(O, C, KH, KW)
 
 
 # --- max-pooling -------------------------------------------------------------------------------------
 
 
+@njit(cache=True, fastmath=_POOL_FASTMATH)
+def _pool_plane(xp, yp, ip, KH, KW, SH, SW, PH, PW):
+    """One (n, c) plane: yp = window maxima of xp (P1), ip = flat h*W+w of the first maximum (P3).
+
+    Each window is clipped to the image (the -inf padding can never win), scanned p then q, and a tap
+    replaces the best only if strictly greater or NaN (torch's rule), so the first of equal maxima
+    keeps its index.  The best starts as the window's first real element, which is what torch reports
+    for a window of -inf values.
+    """
+    H, W = xp.shape
+    OH, OW = yp.shape
+    for i in range(OH):
+        h0 = i * SH - PH
+        h1 = min(h0 + KH, H)
+        h0 = max(h0, 0)
+        for j in range(OW):
+            w0 = j * SW - PW
+            w1 = min(w0 + KW, W)
+            w0 = max(w0, 0)
+            best = xp[h0, w0]
+            best_at = h0 * W + w0
+            for h in range(h0, h1):
+                for ww in range(w0, w1):
+                    v = xp[h, ww]
+                    if v > best or np.isnan(v):
+                        best = v
+                        best_at = h * W + ww
+            yp[i, j] = best
+            ip[i, j] = best_at
+
+
+@njit(cache=True, fastmath=_POOL_FASTMATH)
+def _pool_plane_2x2(xp, yp, ip):
+    """``_pool_plane`` for the common 2 x 2 window, stride 2, no padding: no clipping, and each window's
+    four taps compared in the same order (row by row) with the same rule, written without branches so
+    that the loop over j can run on vectors."""
+    W = xp.shape[1]
+    OH, OW = yp.shape
+    for i in range(OH):
+        r0 = xp[2 * i]
+        r1 = xp[2 * i + 1]
+        yrow = yp[i]
+        irow = ip[i]
+        base = 2 * i * W
+        for j in range(OW):
+            best = r0[2 * j]
+            at = base + 2 * j
+            v = r0[2 * j + 1]
+            take = v > best or np.isnan(v)
+            best = v if take else best
+            at = base + 2 * j + 1 if take else at
+            v = r1[2 * j]
+            take = v > best or np.isnan(v)
+            best = v if take else best
+            at = base + W + 2 * j if take else at
+            v = r1[2 * j + 1]
+            take = v > best or np.isnan(v)
+            best = v if take else best
+            at = base + W + 2 * j + 1 if take else at
+            yrow[j] = best
+            irow[j] = at
+
+
+@njit(cache=True, fastmath=_POOL_FASTMATH)
+def _pool_any(xp, yp, ip, KH, KW, SH, SW, PH, PW):
+    if KH == 2 and KW == 2 and SH == 2 and SW == 2 and PH == 0 and PW == 0:
+        _pool_plane_2x2(xp, yp, ip)
+    else:
+        _pool_plane(xp, yp, ip, KH, KW, SH, SW, PH, PW)
+
+
 @njit(cache=True, fastmath=_POOL_FASTMATH, parallel=True)
 def _maxpool2d_forward(x, y, idx, KH, KW, SH, SW, PH, PW):
-    """y = window maxima (P1), idx = flat h*W+w of the first maximum (P3).  Twin: reference.maxpool2d_forward.
+    """y = window maxima (P1), idx = first argmax (P3).  Twin: reference.maxpool2d_forward.
 
-    Threads take (n, c) planes (prange).  Each window is clipped to the image (the -inf padding can
-    never win), scanned p then q, and a tap replaces the best only if strictly greater or NaN (torch's
-    rule), so the first of equal maxima keeps its index.  The best starts as the window's first real
-    element, which is what torch reports for a window of -inf values.
+    Threads take (n, c) planes (prange), each written by ``_pool_plane`` (or its 2 x 2 fast path).
     """
-    N, C, H, W = x.shape
-    OH, OW = y.shape[2], y.shape[3]
-    for t in prange(N * C):
+    C = x.shape[1]
+    for t in prange(x.shape[0] * C):
         n = t // C
         c = t % C
-        xp = x[n, c]
-        for i in range(OH):
-            h0 = i * SH - PH
-            h1 = min(h0 + KH, H)
-            h0 = max(h0, 0)
-            for j in range(OW):
-                w0 = j * SW - PW
-                w1 = min(w0 + KW, W)
-                w0 = max(w0, 0)
-                best = xp[h0, w0]
-                best_at = h0 * W + w0
-                for h in range(h0, h1):
-                    for ww in range(w0, w1):
-                        v = xp[h, ww]
-                        if v > best or np.isnan(v):
-                            best = v
-                            best_at = h * W + ww
-                y[n, c, i, j] = best
-                idx[n, c, i, j] = best_at
+        _pool_any(x[n, c], y[n, c], idx[n, c], KH, KW, SH, SW, PH, PW)
+
+
+@njit(cache=True, fastmath=_POOL_FASTMATH)
+def _maxpool2d_forward_serial(x, y, idx, KH, KW, SH, SW, PH, PW):
+    """``_maxpool2d_forward`` on the calling thread alone (small inputs)."""
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            _pool_any(x[n, c], y[n, c], idx[n, c], KH, KW, SH, SW, PH, PW)
 
 
 def maxpool2d_forward(x, kernel_size, stride, padding):
@@ -155,31 +321,37 @@ def maxpool2d_forward(x, kernel_size, stride, padding):
     OW = (W + 2 * PW - KW) // SW + 1
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     idx = np.empty((N, C, OH, OW), dtype=np.int64)
-    _maxpool2d_forward(x, y, idx, KH, KW, SH, SW, PH, PW)
+    kernel = _maxpool2d_forward if x.size >= PARALLEL_MIN_ELEMENTS else _maxpool2d_forward_serial
+    kernel(x, y, idx, KH, KW, SH, SW, PH, PW)
     return y, idx
 
 
+@njit(cache=True, fastmath=_POOL_FASTMATH)
+def _unpool_plane(src, at, dst):
+    """One (n, c) plane: dst = 0, then dst[at[k]] += src[k] in output order, eq. (P4)."""
+    for k in range(dst.shape[0]):
+        dst[k] = 0
+    for k in range(src.shape[0]):
+        dst[at[k]] += src[k]
+
+
 @njit(cache=True, fastmath=_POOL_FASTMATH, parallel=True)
-def _maxpool2d_backward(gy, idx, gx):
+def _maxpool2d_backward(g2, i2, x2):
     """gx[n, c].flat[idx[n,c,i,j]] += gy[n,c,i,j], eq. (P4).  Twin: reference.maxpool2d_backward.
 
-    Threads take (n, c) planes (prange): all indices of a plane point into that plane, so each thread
-    scatters only into its own memory, in output order (the same order as np.add.at in the twin).
+    Arrays come as (N*C, plane) rows.  Threads take (n, c) planes (prange): all indices of a plane
+    point into that plane, so each thread scatters only into its own memory, in output order (the
+    same order as np.add.at in the twin).
     """
-    N, C = gy.shape[0], gy.shape[1]
-    P = gy.shape[2] * gy.shape[3]
-    HW = gx.shape[2] * gx.shape[3]
-    g2 = gy.reshape(N * C, P)
-    i2 = idx.reshape(N * C, P)
-    x2 = gx.reshape(N * C, HW)
-    for t in prange(N * C):
-        dst = x2[t]
-        for k in range(HW):
-            dst[k] = 0
-        src = g2[t]
-        at = i2[t]
-        for k in range(P):
-            dst[at[k]] += src[k]
+    for t in prange(g2.shape[0]):
+        _unpool_plane(g2[t], i2[t], x2[t])
+
+
+@njit(cache=True, fastmath=_POOL_FASTMATH)
+def _maxpool2d_backward_serial(g2, i2, x2):
+    """``_maxpool2d_backward`` on the calling thread alone (small inputs)."""
+    for t in range(g2.shape[0]):
+        _unpool_plane(g2[t], i2[t], x2[t])
 
 
 def maxpool2d_backward(grad_y, indices, x_shape):
@@ -187,5 +359,8 @@ def maxpool2d_backward(grad_y, indices, x_shape):
     gy = np.ascontiguousarray(grad_y)
     idx = np.ascontiguousarray(indices, dtype=np.int64)
     gx = np.empty(tuple(int(s) for s in x_shape), dtype=gy.dtype)
-    _maxpool2d_backward(gy, idx, gx)
+    N, C = gy.shape[0], gy.shape[1]
+    kernel = _maxpool2d_backward if gx.size >= PARALLEL_MIN_ELEMENTS else _maxpool2d_backward_serial
+    P, HW = gy.shape[2] * gy.shape[3], gx.shape[2] * gx.shape[3]
+    kernel(gy.reshape(N * C, P), idx.reshape(N * C, P), gx.reshape(N * C, HW))
     return gx

@@ -90,19 +90,15 @@ def _im2col(xn, col, r0, KH, KW, SH, SW, PH, PW, OH, OW):
 # --- forward ----------------------------------------------------------------------------------------
 
 
-@njit(cache=True, fastmath=True, parallel=True)
-def conv2d_forward(x, w2, b, y3, KH, KW, SH, SW, PH, PW, OH, OW, has_bias):
-    """y3[n] (O, P) = W2 (O, R) . col[n] (R, P) (+ b), eqs. (K7), (K1).  Twin: reference.conv2d_forward.
+@njit(cache=True, fastmath=True)
+def _forward_images(x, w2, b, y3, col, n0, step, KH, KW, SH, SW, PH, PW, OH, OW, has_bias):
+    """y3[n] = W2 . col[n] (+ b) for images n = n0, n0 + step, ... : one worker's share of the batch.
 
-    Parallel over images (prange): each thread unrolls its image into its own col and writes its own
-    y3[n].  Each output-channel row is a running sum of rows of col, four weights at a time
-    (``cpu_gemm.nn_rows``): long contiguous passes over the P positions.
+    ``col`` (R, P) is the worker's own unrolled image, reused from one image to the next.
     """
-    N = x.shape[0]
-    O, R = w2.shape
+    O = w2.shape[0]
     P = y3.shape[2]
-    for n in prange(N):
-        col = np.empty((R, P), dtype=x.dtype)
+    for n in range(n0, x.shape[0], step):
         _im2col(x[n], col, 0, KH, KW, SH, SW, PH, PW, OH, OW)
         yn = y3[n]  # (O, P)
         nn_rows(w2, col, yn, 0, O)  # W2 . col[n] = sum_{c,p,q} w * xpad, eqs. (K7), (K1)
@@ -114,10 +110,49 @@ def conv2d_forward(x, w2, b, y3, KH, KW, SH, SW, PH, PW, OH, OW, has_bias):
                     row[s] += bo  # + b[o], eq. (K1)
 
 
+@njit(cache=True, fastmath=True, parallel=True)
+def conv2d_forward(x, w2, b, y3, ws, KH, KW, SH, SW, PH, PW, OH, OW, has_bias):
+    """y3[n] (O, P) = W2 (O, R) . col[n] (R, P) (+ b), eqs. (K7), (K1).  Twin: reference.conv2d_forward.
+
+    Parallel over images: worker t (prange over the T = len(ws) workspaces) takes images t, t + T, ...,
+    unrolls each into its own workspace ws[t] (R, P), allocated once by the caller and reused across
+    training steps, and writes its own y3[n].  Each output-channel row is a running sum of rows of col,
+    four weights at a time (``cpu_gemm.nn_rows``): long contiguous passes over the P positions.  An
+    image's result does not depend on which worker computed it, so neither does any output.
+    """
+    T = ws.shape[0]
+    for t in prange(T):
+        _forward_images(x, w2, b, y3, ws[t], t, T, KH, KW, SH, SW, PH, PW, OH, OW, has_bias)
+
+
+@njit(cache=True, fastmath=True)
+def conv2d_forward_serial(x, w2, b, y3, ws, KH, KW, SH, SW, PH, PW, OH, OW, has_bias):
+    """``conv2d_forward`` on the calling thread alone (small batches): all images through ws[0]."""
+    _forward_images(x, w2, b, y3, ws[0], 0, 1, KH, KW, SH, SW, PH, PW, OH, OW, has_bias)
+
+
 # --- grad-weight ------------------------------------------------------------------------------------
 
 
 RG = 2 * TILE  # weight taps (rows of col) per grad-weight task: whole 4 x 4 tiles, whatever the threads
+
+
+@njit(cache=True, fastmath=True)
+def _grad_weight_group(x, gy3, gw2, g, KH, KW, SH, SW, PH, PW, OH, OW):
+    """Columns r0 = RG*g ... r0+RG of gw2, summed over the whole batch, image after image."""
+    N = x.shape[0]
+    O, R = gw2.shape
+    P = gy3.shape[2]
+    r0 = g * RG
+    nr = min(RG, R - r0)
+    col = np.empty((nr, P), dtype=x.dtype)  # rows r0:r0+nr of image n's col
+    acc = np.zeros((O, nr), dtype=x.dtype)  # dL/dW2[:, r0:r0+nr]
+    for n in range(N):
+        _im2col(x[n], col, r0, KH, KW, SH, SW, PH, PW, OH, OW)
+        nt_region(gy3[n], col, acc, 0, O, 0, nr, n > 0)  # + G[n] . col[n]^T, eq. (K8)
+    for o in range(O):
+        for rr in range(nr):
+            gw2[o, r0 + rr] = acc[o, rr]
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -130,20 +165,15 @@ def conv2d_grad_weight(x, gy3, gw2, KH, KW, SH, SW, PH, PW, OH, OW):
     gy3[n] . col_rows^T into its accumulator with the 4 x 4 register tiles of ``cpu_gemm.nt_region``
     (dot products of length P along contiguous rows).
     """
-    N = x.shape[0]
-    O, R = gw2.shape
-    P = gy3.shape[2]
-    for g in prange((R + RG - 1) // RG):
-        r0 = g * RG
-        nr = min(RG, R - r0)
-        col = np.empty((nr, P), dtype=x.dtype)  # rows r0:r0+nr of image n's col
-        acc = np.zeros((O, nr), dtype=x.dtype)  # dL/dW2[:, r0:r0+nr]
-        for n in range(N):
-            _im2col(x[n], col, r0, KH, KW, SH, SW, PH, PW, OH, OW)
-            nt_region(gy3[n], col, acc, 0, O, 0, nr, n > 0)  # + G[n] . col[n]^T, eq. (K8)
-        for o in range(O):
-            for rr in range(nr):
-                gw2[o, r0 + rr] = acc[o, rr]
+    for g in prange((gw2.shape[1] + RG - 1) // RG):
+        _grad_weight_group(x, gy3, gw2, g, KH, KW, SH, SW, PH, PW, OH, OW)
+
+
+@njit(cache=True, fastmath=True)
+def conv2d_grad_weight_serial(x, gy3, gw2, KH, KW, SH, SW, PH, PW, OH, OW):
+    """``conv2d_grad_weight`` on the calling thread alone (same groups, same sums)."""
+    for g in range((gw2.shape[1] + RG - 1) // RG):
+        _grad_weight_group(x, gy3, gw2, g, KH, KW, SH, SW, PH, PW, OH, OW)
 
 
 # --- grad-input ------------------------------------------------------------------------------------
@@ -181,19 +211,30 @@ def _col2im(dcol, gxn, KH, KW, SH, SW, PH, PW, OH, OW):
                     dst[j * SW] += src[j]
 
 
-@njit(cache=True, fastmath=True, parallel=True)
-def conv2d_grad_input(gy3, w2t, gx, KH, KW, SH, SW, PH, PW, OH, OW):
-    """gx[n] = col2im(W2^T (R, O) . gy3[n] (O, P)), eqs. (K8), (K5).  Twin: reference.conv2d_grad_input.
-
-    Parallel over images (prange): each thread computes its image's unrolled gradient dcol (R, P) in
-    its own buffer, then adds it back into its own gx[n].  Each row of dcol is a running sum of rows of
-    dL/dy[n], four output channels at a time (``cpu_gemm.nn_rows``): contiguous passes over the P
-    positions.  Any stride and padding.
-    """
-    N = gy3.shape[0]
+@njit(cache=True, fastmath=True)
+def _grad_input_images(gy3, w2t, gx, dcol, n0, step, KH, KW, SH, SW, PH, PW, OH, OW):
+    """gx[n] for images n = n0, n0 + step, ... through the worker's own dcol (R, P)."""
     R = w2t.shape[0]
-    P = gy3.shape[2]
-    for n in prange(N):
-        dcol = np.empty((R, P), dtype=gy3.dtype)
+    for n in range(n0, gy3.shape[0], step):
         nn_rows(w2t, gy3[n], dcol, 0, R)  # dL/dcol[n] = W2^T . G[n], eq. (K8)
         _col2im(dcol, gx[n], KH, KW, SH, SW, PH, PW, OH, OW)  # back to the input positions, eq. (K5)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def conv2d_grad_input(gy3, w2t, gx, ws, KH, KW, SH, SW, PH, PW, OH, OW):
+    """gx[n] = col2im(W2^T (R, O) . gy3[n] (O, P)), eqs. (K8), (K5).  Twin: reference.conv2d_grad_input.
+
+    Parallel over images, like the forward pass: worker t takes images t, t + T, ... and computes each
+    image's unrolled gradient dcol (R, P) in its workspace ws[t], then adds it back into its own gx[n].
+    Each row of dcol is a running sum of rows of dL/dy[n], four output channels at a time
+    (``cpu_gemm.nn_rows``): contiguous passes over the P positions.  Any stride and padding.
+    """
+    T = ws.shape[0]
+    for t in prange(T):
+        _grad_input_images(gy3, w2t, gx, ws[t], t, T, KH, KW, SH, SW, PH, PW, OH, OW)
+
+
+@njit(cache=True, fastmath=True)
+def conv2d_grad_input_serial(gy3, w2t, gx, ws, KH, KW, SH, SW, PH, PW, OH, OW):
+    """``conv2d_grad_input`` on the calling thread alone (small batches)."""
+    _grad_input_images(gy3, w2t, gx, ws[0], 0, 1, KH, KW, SH, SW, PH, PW, OH, OW)

@@ -152,6 +152,17 @@ def nt_region(A, Bt, Cout, m0, m1, n0, n1, accumulate):
             _store(Cout, mm, nn, _dot(a, Bt[nn]), accumulate)
 
 
+@njit(cache=True, fastmath=True)
+def _matmul_task(A, Bt, Cout, t, panels):
+    """Task t of ``matmul_nt``: the block of Cout with rows 4*(t // panels) ... +4 and PANEL columns from
+    PANEL*(t % panels).  It sums over the whole of k itself, so the block is the same whoever runs it."""
+    M = A.shape[0]
+    N = Bt.shape[0]
+    m0 = (t // panels) * TILE
+    n0 = (t % panels) * PANEL
+    nt_region(A, Bt, Cout, m0, min(m0 + TILE, M), n0, min(n0 + PANEL, N), False)
+
+
 @njit(cache=True, fastmath=True, parallel=True)
 def matmul_nt(A, Bt, Cout):
     """Cout = A . Bt^T, (M, K) x (N, K) -> (M, N).  Twin: reference.matmul.
@@ -159,40 +170,144 @@ def matmul_nt(A, Bt, Cout):
     Parallel over tasks of 4 rows x PANEL columns of Cout (prange): each task writes its own block and
     sums over the whole of k itself.  A panel of Bt (PANEL x K) stays in cache while its tiles run.
     """
-    M = A.shape[0]
-    N = Bt.shape[0]
-    panels = (N + PANEL - 1) // PANEL
-    for t in prange(((M + TILE - 1) // TILE) * panels):
-        m0 = (t // panels) * TILE
-        n0 = (t % panels) * PANEL
-        nt_region(A, Bt, Cout, m0, min(m0 + TILE, M), n0, min(n0 + PANEL, N), False)
+    panels = (Bt.shape[0] + PANEL - 1) // PANEL
+    for t in prange(((A.shape[0] + TILE - 1) // TILE) * panels):
+        _matmul_task(A, Bt, Cout, t, panels)
+
+
+@njit(cache=True, fastmath=True)
+def matmul_nt_serial(A, Bt, Cout):
+    """``matmul_nt`` on the calling thread alone, for small products (same tasks, same results, bit for bit).
+
+    Waking the other threads costs tens of microseconds (far more when the machine is busy), more
+    than a small product takes: a Linear layer at batch 1 is a few thousand multiply-adds.
+    """
+    panels = (Bt.shape[0] + PANEL - 1) // PANEL
+    for t in range(((A.shape[0] + TILE - 1) // TILE) * panels):
+        _matmul_task(A, Bt, Cout, t, panels)
+
+
+@njit(cache=True)
+def _transpose_block(a, out, jb):
+    """Rows 32*jb ... 32*jb+31 of out = a.T, read in 32 x 32 blocks (both sides stay in a few cache lines)."""
+    R, S = a.shape
+    B = 32
+    j0 = jb * B
+    j1 = min(j0 + B, S)
+    for i0 in range(0, R, B):
+        i1 = min(i0 + B, R)
+        for j in range(j0, j1):
+            row = out[j]
+            for i in range(i0, i1):
+                row[i] = a[i, j]
 
 
 @njit(cache=True, parallel=True)
 def _transpose(a, out):
-    """out[j, i] = a[i, j], in 32 x 32 blocks so that both reads and writes stay within a few cache lines.
+    """out[j, i] = a[i, j].  Parallel over blocks of 32 rows of ``out`` (prange): each thread writes its own."""
+    for jb in prange((a.shape[1] + 31) // 32):
+        _transpose_block(a, out, jb)
 
-    Parallel over blocks of 32 rows of ``out`` (prange): each thread writes its own rows.
-    """
-    R, S = a.shape
-    B = 32
-    for jb in prange((S + B - 1) // B):
-        j0 = jb * B
-        j1 = min(j0 + B, S)
-        for i0 in range(0, R, B):
-            i1 = min(i0 + B, R)
-            for j in range(j0, j1):
-                row = out[j]
-                for i in range(i0, i1):
-                    row[i] = a[i, j]
+
+@njit(cache=True)
+def _transpose_serial(a, out):
+    """``_transpose`` on the calling thread alone, for small arrays."""
+    for jb in range((a.shape[1] + 31) // 32):
+        _transpose_block(a, out, jb)
+
+
+# Below this many multiply-adds (or, for copies, elements) a kernel runs on the calling thread: starting
+# the thread pool would cost more than it saves.  The choice depends only on the shapes, never on the
+# thread count, and both paths run the same tasks, so results are the same either way.
+PARALLEL_MIN_MACS = 1 << 21
+PARALLEL_MIN_ELEMENTS = 1 << 18
 
 
 def transpose(a):
     """A C-contiguous copy of the 2-D array ``a.T`` (NumPy's own copy of a transposed view is slow)."""
     a = np.ascontiguousarray(a)
     out = np.empty((a.shape[1], a.shape[0]), dtype=a.dtype)
-    _transpose(a, out)
+    (_transpose if a.size >= PARALLEL_MIN_ELEMENTS else _transpose_serial)(a, out)
     return out
+
+
+def matmul_nt_auto(A, Bt, Cout):
+    """``matmul_nt`` or, for a product of fewer than PARALLEL_MIN_MACS multiply-adds, its serial twin."""
+    macs = A.shape[0] * A.shape[1] * Bt.shape[0]
+    (matmul_nt if macs >= PARALLEL_MIN_MACS else matmul_nt_serial)(A, Bt, Cout)
+
+
+@njit(cache=True, fastmath=True)
+def _nn_block4(A, B, Cout, m, n0, n1, k0, k1):
+    """Rows m ... m+3 of Cout = A . B together: each pass over j adds four rows of B (four k) into four
+    rows of Cout, i.e. a 4 x 4 register tile of A's values against 4 + 4 loads and 4 stores per j
+    (16 multiply-adds), where one row at a time needs 4 + 1 loads and a store for 4.  Only columns
+    n0 <= j < n1 and the terms k0 <= k < k1 (a block of B that stays in cache while many row blocks
+    pass over it); the rows are zeroed first when k0 == 0."""
+    N = n1 - n0
+    K4 = k0 + (k1 - k0) - (k1 - k0) % 4
+    zero = A.dtype.type(0)
+    c0 = Cout[m, n0:n1]
+    c1 = Cout[m + 1, n0:n1]
+    c2 = Cout[m + 2, n0:n1]
+    c3 = Cout[m + 3, n0:n1]
+    if k0 == 0:
+        for j in range(N):
+            c0[j] = zero
+            c1[j] = zero
+            c2[j] = zero
+            c3[j] = zero
+    for k in range(k0, K4, 4):
+        a00, a01, a02, a03 = A[m, k], A[m, k + 1], A[m, k + 2], A[m, k + 3]
+        a10, a11, a12, a13 = A[m + 1, k], A[m + 1, k + 1], A[m + 1, k + 2], A[m + 1, k + 3]
+        a20, a21, a22, a23 = A[m + 2, k], A[m + 2, k + 1], A[m + 2, k + 2], A[m + 2, k + 3]
+        a30, a31, a32, a33 = A[m + 3, k], A[m + 3, k + 1], A[m + 3, k + 2], A[m + 3, k + 3]
+        b0 = B[k, n0:n1]
+        b1 = B[k + 1, n0:n1]
+        b2 = B[k + 2, n0:n1]
+        b3 = B[k + 3, n0:n1]
+        for j in range(N):
+            x0 = b0[j]
+            x1 = b1[j]
+            x2 = b2[j]
+            x3 = b3[j]
+            c0[j] += a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
+            c1[j] += a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
+            c2[j] += a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
+            c3[j] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
+    for k in range(K4, k1):
+        a0, a1, a2, a3 = A[m, k], A[m + 1, k], A[m + 2, k], A[m + 3, k]
+        b0 = B[k, n0:n1]
+        for j in range(N):
+            x0 = b0[j]
+            c0[j] += a0 * x0
+            c1[j] += a1 * x0
+            c2[j] += a2 * x0
+            c3[j] += a3 * x0
+
+
+@njit(cache=True, fastmath=True)
+def _nn_row(A, B, Cout, m, n0, n1, k0, k1):
+    """Row m of Cout = A . B alone: a running sum of rows of B, four at a time (the edge of ``_nn_block4``)."""
+    N = n1 - n0
+    K4 = k0 + (k1 - k0) - (k1 - k0) % 4
+    c = Cout[m, n0:n1]
+    if k0 == 0:
+        for j in range(N):
+            c[j] = A.dtype.type(0)
+    for k in range(k0, K4, 4):
+        a0, a1, a2, a3 = A[m, k], A[m, k + 1], A[m, k + 2], A[m, k + 3]
+        b0 = B[k, n0:n1]
+        b1 = B[k + 1, n0:n1]
+        b2 = B[k + 2, n0:n1]
+        b3 = B[k + 3, n0:n1]
+        for j in range(N):
+            c[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j]
+    for k in range(K4, k1):
+        a0 = A[m, k]
+        b0 = B[k, n0:n1]
+        for j in range(N):
+            c[j] += a0 * b0[j]
 
 
 @njit(cache=True, fastmath=True)
@@ -201,30 +316,65 @@ def nn_rows(A, B, Cout, m0, m1):
 
     For a short K and a long contiguous N (a convolution's W2 . col), each output row is built as a
     running sum of rows of B, four at a time: ``c[j] += a0*b0[j] + a1*b1[j] + a2*b2[j] + a3*b3[j]``
-    is one contiguous, vectorized pass over j per four k (one store per four multiply-adds).  Every
-    c[j] is summed in k order, so the rounding is the same whichever thread computes the row.
+    is one contiguous, vectorized pass over j per four k.  Rows go four at a time (``_nn_block4``:
+    each row of B loaded once for four output rows), the last m1 - m0 mod 4 alone.  Which routine a
+    row gets depends only on m0, m1, and every c[j] is summed in k order, so the rounding is the
+    same whichever thread computes the row.
+    """
+    nn_region(A, B, Cout, m0, m1, 0, B.shape[1])
+
+
+@njit(cache=True, fastmath=True)
+def nn_region(A, B, Cout, m0, m1, n0, n1):
+    """Cout[m0:m1, n0:n1] = A[m0:m1] . B[:, n0:n1], serially, rows four at a time (see ``nn_rows``).
+
+    Cache blocking: the k terms go in chunks of NN_KC, and each chunk is applied to all the rows
+    before the next, so the block B[k0:k1, n0:n1] (NN_KC x up to NN_PANEL floats) is read from
+    cache by every row block.  Every Cout[m, j] is still summed in k order, four terms at a time, by
+    the same code whatever the region, so the split changes nothing in the result.
     """
     K = A.shape[1]
-    N = B.shape[1]
-    K4 = K - K % 4
-    zero = A.dtype.type(0)
-    for m in range(m0, m1):
-        c = Cout[m]
-        for j in range(N):
-            c[j] = zero
-        for k in range(0, K4, 4):
-            a0 = A[m, k]
-            a1 = A[m, k + 1]
-            a2 = A[m, k + 2]
-            a3 = A[m, k + 3]
-            b0 = B[k]
-            b1 = B[k + 1]
-            b2 = B[k + 2]
-            b3 = B[k + 3]
-            for j in range(N):
-                c[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j]
-        for k in range(K4, K):
-            a0 = A[m, k]
-            b0 = B[k]
-            for j in range(N):
-                c[j] += a0 * b0[j]
+    for k0 in range(0, max(K, 1), NN_KC):
+        k1 = min(k0 + NN_KC, K)
+        m = m0
+        while m + 4 <= m1:
+            _nn_block4(A, B, Cout, m, n0, n1, k0, k1)
+            m += 4
+        for mm in range(m, m1):
+            _nn_row(A, B, Cout, mm, n0, n1, k0, k1)
+
+
+NN_ROWS = 64  # rows of Cout per parallel task in matmul_nn (a multiple of 4)
+NN_PANEL = 256  # columns of Cout per task
+NN_KC = 128  # k terms per cache block in nn_region (a multiple of 4)
+
+
+@njit(cache=True, fastmath=True)
+def _matmul_nn_task(A, B, Cout, t, panels):
+    """Task t of ``matmul_nn``: rows NN_ROWS*(t // panels) ..., columns NN_PANEL*(t % panels) ... of Cout."""
+    M, N = Cout.shape
+    m0 = (t // panels) * NN_ROWS
+    n0 = (t % panels) * NN_PANEL
+    nn_region(A, B, Cout, m0, min(m0 + NN_ROWS, M), n0, min(n0 + NN_PANEL, N))
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def matmul_nn(A, B, Cout):
+    """Cout = A . B, (M, K) x (K, N) -> (M, N), in the "NN" form of ``nn_rows``.  Twin: reference.matmul.
+
+    No transposed copy of B is needed, and there are no dot products to reduce across vector lanes:
+    each pass over a row segment adds four rows of B into four rows of Cout (``_nn_block4``).
+    Parallel over tasks of NN_ROWS rows x NN_PANEL columns (prange); every element of Cout is
+    summed in k order by one task.
+    """
+    panels = (B.shape[1] + NN_PANEL - 1) // NN_PANEL
+    for t in prange(((A.shape[0] + NN_ROWS - 1) // NN_ROWS) * panels):
+        _matmul_nn_task(A, B, Cout, t, panels)
+
+
+@njit(cache=True, fastmath=True)
+def matmul_nn_serial(A, B, Cout):
+    """``matmul_nn`` on the calling thread alone, for small products (same tasks, same sums)."""
+    panels = (B.shape[1] + NN_PANEL - 1) // NN_PANEL
+    for t in range(((A.shape[0] + NN_ROWS - 1) // NN_ROWS) * panels):
+        _matmul_nn_task(A, B, Cout, t, panels)

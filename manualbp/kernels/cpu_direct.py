@@ -1,0 +1,283 @@
+"""Stride-1 convolution without im2col: every weight tap reads a shifted row of the padded image.
+
+Derivation: derivations/04-conv2d.md, eqs. (K1), (K4), (K6); readable twins: ``reference.conv2d_forward``,
+``reference.conv2d_grad_input`` and ``reference.conv2d_grad_weight``.  Used by ``cpu.py`` for stride 1
+(any stride goes through the im2col kernels of ``cpu_conv.py``).
+
+The idea.  Pad one image to (C, HP, WP), HP = H + 2*PH, WP = W + 2*PW, and lay each channel out flat,
+xf[c, h*WP + w].  Compute the output on a "wide" grid of OH rows of WP columns, s = i*WP + j: then
+
+    ywide[o, s] = sum_{c,p,q} w[o,c,p,q] * xf[c, s + p*WP + q]                            (K1)
+
+because moving p rows down and q columns right in the padded image is adding p*WP + q to the flat
+index.  For a fixed tap (c, p, q) the inputs of all outputs are one contiguous run of xf[c], starting
+at p*WP + q: a row of im2col's matrix, read in place instead of copied.  Columns j >= OW of the wide
+grid straddle two image rows and are thrown away (the price: WP / OW times the useful work).  Each
+channel's flat row carries KW - 1 extra zeros, so the last tap's run stays inside it.
+
+The tiling.  Output channels go four at a time and taps four at a time: one pass over s adds four
+shifted input runs into four output rows, a 4 x 4 block of weights held in registers
+(``c_m[s] += w_m0*x0[s] + w_m1*x1[s] + w_m2*x2[s] + w_m3*x3[s]``, 16 multiply-adds for 4 + 4 loads and
+4 stores).  The rows of one image's wide output (a few KB) stay in L1 while all taps stream by.
+Every output sums its taps in the order r = (c*KH + p)*KW + q, four at a time, as ``cpu_gemm.nn_rows``.
+
+Gradient with respect to the input.  For stride 1, dL/dx is itself such a convolution: of dL/dy,
+padded by (KH-1-PH, KW-1-PW), with the kernel flipped and its two channel axes swapped,
+wf[c, o, u, v] = w[o, c, KH-1-u, KW-1-v]  ((K6): (K5) read as a forward convolution); ``cpu.py`` calls the same
+kernels with those arguments.
+
+Parallel over images: worker t takes images t, t + T, ... with its own workspaces (the padded image
+and the wide output), and writes only its own outputs; no sum is ever split between threads.
+
+Legend: N batch, C input channels, H/W input size, O output channels, KH/KW kernel, OH/OW output,
+PH/PW padding, HP/WP padded size.
+"""
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, fastmath=True)
+def _pad_image(xn, xf, PH, PW, WP):
+    """xf[c] (flat, HP*WP + KW-1) = xn[c] (H, W) with PH rows and PW columns of zeros around it."""
+    C, H, W = xn.shape
+    zero = xf.dtype.type(0)
+    for c in range(C):
+        row = xf[c]
+        for k in range(row.shape[0]):
+            row[k] = zero
+        for h in range(H):
+            dst = row[(h + PH) * WP + PW:]
+            src = xn[c, h]
+            for w in range(W):
+                dst[w] = src[w]
+
+
+@njit(cache=True, fastmath=True)
+def _taps4(w2, xflat, offs, yw, m, k):
+    """yw[m:m+4] += w2[m:m+4, k:k+4] applied to the four shifted runs of taps k..k+3 (one pass over s).
+
+    offs[k] is where tap k's run starts in the flattened padded image: c*LX + p*WP + q.
+    """
+    L = yw.shape[1]
+    c0, c1, c2, c3 = yw[m], yw[m + 1], yw[m + 2], yw[m + 3]
+    x0 = xflat[offs[k]:]
+    x1 = xflat[offs[k + 1]:]
+    x2 = xflat[offs[k + 2]:]
+    x3 = xflat[offs[k + 3]:]
+    a00, a01, a02, a03 = w2[m, k], w2[m, k + 1], w2[m, k + 2], w2[m, k + 3]
+    a10, a11, a12, a13 = w2[m + 1, k], w2[m + 1, k + 1], w2[m + 1, k + 2], w2[m + 1, k + 3]
+    a20, a21, a22, a23 = w2[m + 2, k], w2[m + 2, k + 1], w2[m + 2, k + 2], w2[m + 2, k + 3]
+    a30, a31, a32, a33 = w2[m + 3, k], w2[m + 3, k + 1], w2[m + 3, k + 2], w2[m + 3, k + 3]
+    for s in range(L):
+        v0 = x0[s]
+        v1 = x1[s]
+        v2 = x2[s]
+        v3 = x3[s]
+        c0[s] += a00 * v0 + a01 * v1 + a02 * v2 + a03 * v3
+        c1[s] += a10 * v0 + a11 * v1 + a12 * v2 + a13 * v3
+        c2[s] += a20 * v0 + a21 * v1 + a22 * v2 + a23 * v3
+        c3[s] += a30 * v0 + a31 * v1 + a32 * v2 + a33 * v3
+
+
+@njit(cache=True, fastmath=True)
+def _tap_rows(w2, xflat, offs, yw, m0, m1, k0, k1):
+    """yw[m] += sum_{k0 <= k < k1} w2[m, k] * run_k for m0 <= m < m1, one row at a time (the edges).
+
+    Taps go four at a time as in ``_taps4``, so each output sums in the same order either way.
+    """
+    L = yw.shape[1]
+    for m in range(m0, m1):
+        c = yw[m]
+        k = k0
+        while k + 4 <= k1:
+            x0 = xflat[offs[k]:]
+            x1 = xflat[offs[k + 1]:]
+            x2 = xflat[offs[k + 2]:]
+            x3 = xflat[offs[k + 3]:]
+            a0, a1, a2, a3 = w2[m, k], w2[m, k + 1], w2[m, k + 2], w2[m, k + 3]
+            for s in range(L):
+                c[s] += a0 * x0[s] + a1 * x1[s] + a2 * x2[s] + a3 * x3[s]
+            k += 4
+        for kk in range(k, k1):
+            x0 = xflat[offs[kk]:]
+            a0 = w2[m, kk]
+            for s in range(L):
+                c[s] += a0 * x0[s]
+
+
+@njit(cache=True, fastmath=True)
+def _direct_images(x, w2, b, y, xf, yw, n0, step, KH, KW, PH, PW, has_bias):
+    """y[n] for images n = n0, n0 + step, ...: pad into xf, accumulate the wide output yw, copy it out."""
+    O, R = w2.shape
+    OH, OW = y.shape[2], y.shape[3]
+    WP = x.shape[3] + 2 * PW
+    L = yw.shape[1]  # OH * WP, rounded up to whole 16-float vectors by the caller
+    R4 = R - R % 4
+    zero = y.dtype.type(0)
+    C, LX = xf.shape
+    xflat = xf.reshape(C * LX)
+    offs = np.empty(R, dtype=np.int64)  # where each tap's run starts in xflat
+    for k in range(R):
+        offs[k] = (k // (KH * KW)) * LX + ((k // KW) % KH) * WP + k % KW  # c*LX + p*WP + q
+    for n in range(n0, x.shape[0], step):
+        _pad_image(x[n], xf, PH, PW, WP)
+        for o in range(O):
+            row = yw[o]
+            for s in range(L):
+                row[s] = zero
+        m = 0
+        while m + 4 <= O:
+            for k in range(0, R4, 4):
+                _taps4(w2, xflat, offs, yw, m, k)  # 4 x 4 register block, eq. (K1)
+            _tap_rows(w2, xflat, offs, yw, m, m + 4, R4, R)  # leftover taps
+            m += 4
+        _tap_rows(w2, xflat, offs, yw, m, O, 0, R)  # leftover output channels
+        for o in range(y.shape[1]):  # the real output channels (w2 may carry zero rows up to a multiple of 4)
+            bo = b[o] if has_bias else zero
+            for i in range(OH):
+                src = yw[o, i * WP:]
+                dst = y[n, o, i]
+                for j in range(OW):
+                    dst[j] = src[j] + bo  # keep the OW real columns, + b[o], eq. (K1)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def conv2d_direct(x, w2, b, y, xf_ws, yw_ws, KH, KW, PH, PW, has_bias):
+    """y (N, O, OH, OW) = stride-1 convolution of x (N, C, H, W) with w2 (O, C*KH*KW) (+ b).
+
+    Parallel over images (prange over the T = len(xf_ws) workers, each with its own workspaces
+    xf_ws[t] (C, HP*WP + KW-1) and yw_ws[t] (O, OH*WP)).
+    """
+    T = xf_ws.shape[0]
+    for t in prange(T):
+        _direct_images(x, w2, b, y, xf_ws[t], yw_ws[t], t, T, KH, KW, PH, PW, has_bias)
+
+
+@njit(cache=True, fastmath=True)
+def conv2d_direct_serial(x, w2, b, y, xf_ws, yw_ws, KH, KW, PH, PW, has_bias):
+    """``conv2d_direct`` on the calling thread alone (small batches)."""
+    _direct_images(x, w2, b, y, xf_ws[0], yw_ws[0], 0, 1, KH, KW, PH, PW, has_bias)
+
+
+# --- grad-weight -------------------------------------------------------------------------------------
+#
+# dL/dw[o, k] = sum_n sum_{i,j} dL/dy[n,o,i,j] * xpad[n, c, i+p, j+q]                       (K4)
+#             = sum_n sum_s gw_n[o, s] * xf_n[offs[k] + s]
+#
+# with gw_n the gradient laid on the same wide grid as the forward output (zeros in the thrown-away
+# columns, so they add nothing) and offs[k] = c*LX + p*WP + q the start of tap k's run.  For each
+# pair (o, k) that is one long dot product, over all images and positions.  The tiling: a task owns
+# 4 output channels x 4 taps, keeps their 16 sums in registers from the first image to the last,
+# and for every image reads 4 gradient rows and 4 shifted input runs (8 loads per 16 multiply-adds).
+# Tasks never share an output, so no sum is split between threads.
+
+
+@njit(cache=True, fastmath=True)
+def _pad_batch(x, xf_all, gy, gw_all, n0, step, PH, PW, WP):
+    """xf_all[n] = padded, flattened x[n]; gw_all[n] = gy[n] on the wide grid (zero extra columns, and
+    zero rows beyond gy's channels)."""
+    OH, OW = gy.shape[2], gy.shape[3]
+    zero = gy.dtype.type(0)
+    for n in range(n0, x.shape[0], step):
+        _pad_image(x[n], xf_all[n], PH, PW, WP)
+        for o in range(gw_all.shape[1]):
+            row = gw_all[n, o]
+            for s in range(row.shape[0]):
+                row[s] = zero
+        for o in range(gy.shape[1]):
+            row = gw_all[n, o]
+            for i in range(OH):
+                dst = row[i * WP:]
+                src = gy[n, o, i]
+                for j in range(OW):
+                    dst[j] = src[j]
+
+
+@njit(cache=True, fastmath=True)
+def _gw_tile(xf_all, gw_all, offs, out, m, k):
+    """out[m:m+4, k:k+4] = 16 dot products over every image and wide position, in registers."""
+    N, L = gw_all.shape[0], gw_all.shape[2]
+    C, LX = xf_all.shape[1], xf_all.shape[2]
+    z = out.dtype.type(0)
+    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = z
+    c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = z
+    for n in range(N):
+        xflat = xf_all[n].reshape(C * LX)
+        g0, g1, g2, g3 = gw_all[n, m], gw_all[n, m + 1], gw_all[n, m + 2], gw_all[n, m + 3]
+        x0 = xflat[offs[k]:]
+        x1 = xflat[offs[k + 1]:]
+        x2 = xflat[offs[k + 2]:]
+        x3 = xflat[offs[k + 3]:]
+        for s in range(L):
+            a0, a1, a2, a3 = g0[s], g1[s], g2[s], g3[s]
+            v0, v1, v2, v3 = x0[s], x1[s], x2[s], x3[s]
+            c00 += a0 * v0
+            c01 += a0 * v1
+            c02 += a0 * v2
+            c03 += a0 * v3
+            c10 += a1 * v0
+            c11 += a1 * v1
+            c12 += a1 * v2
+            c13 += a1 * v3
+            c20 += a2 * v0
+            c21 += a2 * v1
+            c22 += a2 * v2
+            c23 += a2 * v3
+            c30 += a3 * v0
+            c31 += a3 * v1
+            c32 += a3 * v2
+            c33 += a3 * v3
+    out[m, k], out[m, k + 1], out[m, k + 2], out[m, k + 3] = c00, c01, c02, c03
+    out[m + 1, k], out[m + 1, k + 1], out[m + 1, k + 2], out[m + 1, k + 3] = c10, c11, c12, c13
+    out[m + 2, k], out[m + 2, k + 1], out[m + 2, k + 2], out[m + 2, k + 3] = c20, c21, c22, c23
+    out[m + 3, k], out[m + 3, k + 1], out[m + 3, k + 2], out[m + 3, k + 3] = c30, c31, c32, c33
+
+
+@njit(cache=True, fastmath=True)
+def _gw_task(xf_all, gw_all, offs, out, t, k_tiles):
+    """Task t: the 4 x 4 tile at row block t // k_tiles, tap block t % k_tiles.
+
+    The caller pads O and R up to multiples of 4 (zero gradient rows; extra taps that read tap 0's
+    run), so every tile is whole, and drops the padded rows and columns afterwards.
+    """
+    _gw_tile(xf_all, gw_all, offs, out, (t // k_tiles) * 4, (t % k_tiles) * 4)
+
+
+@njit(cache=True)
+def _tap_offsets(R, R_real, KH, KW, LX, WP):
+    """offs[k] = c*LX + p*WP + q for the R_real real taps; padded taps k >= R_real read tap 0's run."""
+    offs = np.zeros(R, dtype=np.int64)
+    for k in range(R_real):
+        offs[k] = (k // (KH * KW)) * LX + ((k // KW) % KH) * WP + k % KW
+    return offs
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def conv2d_direct_grad_weight(x, gy, out, xf_all, gw_all, KH, KW, PH, PW, T):
+    """out = dL/dW2 of a stride-1 convolution, eq. (K4), with O and C*KH*KW padded up to multiples of 4.
+
+    Twin: reference.conv2d_grad_weight.
+
+    First, in parallel over images, every image is padded (xf_all (N, C, LX)) and every gradient laid
+    on the wide grid (gw_all (N, O, OH*WP)); then, in parallel over 4 x 4 output tiles, ``_gw_task``.
+    """
+    WP = x.shape[3] + 2 * PW
+    for t in prange(T):
+        _pad_batch(x, xf_all, gy, gw_all, t, T, PH, PW, WP)
+    O, R = out.shape
+    offs = _tap_offsets(R, x.shape[1] * KH * KW, KH, KW, xf_all.shape[2], WP)
+    k_tiles = R // 4
+    for t in prange((O // 4) * k_tiles):
+        _gw_task(xf_all, gw_all, offs, out, t, k_tiles)
+
+
+@njit(cache=True, fastmath=True)
+def conv2d_direct_grad_weight_serial(x, gy, out, xf_all, gw_all, KH, KW, PH, PW, T):
+    """``conv2d_direct_grad_weight`` on the calling thread alone (same tiles, same sums)."""
+    WP = x.shape[3] + 2 * PW
+    _pad_batch(x, xf_all, gy, gw_all, 0, 1, PH, PW, WP)
+    R = out.shape[1]
+    offs = _tap_offsets(R, x.shape[1] * KH * KW, KH, KW, xf_all.shape[2], WP)
+    k_tiles = R // 4
+    for t in range((out.shape[0] // 4) * k_tiles):
+        _gw_task(xf_all, gw_all, offs, out, t, k_tiles)

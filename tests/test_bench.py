@@ -1,0 +1,57 @@
+"""The benchmark script runs end to end on tiny sizes (``--quick``) and writes its report atomically.
+
+No timing is asserted: these check that every section runs and that the report has its rows.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from manualbp import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "run.py"
+
+
+def test_quick_run_of_every_section_writes_the_report(tmp_path):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--json", "--out", str(tmp_path)],
+                          check=False, capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
+    for heading in ("## Machine and versions", "## Targets", "float32 matrix product", "Convolutions of the CIFAR-10",
+                    "Training step", "Start-up", "Peak resident memory"):
+        assert heading in report, heading
+    for row in ("matmul n=16", "conv2 32->32 16x16 grad-weight", "lenet5 training step, batch 1",
+                "cifar10net inference, batch 4", "empty Numba cache", "filled Numba cache", "peak RSS"):
+        assert row in report, row
+    assert "FMA probe" in report and "ratio ours/torch" in report
+    data = json.loads((tmp_path / "BENCHMARKS.json").read_text(encoding="utf-8"))
+    assert all(r["ours"]["median"] > 0 for r in data["rows"])
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temp files left behind
+    notes = tmp_path / "notes.md"
+    notes.write_text("## Notes\n\nwhat limits each row\n", encoding="utf-8")
+    out2 = tmp_path / "again"
+    assert cli.main(["bench", "--from-json", str(tmp_path / "BENCHMARKS.json"), "--notes", str(notes),
+                     "--out", str(out2)]) == 0
+    again = (out2 / "BENCHMARKS.md").read_text(encoding="utf-8")
+    assert "what limits each row" in again and again.count("|") > 50
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "BENCHMARKS.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_only_selects_sections_and_the_cli_delegates(tmp_path, capsys):
+    assert cli.main(["bench", "--quick", "--only", "matmul", "--out", str(tmp_path), "-q"]) == 0
+    report = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
+    assert "matmul n=32" in report and "Training step" not in report
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_unknown_section_is_an_error(tmp_path):
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--only", "matmul,nosuch", "--out", str(tmp_path)])
