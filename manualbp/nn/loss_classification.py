@@ -279,7 +279,10 @@ class CrossEntropyLoss(_ClassLoss):
         t = self._cuda_target(target, input)
         if t.dtype.kind == "f":
             raise unsupported(f"{who} with class-probability (float) targets", "give int64 class indices")
-        # A class outside [0, C) cannot raise on the device: the loss becomes nan instead.
+        # A kernel cannot raise, and a class outside [0, C) would index past the row of logits. So the N
+        # labels come back to the host (a few hundred bytes) and go through the CPU path's check first.
+        # (np.broadcast_to gives an array of the logits' shape that takes no memory: only its shape is read.)
+        _class_indices(np.broadcast_to(np.float32(0), tuple(x.shape)), t.copy_to_host(), self.ignore_index, who)
         loss, probs, denom = cuda_kernels().cross_entropy_forward(x, t, self.reduction, self.ignore_index)
         self._cuda_saved = (probs, t, denom)  # p of (S7), y, and D of (S8)
         self._input_shape = tuple(x.shape)

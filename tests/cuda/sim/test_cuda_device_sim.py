@@ -180,3 +180,13 @@ def test_uploader_reuses_its_pinned_and_device_buffers():
     labels = up(np.array([1, 2], dtype=np.int32), "y")
     assert labels.dtype == np.int64
     assert isinstance(cuda.pinned_array(1, dtype=np.float32), np.ndarray)
+
+
+@pytest.mark.parametrize("label", [2, -1])
+def test_a_class_index_out_of_range_raises_before_the_kernel(label):
+    logits = to_device(np.zeros((2, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match=f"target value {label} is out of range for C=2"):
+        nn.CrossEntropyLoss()(logits, to_device(np.array([0, label])))
+    # ignore_index is not a class: it is allowed anywhere
+    loss = nn.CrossEntropyLoss(ignore_index=-1)(logits, to_device(np.array([0, -1])))
+    np.testing.assert_allclose(to_numpy(loss), [np.log(2)], rtol=1e-6)
