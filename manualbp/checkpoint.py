@@ -54,12 +54,26 @@ def _header_checksum(header):
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def _remove_stale_temps(folder, prefix, before):
+    """Delete temp files of the same target left by a process killed mid-write (older than this write)."""
+    for name in os.listdir(folder):
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            stale = os.path.join(folder, name)
+            try:
+                if os.path.getmtime(stale) < before - 1.0:
+                    os.remove(stale)
+            except OSError:  # gone already, or not ours to delete
+                pass
+
+
 def _atomic_write(path, arrays):
     """np.savez into a temp file beside ``path``, fsync, then rename it over ``path``."""
     path = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    prefix = "." + os.path.basename(path) + "."
+    started = time.time()
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -71,6 +85,7 @@ def _atomic_write(path, arrays):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    _remove_stale_temps(folder, prefix, started)
     try:  # make the rename itself durable
         dir_fd = os.open(folder, os.O_RDONLY)
     except OSError:  # pragma: no cover - e.g. Windows cannot open a folder

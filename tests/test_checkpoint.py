@@ -175,3 +175,19 @@ def test_not_a_checkpoint(tmp_path):
         checkpoint.load(path, small_net())
     with pytest.raises(FileNotFoundError):
         checkpoint.load(tmp_path / "missing.npz", small_net())
+
+
+def test_a_temp_file_left_by_a_killed_write_is_removed_by_the_next_save(tmp_path):
+    import time
+
+    model = nn.Linear(2, 2)
+    stale = tmp_path / ".last.npz.abc123.tmp"
+    stale.write_bytes(b"half a zip")
+    old = time.time() - 60
+    os.utime(stale, (old, old))
+    other = tmp_path / ".best.npz.def456.tmp"   # another checkpoint's temp file: not this save's business
+    other.write_bytes(b"x")
+    os.utime(other, (old, old))
+    checkpoint.save(tmp_path / "last.npz", model)
+    assert not stale.exists() and other.exists()
+    checkpoint.read(tmp_path / "last.npz")
