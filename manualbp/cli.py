@@ -49,6 +49,9 @@ def _train_parser(prog="manualbp train"):
                    help="kernels: numba (default, fast) or numpy (the readable reference, slow)")
     p.add_argument("--resume", default=None, help="continue from a checkpoint (e.g. runs/lenet5-digits/last.npz)")
     p.add_argument("--no-progress", action="store_true", help="plain lines even on a terminal (no tqdm bar)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu (default): the Numba CPU kernels; cuda: the numba.cuda kernels on an NVIDIA GPU "
+                        "(float32; needs pip install -e \".[cuda]\")")
     return p
 
 
@@ -137,13 +140,18 @@ def train(argv=None):
         return 1
     out = args.out or os.path.join("runs", f"{args.model}-{args.dataset}")
     os.makedirs(out, exist_ok=True)
-    net = Network(model)
+    try:
+        net = Network(model, device=None if args.device == "cpu" else args.device)
+    except (RuntimeError, TypeError, ImportError) as exc:   # no GPU or driver, or a float64 model for the GPU
+        print(f"manualbp train: {exc}", file=sys.stderr)
+        return 1
     opt = optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum)
     shape = "x".join(str(s) for s in input_shape)
     print(f"manualbp train: {args.model} on {args.dataset} ({len(train_data[0])} training / {len(test_data[0])} "
           f"test samples of {shape}), SGD(lr={args.lr}, momentum={args.momentum}, {args.schedule} schedule), "
           f"batch {args.batch_size}, "
-          f"{args.epochs} epochs, seed {args.seed}, backend {manualbp.get_backend()}")
+          f"{args.epochs} epochs, seed {args.seed}, "
+          + ("device cuda" if args.device == "cuda" else f"backend {manualbp.get_backend()}"))
     net.summary(input_shape)
     log_interval = args.log_interval if args.log_interval is not None else (10 if args.dataset == "digits" else 100)
     start = time.perf_counter()

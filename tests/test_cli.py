@@ -114,3 +114,12 @@ def test_the_main_job_default_train_reaches_95_percent(tmp_path, capsys):
     header = Network(models.lenet5()).load(out / "best.npz")
     assert hist["epochs"][header["epoch"] - 1]["val_accuracy"] >= 0.95
     assert "Test accuracy after the last epoch: " in text
+
+
+def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    from numba import cuda
+    if cuda.is_available():
+        pytest.skip("a GPU is present: --device cuda would train")
+    status = cli.main(["train", "--limit", "64", "--epochs", "1", "--device", "cuda", "--out", str(tmp_path)])
+    assert status == 1
+    assert "no CUDA GPU" in capsys.readouterr().err
