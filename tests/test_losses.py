@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from manualbp.gradcheck import numerical_grad
 from manualbp.nn.loss_binary import BCELoss, BCEWithLogitsLoss
 from manualbp.nn.loss_classification import CrossEntropyLoss, NLLLoss
 from manualbp.nn.loss_regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
@@ -272,19 +273,6 @@ def test_cross_entropy_is_stable_for_huge_logits():
 
 # --- finite differences -------------------------------------------------------------------------------------
 
-def central_differences(f, x, eps=1e-6):
-    grad = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        plus = float(f())
-        flat[i] = old - eps
-        minus = float(f())
-        flat[i] = old
-        gflat[i] = (plus - minus) / (2 * eps)
-    return grad
-
 
 FD_CASES = [
     ("cross_entropy", lambda: CrossEntropyLoss(weight=np.array([0.5, 1.0, 2.0]), label_smoothing=0.2), (4, 3, 2),
@@ -308,7 +296,7 @@ def test_backward_matches_central_differences(name, make, shape, target):
     loss = make()
     loss(x, target)
     analytic = loss.backward()
-    numeric = central_differences(lambda: loss(x, target), x)
+    numeric = numerical_grad(lambda: loss(x, target), x)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
 
 
