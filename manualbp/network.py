@@ -230,9 +230,21 @@ class Network:
         loss = loss_fn(out, y)                    # 3. the loss: a NumPy scalar
         if not np.all(np.isfinite(to_numpy(loss))):  # (a nan must not reach the weights)
             raise NonFiniteLossError(f"the loss is {loss}")
-        self.model.backward(loss_fn.backward())   # 4. backward: dL/d(out), then every layer in reverse
+        self._backward_to_parameters(loss_fn.backward())  # 4. backward: dL/d(out), every layer in reverse
         optimizer.step()                          # 5. update every parameter from its .grad
         return loss, out
+
+    def _backward_to_parameters(self, grad_output):
+        """``model.backward(grad_output)`` for a training step, where dL/d(images) is not needed.
+
+        A ``Sequential`` (every model built here) is told so with ``input_grad=False`` and stops at its
+        first layer with parameters, skipping that layer's dL/dx, as torch does for inputs that do not
+        require a gradient.  Any other Module runs its own backward as it is.
+        """
+        if isinstance(self.model, Sequential):
+            self.model.backward(grad_output, input_grad=False)
+        else:
+            self.model.backward(grad_output)
 
     # --- training ---------------------------------------------------------------------------------
     def fit(self, train, epochs=1, batch_size=64, loss=None, optimizer=None, val=None, shuffle=True,

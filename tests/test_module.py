@@ -140,3 +140,37 @@ def test_manual_seed_makes_init_reproducible():
 def test_set_backend_rejects_unknown_names():
     with pytest.raises(ValueError, match="numba"):
         manualbp.set_backend("torch")
+
+
+@pytest.mark.parametrize("first", ["conv", "linear", "relu-then-conv", "custom-then-linear", "nested"])
+def test_backward_without_input_grad_keeps_every_parameter_gradient(first):
+    """Sequential.backward(g, input_grad=False) returns None, skips the first parametrised layer's
+    dL/dx, and leaves every parameter's .grad exactly as the full backward does (what train_step uses)."""
+    def build():
+        manualbp.manual_seed(3)
+        head = {"conv": [nn.Conv2d(2, 3, 3)],
+                "linear": [nn.Flatten(), nn.Linear(2 * 5 * 5, 27)],
+                "relu-then-conv": [nn.ReLU(), nn.Conv2d(2, 3, 3)],
+                "custom-then-linear": [nn.Flatten(), nn.Linear(50, 3 * 9), nn.ReLU()],
+                "nested": [nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU())]}[first]
+        return nn.Sequential(*head, nn.Flatten(), nn.Linear(27, 4), nn.Tanh(), nn.Linear(4, 2))
+
+    x = np.random.default_rng(0).standard_normal((2, 2, 5, 5)).astype(np.float64)
+    full, part = build().double(), build().double()
+    g = np.ones((2, 2))
+    full(x)
+    gx = full.backward(g)
+    assert gx.shape == x.shape
+    part(x)
+    assert part.backward(g, input_grad=False) is None
+    for (name, a), (_, b) in zip(full.named_parameters(), part.named_parameters()):
+        np.testing.assert_array_equal(a.grad, b.grad, err_msg=name)
+
+
+def test_layer_backward_without_input_grad_returns_none():
+    conv, lin = nn.Conv2d(1, 2, 3), nn.Linear(3, 2)
+    conv(np.ones((1, 1, 4, 4), np.float32))
+    lin(np.ones((2, 3), np.float32))
+    assert conv.backward(np.ones((1, 2, 2, 2), np.float32), input_grad=False) is None
+    assert lin.backward(np.ones((2, 2), np.float32), input_grad=False) is None
+    assert conv.weight.grad is not None and lin.weight.grad is not None and lin.bias.grad is not None

@@ -37,7 +37,12 @@ class Conv2d(Module):
         dL/dw[o,c,p,q] = sum_{n,i,j} dL/dy[n,o,i,j] * xpad[n,c,i*SH+p,j*SW+q]   (K4)
         dL/dx          = every dL/dy[n,o,i,j] sent back along the weights w[o,:,:,:]
                          to the inputs its window read (padding dropped)         (K5)
+
+    ``backward(grad_output, input_grad=False)`` computes (K3) and (K4) only and returns None: the first
+    layer of a network does not need (K5), since nothing updates the images (``Sequential.backward``).
     """
+
+    _skips_input_grad = True  # backward understands input_grad=False
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         super().__init__()
@@ -77,9 +82,9 @@ class Conv2d(Module):
         bias = self.bias.data if self.bias is not None else None
         return kernels.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)  # eq. (K1)
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad=True):
         if self._backward_uses_cuda(grad_output):
-            return self._backward_cuda(grad_output)
+            return self._backward_cuda(grad_output, input_grad)
         x = self._saved(self._x)
         g = float_array(grad_output, f"{self._name()}.backward", "grad_output", dtype=self.weight.dtype)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
@@ -92,6 +97,8 @@ class Conv2d(Module):
             kernels.conv2d_grad_weight(g, x, self.weight.shape, self.stride, self.padding))  # eq. (K4)
         if self.bias is not None:
             self.bias.accumulate_grad(g.sum(axis=(0, 2, 3)))  # eq. (K3)
+        if not input_grad:  # nobody needs dL/dx (the images of a training step)
+            return None
         return kernels.conv2d_grad_input(g, self.weight.data, x.shape, self.stride, self.padding)  # eq. (K5)
 
     # --- on the GPU (model.to("cuda")): (K1)-(K5) as implicit-GEMM CUDA kernels (kernels/cuda_conv.py) ---
@@ -108,13 +115,15 @@ class Conv2d(Module):
         bias = self.bias.data if self.bias is not None else None
         return gpu.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)  # eq. (K1)
 
-    def _backward_cuda(self, grad_output):
+    def _backward_cuda(self, grad_output, input_grad=True):
         gpu = cuda_kernels()
         x = self._saved(self._x)
         g = float32_input(grad_output, f"{self._name()}.backward", "grad_output", ndim=4)  # shape: the kernels check
         add_grad(self.weight, lambda out, acc: gpu.conv2d_grad_weight(
             g, x, self.weight.shape, self.stride, self.padding, out=out, accumulate=acc))  # eq. (K4)
         add_grad(self.bias, lambda out, acc: gpu.bias_grad(g, out=out, accumulate=acc))  # eq. (K3)
+        if not input_grad:  # as on the CPU: dL/dx not wanted
+            return None
         return gpu.conv2d_grad_input(g, self.weight.data, x.shape, self.stride, self.padding)  # eq. (K5)
 
     def extra_repr(self):

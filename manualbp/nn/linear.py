@@ -32,7 +32,12 @@ class Linear(Module):
         dL/dx = dL/dy W          (L2)
         dL/dW = (dL/dy)^T x      (L3)
         dL/db = sum_n dL/dy[n]   (L4)
+
+    ``backward(grad_output, input_grad=False)`` computes (L3) and (L4) only and returns None: the first
+    layer of a network does not need (L2), since nothing updates its input (``Sequential.backward``).
     """
+
+    _skips_input_grad = True  # backward understands input_grad=False
 
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
@@ -59,9 +64,9 @@ class Linear(Module):
             y += self.bias.data  # broadcast b over the batch, eq. (L1)
         return y.reshape(self._lead + (self.out_features,))
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad=True):
         if self._backward_uses_cuda(grad_output):
-            return self._backward_cuda(grad_output)
+            return self._backward_cuda(grad_output, input_grad)
         x = self._saved(self._x)
         g = float_array(grad_output, "Linear.backward", "grad_output", dtype=self.weight.dtype)
         if g.shape != self._lead + (self.out_features,):
@@ -72,6 +77,8 @@ class Linear(Module):
         self.weight.accumulate_grad(kernels.matmul(g, x, transpose_a=True))  # (dL/dy)^T x, eq. (L3)
         if self.bias is not None:
             self.bias.accumulate_grad(g.sum(axis=0))  # eq. (L4)
+        if not input_grad:  # nobody needs dL/dx (the first layer of a training step)
+            return None
         grad_x = kernels.matmul(g, self.weight.data)  # dL/dy W, eq. (L2)
         return grad_x.reshape(self._lead + (self.in_features,))
 
@@ -92,7 +99,7 @@ class Linear(Module):
             gpu.bias_add(y, self.bias.data)  # + b on every row, in place, eq. (L1)
         return y.reshape(self._lead + (self.out_features,))
 
-    def _backward_cuda(self, grad_output):
+    def _backward_cuda(self, grad_output, input_grad=True):
         gpu = cuda_kernels()
         x = self._saved(self._x)
         if tuple(grad_output.shape) != self._lead + (self.out_features,):
@@ -102,6 +109,8 @@ class Linear(Module):
         g = float32_input(grad_output, "Linear.backward", "grad_output").reshape(x.shape[0], self.out_features)
         add_grad(self.weight, lambda out, acc: gpu.matmul(g, x, transpose_a=True, out=out, accumulate=acc))  # (L3)
         add_grad(self.bias, lambda out, acc: gpu.bias_grad(g, out=out, accumulate=acc))  # eq. (L4)
+        if not input_grad:  # as on the CPU: dL/dx not wanted
+            return None
         grad_x = gpu.matmul(g, self.weight.data)  # dL/dy W, eq. (L2)
         return grad_x.reshape(self._lead + (self.in_features,))
 

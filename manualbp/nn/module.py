@@ -257,12 +257,36 @@ class Sequential(Module):
             x = layer(x)
         return x
 
-    def backward(self, grad_output):
+    # Sequential's backward understands ``input_grad=False`` (see Conv2d and Linear, which do too).
+    _skips_input_grad = True
+
+    def backward(self, grad_output, input_grad=True):
+        """Run the layers' backwards in reverse; return dL/d(input), or None when ``input_grad=False``.
+
+        ``input_grad=False`` says that nobody needs dL/d(input): a training step's input is the images,
+        which are data, not something we update (torch skips it the same way, because the images do
+        not ``require_grad``).  The walk then stops at the first layer that has parameters: that layer
+        still adds dL/d(its parameters) into ``.grad`` but skips its own dL/dx (for LeNet-5 that is
+        about a fifth of a training step's arithmetic), and the layers in front of it, which have no
+        parameters, are not visited at all.
+        """
+        layers = list(self._modules.values())
+        first = 0  # the walk goes back to this layer (included)
+        if not input_grad:
+            first = next((i for i, layer in enumerate(layers) if any(True for _ in layer.parameters())),
+                         len(layers))
         # The chain rule, one layer at a time: each layer turns dL/d(its output)
         # into dL/d(its input), which is dL/d(output) of the layer before it.
-        for layer in reversed(self._modules.values()):
+        for i in range(len(layers) - 1, first - 1, -1):
+            layer = layers[i]
+            if i == first and not input_grad:  # the last layer visited: its dL/dx is not wanted
+                if getattr(layer, "_skips_input_grad", False):
+                    layer.backward(grad_output, input_grad=False)
+                else:
+                    layer.backward(grad_output)  # a layer that cannot skip it: computed, then dropped
+                return None
             grad_output = layer.backward(grad_output)
-        return grad_output
+        return grad_output if input_grad else None
 
     def __getitem__(self, index):
         layers = list(self._modules.values())
