@@ -284,3 +284,60 @@ def test_linear_shaped_products_take_both_layouts(assert_close):
         assert_close(cpu.matmul(g, w), g @ w, RTOL[dt])   # K = 120: NT after a transpose of w
         a, b = rand(rng, (600, 40), dt), rand(rng, (40, 500), dt)
         assert_close(cpu.matmul(a, b), a @ b, RTOL[dt])   # K = 40, 12M multiply-adds: NN on all threads
+
+
+# --- the fused cross-entropy and the SGD update (cpu_train.py) ----------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 9), c=st.integers(1, 12), dtype=dtypes, seed=st.integers(0, 2**16),
+       ignore=st.booleans(), scale=st.sampled_from([1.0, 30.0]))
+def test_cross_entropy_kernel_matches_reference_and_torch(n, c, dtype, seed, ignore, scale, assert_close):
+    rng = np.random.default_rng(seed)
+    z = (scale * rng.standard_normal((n, c))).astype(dtype)
+    t = rng.integers(0, c, n)
+    if ignore:
+        t[rng.random(n) < 0.4] = -100
+    total, count, bad, grad = cpu.cross_entropy_index(z, t, -100)
+    r_total, r_count, r_bad, r_grad = reference.cross_entropy_index(z, t, -100)
+    assert (count, bad) == (r_count, r_bad) == (int((t != -100).sum()), -1)
+    assert grad.dtype == dtype and grad.shape == (n, c)
+    assert_close(grad, r_grad, RTOL[dtype])
+    assert_close(np.asarray(total, dtype), np.asarray(r_total, dtype), RTOL[dtype])
+    if count:
+        zt = torch.from_numpy(z).requires_grad_()
+        loss = torch.nn.functional.cross_entropy(zt, torch.from_numpy(t), reduction="sum")
+        loss.backward()
+        assert_close(np.asarray(total, dtype), loss.detach(), RTOL[dtype])
+        assert_close(grad, zt.grad, RTOL[dtype])
+
+
+def test_cross_entropy_kernel_reports_targets_out_of_range_and_nan():
+    z = np.zeros((3, 4), np.float32)
+    for impl in (cpu, reference):
+        assert impl.cross_entropy_index(z, np.array([0, 4, 1]), -100)[2] == 1
+        assert impl.cross_entropy_index(z, np.array([0, 1, -1]), -100)[2] == 2
+        z_nan = z.copy()
+        z_nan[1, 2] = np.nan
+        total, count, bad, grad = impl.cross_entropy_index(z_nan, np.array([0, 1, 2]), -100)
+        assert bad == -1 and count == 3 and np.isnan(total) and np.isnan(grad[1]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum,dampening,weight_decay,nesterov",
+                         [(0.0, 0.0, 0.0, False), (0.0, 0.0, 0.01, False), (0.9, 0.0, 0.0, False),
+                          (0.9, 0.3, 1e-3, False), (0.8, 0.0, 0.05, True)])
+def test_sgd_update_kernel_matches_reference_bit_for_bit(dtype, momentum, dampening, weight_decay, nesterov):
+    rng = np.random.default_rng(7)
+    p0 = rand(rng, (3, 4, 5), dtype)
+    p_ours, p_ref = p0.copy(), p0.copy()
+    b_ours = np.empty_like(p0) if momentum else None
+    b_ref = np.empty_like(p0) if momentum else None
+    for step in range(3):
+        g = rand(rng, p0.shape, dtype)
+        cpu.sgd_update(p_ours, g, b_ours, 0.1, momentum, dampening, weight_decay, nesterov, step == 0)
+        reference.sgd_update(p_ref, g, b_ref, 0.1, momentum, dampening, weight_decay, nesterov, step == 0)
+        np.testing.assert_array_equal(p_ours, p_ref)
+        if momentum:
+            np.testing.assert_array_equal(b_ours, b_ref)
+    assert p_ours.dtype == dtype

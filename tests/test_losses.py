@@ -412,3 +412,33 @@ def test_backward_before_forward_and_none_without_grad():
     loss(np.zeros((2, 3)), np.array([0, 1]))
     with pytest.raises(TypeError, match="scalar multiplier"):
         loss.backward(np.ones(2))
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_cross_entropy_fused_path_equals_the_general_path(backend, dtype, reduction):
+    """(N, C) logits with class indices take kernels.cross_entropy_index; the general NumPy path
+    (_Loss.forward, which the other cases use) must give the same loss and gradient, ignored samples too."""
+    import manualbp
+    from manualbp.nn.loss import _Loss
+    old = manualbp.get_backend()
+    manualbp.set_backend(backend)
+    try:
+        rng = np.random.default_rng(1)
+        x = (5 * rng.standard_normal((7, 10))).astype(dtype)
+        t = rng.integers(0, 10, 7)
+        t[2] = -100
+        fused, general = CrossEntropyLoss(reduction=reduction), CrossEntropyLoss(reduction=reduction)
+        loss = fused(x, t)
+        assert fused._fused_grad is not None and isinstance(loss, dtype)
+        ref = _Loss.forward(general, x, t)
+        assert general._fused_grad is None
+        rtol = TOL[dtype][0]
+        np.testing.assert_allclose(loss, ref, rtol=rtol)
+        for g in (None, 2.5):
+            ours, theirs = fused.backward(g), general.backward(g)
+            assert ours.dtype == dtype and ours.shape == x.shape and not ours[2].any()
+            np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=TOL[dtype][1])
+    finally:
+        manualbp.set_backend(old)

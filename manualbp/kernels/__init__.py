@@ -55,3 +55,14 @@ def maxpool2d_forward(x, kernel_size, stride, padding):
 def maxpool2d_backward(grad_y, indices, x_shape):
     """Route each output gradient to the input position that won the max (adding where windows overlap)."""
     return _impl().maxpool2d_backward(grad_y, indices, x_shape)
+
+
+def cross_entropy_index(z, t, ignore_index):
+    """Softmax-cross-entropy of logits (N, C) with int64 class indices (N,), forward and backward at once:
+    (sum of the losses, how many counted, first out-of-range sample or -1, dL/dz of each loss (N, C))."""
+    return _impl().cross_entropy_index(z, t, ignore_index)
+
+
+def sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
+    """One torch.optim.SGD step on parameter values p, in place (buf: the momentum buffer, or None)."""
+    return _impl().sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first)

@@ -231,3 +231,68 @@ def maxpool2d_backward(grad_y, indices, x_shape):
     # np.add.at adds repeated indices one by one (a plain += would keep only one of them), in order.
     np.add.at(grad_x, (rows, indices.reshape(N * C, -1)), grad_y.reshape(N * C, -1))  # eq. (P4)
     return grad_x.reshape(N, C, H, W)
+
+
+# --- the two small kernels of a training step (twins of cpu_train.py) ----------------------------------
+
+
+def cross_entropy_index(z, t, ignore_index):
+    """Softmax-cross-entropy of logits with class indices, forward and backward in one call.
+
+    Derivation: derivations/02-softmax-cross-entropy.md.  No class weights, no label smoothing: the
+    common case of a training step (``nn.CrossEntropyLoss`` handles the others itself).
+
+    Inputs:
+    - z: logits, (N, C)
+    - t: int64 class indices, (N,); a value equal to ``ignore_index`` is not counted
+    - ignore_index: int
+
+    Returns (total, count, bad, grad):
+    - total: sum over the counted samples of ell_n = -log softmax(z[n])[t[n]]   (S2), (S3)
+    - count: the number of counted samples, D of (S8)
+    - bad: the first sample whose target lies outside [0, C) and is not ignore_index, else -1
+      (then nothing else is meaningful: the caller raises)
+    - grad: (N, C), softmax(z[n]) - onehot(t[n]) for a counted sample (S7), zeros otherwise
+    """
+    N, C = z.shape
+    valid = t != ignore_index
+    out_of_range = valid & ((t < 0) | (t >= C))
+    if out_of_range.any():
+        return z.dtype.type(0), 0, int(np.argmax(out_of_range)), np.zeros_like(z)
+    y = np.where(valid, t, 0)  # a safe index for the ignored samples, masked out below
+    rows = np.arange(N)
+    shifted = z - z.max(axis=1, keepdims=True)  # z - m  (S1)
+    e = np.exp(shifted)
+    s = e.sum(axis=1, keepdims=True)
+    grad = e / s  # p  (S1)
+    ell = np.log(s[:, 0]) - shifted[rows, y]  # -log p_y  (S2), (S3)
+    grad[rows, y] -= 1  # p - onehot(y)  (S7)
+    grad[~valid] = 0
+    return ell[valid].sum(dtype=z.dtype), int(valid.sum()), -1, grad
+
+
+def sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
+    """One step of SGD on a parameter, in place, as torch.optim.SGD computes it (O3)-(O6).
+
+    Derivation: derivations/09-sgd-momentum.md.
+
+    Inputs:
+    - p: the parameter's values, any shape, updated in place
+    - g: dL/dp, p's shape (not modified)
+    - buf: the momentum buffer, p's shape, updated in place (written at the first step); None when
+      momentum is 0
+    - lr, momentum, dampening, weight_decay: floats; nesterov, first: bools
+
+    Every scalar is cast to p's dtype first, so a float32 parameter is updated in float32.
+    """
+    t = p.dtype.type
+    if weight_decay != 0:
+        g = g + t(weight_decay) * p  # (O3)
+    if momentum != 0:
+        if first:
+            buf[...] = g  # the first buffer is the gradient itself, undamped (O4)
+        else:
+            buf *= t(momentum)
+            buf += t(1 - dampening) * g  # (O4)
+        g = g + t(momentum) * buf if nesterov else buf  # (O5)
+    p -= t(lr) * g  # (O6)

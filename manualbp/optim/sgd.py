@@ -4,6 +4,7 @@ Derivation: derivations/09-sgd-momentum.md
 """
 import numpy as np
 
+from .. import kernels
 from ..device import is_cuda_array, require_cuda, to_numpy
 from ..device import kernels as cuda_kernels
 from .optimizer import Optimizer, check_number
@@ -67,22 +68,22 @@ class SGD(Optimizer):
                 if p.grad.shape != p.data.shape or p.grad.dtype != p.data.dtype:
                     raise ValueError(f"SGD: gradient of shape {p.grad.shape}/{p.grad.dtype} does not match "
                                      f"its parameter {p.data.shape}/{p.data.dtype}")
-                t = p.data.dtype.type
-                g = p.grad
-                if wd != 0:
-                    g = g + t(wd) * p.data  # (O3)
+                buf, first = None, False
                 if mu != 0:
                     state = self.state.setdefault(id(p), {})
                     buf = state.get("momentum_buffer")
                     if is_cuda_array(buf):  # the model came back from the GPU: so does its buffer
                         buf = state["momentum_buffer"] = to_numpy(buf)
-                    if buf is None:
-                        buf = state["momentum_buffer"] = np.array(g, copy=True)  # first step: undamped (O4)
-                    else:
-                        buf *= t(mu)
-                        buf += t(1 - tau) * g  # (O4)
-                    g = g + t(mu) * buf if nesterov else buf  # (O5)
-                p.data -= t(lr) * g  # (O6)
+                    first = buf is None  # torch's first buffer is the gradient itself (O4): the kernel writes it
+                    if first:
+                        buf = state["momentum_buffer"] = np.empty_like(p.data)
+                    elif not buf.flags.c_contiguous or buf.dtype != p.data.dtype:  # e.g. after .double()
+                        buf = state["momentum_buffer"] = np.ascontiguousarray(buf, dtype=p.data.dtype)
+                if not p.data.flags.c_contiguous:  # updated in place through a flat view
+                    p.data = np.ascontiguousarray(p.data)
+                # (O3)-(O6) for every element, in one compiled loop (kernels/cpu_train.py; its NumPy twin,
+                # reference.sgd_update, spells the same update out line by line)
+                kernels.sgd_update(p.data, p.grad, buf, lr, mu, tau, wd, nesterov, first)
 
     def _step_cuda(self, p, lr, mu, tau, wd, nesterov):
         """(O3)-(O6) for a parameter on the GPU: ``kernels.cuda.sgd_update``, buffer kept on the GPU."""
