@@ -14,7 +14,8 @@ probe (independent fused multiply-add chains on float32 vectors, on all threads)
 
 FLOPs are counted the usual way: 2 per multiply-add of a matrix product or convolution (padding
 included); a training step counts forward + grad-weight + grad-input of every layer except the
-grad-input of the first layer, which PyTorch skips (the images need no gradient) and we compute.
+grad-input of the first layer, which neither library computes (the images need no gradient:
+``Network.train_step`` calls ``model.backward(g, input_grad=False)``).
 """
 import argparse
 import datetime
@@ -356,10 +357,10 @@ def profile_step(state, steps):
         loss_fn(h, y)
         g = loss_fn.backward()
         add("loss forward+backward", time.perf_counter() - t1)
-        for name, layer in zip(reversed(names), reversed(layers)):
+        for i in range(len(layers) - 1, -1, -1):  # as Sequential.backward(g, input_grad=False) walks
             t1 = time.perf_counter()
-            g = layer.backward(g)
-            add(f"{name} backward", time.perf_counter() - t1)
+            g = layers[i].backward(g, input_grad=False) if i == 0 else layers[i].backward(g)
+            add(f"{names[i]} backward", time.perf_counter() - t1)
         t1 = time.perf_counter()
         opt.step()
         add("SGD step", time.perf_counter() - t1)

@@ -17,8 +17,8 @@ Parallelism: ``prange`` only over loops where each iteration writes its own outp
 conv images, grad-weight tiles, pooling (n, c) planes).  No float is ever summed across threads, so
 results are bit-identical whatever NUMBA_NUM_THREADS is.  Every parallel kernel has a serial twin that
 runs the same tasks in order; the wrappers pick it for small problems (below ``PARALLEL_MIN_MACS``
-multiply-adds or ``PARALLEL_MIN_ELEMENTS`` elements, from the shapes only), where waking the thread
-pool costs more than the work (a training step at batch 1).  The convolutions' large scratch arrays
+multiply-adds or ``PARALLEL_MIN_ELEMENTS`` elements, ``POOL_PARALLEL_MIN_ELEMENTS`` for pooling; from
+the shapes only), where waking the thread pool costs more than the work (a training step at batch 1).  The convolutions' large scratch arrays
 are ``workspace``s, allocated once per shape and reused from step to step.
 
 Speed habits:
@@ -37,14 +37,19 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import cpu_conv, cpu_direct
-from .cpu_gemm import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS, matmul_nn, matmul_nn_serial, matmul_nt_auto, transpose
+from . import cpu_conv, cpu_direct, cpu_train
+from .cpu_gemm import PARALLEL_MIN_MACS, matmul_nn, matmul_nn_serial, matmul_nt_auto, transpose
 
 # Labels (K7), (K8) (the im2col view of a convolution) are explained in cpu_conv.py.
 
 # Max-pooling must see NaNs (torch lets a NaN win the max), so its kernels keep every fast-math flag
 # except 'nnan' and 'ninf' (which would let LLVM assume that neither NaN nor infinity ever occurs).
 _POOL_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+# Pooling reads each input once and does almost no arithmetic, so its (n, c) planes are worth sharing
+# among the threads from a smaller size than the products: measured with the thread pool awake (as it
+# is after a convolution), two threads already halve the time at 16 x 6 x 28 x 28 inputs.
+POOL_PARALLEL_MIN_ELEMENTS = 1 << 14
 
 # --- matrix product ----------------------------------------------------------------------------------
 
@@ -321,7 +326,7 @@ def maxpool2d_forward(x, kernel_size, stride, padding):
     OW = (W + 2 * PW - KW) // SW + 1
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     idx = np.empty((N, C, OH, OW), dtype=np.int64)
-    kernel = _maxpool2d_forward if x.size >= PARALLEL_MIN_ELEMENTS else _maxpool2d_forward_serial
+    kernel = _maxpool2d_forward if x.size >= POOL_PARALLEL_MIN_ELEMENTS else _maxpool2d_forward_serial
     kernel(x, y, idx, KH, KW, SH, SW, PH, PW)
     return y, idx
 
@@ -360,7 +365,41 @@ def maxpool2d_backward(grad_y, indices, x_shape):
     idx = np.ascontiguousarray(indices, dtype=np.int64)
     gx = np.empty(tuple(int(s) for s in x_shape), dtype=gy.dtype)
     N, C = gy.shape[0], gy.shape[1]
-    kernel = _maxpool2d_backward if gx.size >= PARALLEL_MIN_ELEMENTS else _maxpool2d_backward_serial
+    kernel = _maxpool2d_backward if gx.size >= POOL_PARALLEL_MIN_ELEMENTS else _maxpool2d_backward_serial
     P, HW = gy.shape[2] * gy.shape[3], gx.shape[2] * gx.shape[3]
     kernel(gy.reshape(N * C, P), idx.reshape(N * C, P), gx.reshape(N * C, HW))
     return gx
+
+
+# --- the loss and the optimizer step (cpu_train.py) ---------------------------------------------------
+
+
+def cross_entropy_index(z, t, ignore_index):
+    """(total, count, bad, grad).  Twin of reference.cross_entropy_index; see its docstring."""
+    z = np.ascontiguousarray(z)
+    t = np.ascontiguousarray(t, dtype=np.int64)
+    grad = np.empty_like(z)
+    total, count, bad = cpu_train.cross_entropy_index(z, t, int(ignore_index), grad)
+    return total, count, bad, grad
+
+
+_NO_BUFFER = {}  # a 0-length stand-in for the buffer when there is no momentum, one per dtype
+
+
+def sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
+    """One SGD step, in place.  Twin of reference.sgd_update; see its docstring.
+
+    p (and buf) must be C-contiguous: they are updated through flat views.  Every array is passed
+    flat and every scalar in p's dtype, so the kernel compiles once per dtype whatever the shapes.
+    """
+    t = p.dtype.type
+    flat = p.reshape(-1)  # a view: writing it writes p
+    gf = np.ascontiguousarray(g, dtype=p.dtype).reshape(-1)
+    if buf is None:
+        bf = _NO_BUFFER.get(p.dtype.str)
+        if bf is None:
+            bf = _NO_BUFFER[p.dtype.str] = np.empty(0, dtype=p.dtype)
+    else:
+        bf = buf.reshape(-1)
+    cpu_train.sgd_update(flat, gf, bf, t(lr), t(momentum), t(1 - dampening), t(weight_decay),
+                         bool(nesterov), buf is not None, bool(first))
