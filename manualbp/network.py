@@ -227,7 +227,7 @@ class Network:
         x, y = self._on_device(x, y)              #    (a model on the GPU: the batch goes up, once)
         optimizer.zero_grad()                     # 1. clear the gradients of the last step
         out = self.model(x)                       # 2. forward, layer by layer
-        loss = loss_fn(out, y)                    # 3. the loss: a NumPy scalar
+        loss = loss_fn(out, y)                    # 3. the loss (a NumPy scalar; on the GPU a (1,) device array)
         if not np.all(np.isfinite(to_numpy(loss))):  # (a nan must not reach the weights)
             raise NonFiniteLossError(f"the loss is {loss}")
         self._backward_to_parameters(loss_fn.backward())  # 4. backward: dL/d(out), every layer in reverse
