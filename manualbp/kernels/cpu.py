@@ -3,9 +3,12 @@
 Derivations: derivations/03-linear.md (matmul), derivations/04-conv2d.md (convolution),
 derivations/05-maxpool.md (max-pooling).  Equation labels (L*), (K*), (P*) are listed at the top of
 ``reference.py``, whose functions are the readable twins of the ones here: same names, same
-signatures, same results (``tests/test_kernels.py`` holds them equal).  The matrix-product kernels live
-in ``cpu_gemm.py``; the convolution kernels in ``cpu_direct.py`` (stride 1: shifted rows of the padded
-image, no unrolled copy) and ``cpu_conv.py`` (any stride: im2col).
+signatures, same results (``tests/test_kernels.py`` and ``tests/test_packed.py`` hold them equal).
+The fast path of both matrix products and stride-1 convolutions with 32 or more output channels is the
+8 x 32 outer-product register tile of ``cpu_packed.py``; short products use the dot-product and
+row-sum kernels of ``cpu_gemm.py``; other stride-1 convolutions (few output channels, as in LeNet-5)
+``cpu_direct.py`` (shifted rows of the padded image, no unrolled copy), and any stride ``cpu_conv.py``
+(im2col).
 
 Each public function is a thin Python wrapper: it makes the arrays C-contiguous, allocates the output
 and passes plain ints, so each kernel compiles exactly one specialisation per dtype (float32 and
@@ -24,7 +27,8 @@ are ``workspace``s, allocated once per shape and reused from step to step.
 Speed habits:
 - inner loops run over contiguous memory with an index starting at 0 (a row or slice is taken first),
   so Numba can drop its negative-index check and LLVM can vectorize;
-- products are register-tiled dot products of contiguous rows (see ``cpu_gemm.py``);
+- products keep a block of outputs in registers for the whole sum: outer products of packed panels
+  (``cpu_packed.py``), or dot products of contiguous rows for short products (``cpu_gemm.py``);
 - accumulators start as ``x.dtype.type(0)``, so a float32 kernel stays float32 (a bare ``0.0`` would
   promote the sum to float64).
 
@@ -37,8 +41,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import cpu_conv, cpu_direct, cpu_train
-from .cpu_gemm import PARALLEL_MIN_MACS, matmul_nn, matmul_nn_serial, matmul_nt_auto, transpose
+from . import cpu_conv, cpu_direct, cpu_packed, cpu_train
+from .cpu_gemm import PARALLEL_MIN_MACS, matmul_nn, matmul_nn_serial, transpose
 
 # Labels (K7), (K8) (the im2col view of a convolution) are explained in cpu_conv.py.
 
@@ -55,8 +59,8 @@ POOL_PARALLEL_MIN_ELEMENTS = 1 << 14
 
 
 # Products whose inner size K is at most NN_MAX_K, or with at most NN_MAX_M rows (a small batch), use
-# the "NN" form (rows of b added into rows of the output), which needs no transposed copy of b; the
-# others use the register-tiled "NT" form.
+# the "NN" form (rows of b added into rows of the output), which needs no packing; the others the
+# 8 x 32 register tiles of cpu_packed.py.
 NN_MAX_K = 64
 NN_MAX_M = 16
 
@@ -67,21 +71,24 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     Two layouts, chosen from the shapes only (so the rounding never depends on the thread count):
     - K <= NN_MAX_K or M <= NN_MAX_M, and b not transposed (a Linear layer's backward):
       ``cpu_gemm.matmul_nn`` reads b as it is, (K, N) rows, and only op(a) may need a transposed copy;
-    - otherwise ``cpu_gemm.matmul_nt`` wants op(a) as (M, K) rows and op(b) as (N, K) rows, both read
-      along K, so the wrapper transposes into that layout where needed.
+    - otherwise ``cpu_packed.matmul_packed`` copies op(a) and op(b) into panels (reading either layout)
+      and runs its 8 x 32 register tiles.
     Each runs serially below PARALLEL_MIN_MACS multiply-adds, else on all threads.
     """
-    A = transpose(a) if transpose_a else np.ascontiguousarray(a)  # (M, K)
-    K = A.shape[1]
-    if (K <= NN_MAX_K or A.shape[0] <= NN_MAX_M) and not transpose_b:
-        B = np.ascontiguousarray(b, dtype=A.dtype)  # (K, N)
-        out = np.empty((A.shape[0], B.shape[1]), dtype=A.dtype)
-        big = A.shape[0] * K * B.shape[1] >= PARALLEL_MIN_MACS
-        (matmul_nn if big else matmul_nn_serial)(A, B, out)
+    a = np.ascontiguousarray(a)
+    b = np.ascontiguousarray(b, dtype=a.dtype)
+    M, K = (a.shape[1], a.shape[0]) if transpose_a else a.shape
+    N = b.shape[0] if transpose_b else b.shape[1]
+    out = np.empty((M, N), dtype=a.dtype)
+    big = M * K * N >= PARALLEL_MIN_MACS
+    if (K <= NN_MAX_K or M <= NN_MAX_M) and not transpose_b:
+        A = transpose(a) if transpose_a else a  # (M, K)
+        (matmul_nn if big else matmul_nn_serial)(A, b, out)
         return out
-    Bt = np.ascontiguousarray(b) if transpose_b else transpose(b)  # (N, K)
-    out = np.empty((A.shape[0], Bt.shape[0]), dtype=A.dtype)
-    matmul_nt_auto(A, Bt, out)
+    if big:
+        cpu_packed.matmul_packed(a, transpose_a, b, transpose_b, out, numba.get_num_threads())
+    else:
+        cpu_packed.matmul_packed_serial(a, transpose_a, b, transpose_b, out)
     return out
 
 
@@ -122,6 +129,16 @@ def _use_direct(stride):
     return tuple(stride) == (1, 1)
 
 
+def _use_packed(stride, O, R):
+    """Stride 1 with at least 32 output channels, nearly all of whole 32-channel panels (a panel is the
+    width of the 8 x 32 tile, padded with zero channels), and at least PACKED_MIN_TAPS taps: then the
+    tiles of cpu_packed.py beat the direct kernels (measured on the CIFAR-10 and LeNet-5 layers)."""
+    return tuple(stride) == (1, 1) and O >= 32 and _up(O, 32) * 4 <= O * 5 and R >= PACKED_MIN_TAPS
+
+
+PACKED_MIN_TAPS = 128
+
+
 def _up(n, multiple):
     return (n + multiple - 1) // multiple * multiple
 
@@ -146,6 +163,21 @@ def _direct(x, w2, b, y, KH, KW, PH, PW, has_bias):
     kernel(x, w2, b, y, xf, yw, KH, KW, PH, PW, has_bias)
 
 
+def _packed(x, w2, b, y, KH, KW, PH, PW):
+    """y = stride-1 convolution of x with w2 (O, C*KH*KW) plus b (O,), through ``cpu_packed``."""
+    N, C, H, W = x.shape
+    O, R = w2.shape
+    OH, OW = y.shape[2], y.shape[3]
+    HP, WP = H + 2 * PH, W + 2 * PW
+    wt = cpu_packed.pack_weights(w2)
+    r = np.arange(R)
+    offs = (r // (KH * KW)) * (HP * WP) + ((r // KW) % KH) * WP + r % KW  # where tap r = (c, p, q) reads
+    T = _workers(N, N * O * R * OH * OW)
+    xf = workspace("padded-flat", (T, C * HP * WP + WP + cpu_packed.MR), x.dtype)  # + slack past the image
+    kernel = cpu_packed.conv2d_packed if T > 1 else cpu_packed.conv2d_packed_serial
+    kernel(x, wt, b, y, PH, PW, offs, xf)
+
+
 def conv2d_forward(x, w, b, stride, padding):
     """(N, C, H, W) -> (N, O, OH, OW), eq. (K1).  Twin of reference.conv2d_forward; see its docstring."""
     x = np.ascontiguousarray(x)
@@ -160,6 +192,9 @@ def conv2d_forward(x, w, b, stride, padding):
     has_bias = b is not None
     # Always pass an array for b: one specialisation per dtype, with or without bias.
     bias = np.ascontiguousarray(b, dtype=x.dtype) if has_bias else np.zeros(O, dtype=x.dtype)
+    if _use_packed((SH, SW), O, C * KH * KW):  # 8 x 32 tiles reading the padded image in place
+        _packed(x, w2, bias, y, KH, KW, PH, PW)
+        return y
     if _use_direct((SH, SW)):  # shifted rows of the padded image instead of im2col (cpu_direct.py)
         _direct(x, w2, bias, y, KH, KW, PH, PW, has_bias)
         return y
@@ -182,6 +217,9 @@ def conv2d_grad_input(grad_y, w, x_shape, stride, padding):
         # For stride 1, dL/dx is the convolution of dL/dy, padded by (KH-1-PH, KW-1-PW), with the kernel
         # flipped and its channel axes swapped: wf[c, o, u, v] = w[o, c, KH-1-u, KW-1-v] (cpu_direct.py).
         wf = np.ascontiguousarray(np.asarray(w, dtype=gy.dtype).transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        if _use_packed((SH, SW), C, O * KH * KW):
+            _packed(gy, wf.reshape(C, O * KH * KW), np.zeros(C, dtype=gy.dtype), gx, KH, KW, KH - 1 - PH, KW - 1 - PW)
+            return gx
         _direct(gy, wf.reshape(C, O * KH * KW), np.zeros(C, dtype=gy.dtype), gx, KH, KW, KH - 1 - PH,
                 KW - 1 - PW, False)
         return gx
@@ -204,6 +242,16 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
     gw = np.empty((O, C * KH * KW), dtype=gy.dtype)
     parallel = N * O * C * KH * KW * OH * OW >= PARALLEL_MIN_MACS
     H, W = x.shape[2], x.shape[3]
+    if _use_packed((SH, SW), O, C * KH * KW):  # 8 x 32 tiles on channels-last images (cpu_packed.py)
+        HP, WP = H + 2 * PH, W + 2 * PW
+        SP, OP = _up(KW * C, cpu_packed.MR), _up(O, cpu_packed.NR)
+        xh = workspace("channels-last", (N, HP * WP * C + cpu_packed.MR), gy.dtype)
+        gb = workspace("grad-panels", (N, OP // cpu_packed.NR, OH * OW * cpu_packed.NR), gy.dtype)
+        dWt = np.empty((KH, SP, OP), dtype=gy.dtype)
+        kernel = cpu_packed.conv2d_packed_grad_weight if parallel else cpu_packed.conv2d_packed_grad_weight_serial
+        kernel(x, gy, dWt, xh, gb, PH, PW)
+        # dWt[p, q*C + c, o] = dL/dw[o, c, p, q]
+        return np.ascontiguousarray(dWt[:, :KW * C, :O].reshape(KH, KW, C, O).transpose(3, 2, 0, 1))
     if _use_direct((SH, SW)):  # shifted runs of the padded images instead of im2col (cpu_direct.py)
         HP, WP = H + 2 * PH, W + 2 * PW
         O4, R4 = _up4(O), _up4(C * KH * KW)  # whole 4 x 4 tiles: zero rows, repeated taps, dropped after

@@ -1,22 +1,24 @@
-"""The matrix-product building blocks of the CPU kernels (used by ``cpu.py`` and ``cpu_conv.py``).
+"""Dot-product matrix kernels (used by ``cpu.py`` for short products and by ``cpu_conv.py``).
 
 Derivation: derivations/03-linear.md ((L1)-(L3): the three products of a Linear layer);
-readable twin: ``reference.matmul``.
+readable twin: ``reference.matmul``.  Long matrix products go to the 8 x 32 outer-product tiles of
+``cpu_packed.py``; what stays here is what suits short sums and im2col's layouts.
 
-The matrix product (and conv grad-weight) is written in "NT" form,
+"NT" form,
 
-    Cout[m, n] = sum_k A[m, k] * Bt[n, k]        A (M, K), Bt (N, K), both C-contiguous,
+    Cout[m, n] = sum_k A[m, k] * Bt[n, k]        A (M, K), Bt (N, K), both C-contiguous:
 
-so each output is a dot product of two contiguous rows: the k loop reads memory in order, from index 0,
-and LLVM vectorizes it (fast-math lets it split each sum into vector lanes).  Other layouts are brought
-to this one by ``transpose`` (O(MK + KN) copying, small next to the O(MNK) product).
+each output is a dot product of two contiguous rows; the k loop reads memory in order, from index 0,
+and LLVM vectorizes it (fast-math lets it split each sum into vector lanes).  ``_tile4x4`` computes a
+4 x 4 block of outputs in one pass over k, keeping 16 running sums in registers, so every element loaded
+from A or Bt is used 4 times (16 multiply-adds per 8 loads); edges use ``_dot4`` or ``_dot``.  The
+im2col grad-weight (``cpu_conv.py``) uses it through ``nt_region``.  Its cost: at the end of every tile,
+each of the 16 sums must be reduced across the lanes of a vector, which the outer-product tiles of
+``cpu_packed.py`` avoid.
 
-Register tiling: ``_tile4x4`` computes a 4 x 4 block of outputs in one pass over k, keeping 16 running
-sums in registers, so every element loaded from A or Bt is used 4 times (16 multiply-adds per 8 loads).
-Edges that do not fill a 4 x 4 block use ``_dot4`` (one row against four) or ``_dot``.
-
-The convolution kernels also use ``nn_rows``, the "NN" form Cout[m] = sum_k A[m, k] * B[k] (rows of B
-added into a row of Cout, four at a time), which suits a short K and long contiguous rows.
+"NN" form, Cout[m] = sum_k A[m, k] * B[k] (rows of B added into a row of Cout, four at a time):
+``nn_rows`` / ``matmul_nn``, for a short K and long contiguous rows (a Linear layer's backward, a
+convolution's W2 . col).
 
 Determinism: which routine computes an element depends only on the shapes, never on which thread runs
 it, and no sum is ever split between threads, so results do not depend on NUMBA_NUM_THREADS.
@@ -25,7 +27,6 @@ import numpy as np
 from numba import njit, prange
 
 TILE = 4  # rows/columns of a register tile
-PANEL = 64  # columns of Cout per parallel task in matmul_nt (a multiple of TILE)
 
 
 @njit(cache=True, fastmath=True)
@@ -152,41 +153,6 @@ def nt_region(A, Bt, Cout, m0, m1, n0, n1, accumulate):
             _store(Cout, mm, nn, _dot(a, Bt[nn]), accumulate)
 
 
-@njit(cache=True, fastmath=True)
-def _matmul_task(A, Bt, Cout, t, panels):
-    """Task t of ``matmul_nt``: the block of Cout with rows 4*(t // panels) ... +4 and PANEL columns from
-    PANEL*(t % panels).  It sums over the whole of k itself, so the block is the same whoever runs it."""
-    M = A.shape[0]
-    N = Bt.shape[0]
-    m0 = (t // panels) * TILE
-    n0 = (t % panels) * PANEL
-    nt_region(A, Bt, Cout, m0, min(m0 + TILE, M), n0, min(n0 + PANEL, N), False)
-
-
-@njit(cache=True, fastmath=True, parallel=True)
-def matmul_nt(A, Bt, Cout):
-    """Cout = A . Bt^T, (M, K) x (N, K) -> (M, N).  Twin: reference.matmul.
-
-    Parallel over tasks of 4 rows x PANEL columns of Cout (prange): each task writes its own block and
-    sums over the whole of k itself.  A panel of Bt (PANEL x K) stays in cache while its tiles run.
-    """
-    panels = (Bt.shape[0] + PANEL - 1) // PANEL
-    for t in prange(((A.shape[0] + TILE - 1) // TILE) * panels):
-        _matmul_task(A, Bt, Cout, t, panels)
-
-
-@njit(cache=True, fastmath=True)
-def matmul_nt_serial(A, Bt, Cout):
-    """``matmul_nt`` on the calling thread alone, for small products (same tasks, same results, bit for bit).
-
-    Waking the other threads costs tens of microseconds (far more when the machine is busy), more
-    than a small product takes: a Linear layer at batch 1 is a few thousand multiply-adds.
-    """
-    panels = (Bt.shape[0] + PANEL - 1) // PANEL
-    for t in range(((A.shape[0] + TILE - 1) // TILE) * panels):
-        _matmul_task(A, Bt, Cout, t, panels)
-
-
 @njit(cache=True)
 def _transpose_block(a, out, jb):
     """Rows 32*jb ... 32*jb+31 of out = a.T, read in 32 x 32 blocks (both sides stay in a few cache lines)."""
@@ -229,12 +195,6 @@ def transpose(a):
     out = np.empty((a.shape[1], a.shape[0]), dtype=a.dtype)
     (_transpose if a.size >= PARALLEL_MIN_ELEMENTS else _transpose_serial)(a, out)
     return out
-
-
-def matmul_nt_auto(A, Bt, Cout):
-    """``matmul_nt`` or, for a product of fewer than PARALLEL_MIN_MACS multiply-adds, its serial twin."""
-    macs = A.shape[0] * A.shape[1] * Bt.shape[0]
-    (matmul_nt if macs >= PARALLEL_MIN_MACS else matmul_nt_serial)(A, Bt, Cout)
 
 
 @njit(cache=True, fastmath=True)

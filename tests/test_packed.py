@@ -1,0 +1,145 @@
+"""The 8 x 32 register-tile kernels (manualbp/kernels/cpu_packed.py) against NumPy and the reference twins."""
+import numpy as np
+import pytest
+
+from manualbp.kernels import cpu, cpu_packed, reference
+
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+DTYPES = [np.float32, np.float64]
+
+
+def rand(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+# --- the tile itself ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tile_is_a_sum_of_outer_products_read_at_any_offsets(dtype, assert_close):
+    """C[i, j] = bias[i] + sum_k A[aoffs[k] + a_at + i] * B[boffs[k] + b_at + j], then += on a second call."""
+    rng = np.random.default_rng(0)
+    kc = 37
+    A, B = rand(rng, 400, dtype), rand(rng, 1500, dtype)
+    aoffs = rng.integers(0, 380, kc)
+    boffs = rng.integers(0, 1460, kc)
+    a_at, b_at = 5, 3
+    bias = rand(rng, 8, dtype)
+    expect = np.zeros((8, 32))
+    for k in range(kc):
+        a = A[aoffs[k] + a_at:aoffs[k] + a_at + 8].astype(np.float64)
+        b = B[boffs[k] + b_at:boffs[k] + b_at + 32].astype(np.float64)
+        expect += np.outer(a, b)
+    C = np.full((12, 40), 7.0, dtype=dtype)
+    cpu_packed.tile8x32(A, aoffs, a_at, B, boffs, b_at, kc, bias, C, 2, 5, True)
+    assert_close(C[2:10, 5:37], expect + bias[:, None], RTOL[dtype])
+    untouched = np.ones_like(C, dtype=bool)
+    untouched[2:10, 5:37] = False
+    assert np.all(C[untouched] == 7.0)  # nothing outside the block is written
+    cpu_packed.tile8x32(A, aoffs, a_at, B, boffs, b_at, kc, bias, C, 2, 5, False)  # accumulate, no bias
+    assert_close(C[2:10, 5:37], 2 * expect + bias[:, None], RTOL[dtype])
+
+
+# --- matrix product ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (7, 3, 31), (8, 256, 32), (9, 257, 33), (45, 600, 70),
+                                   (130, 40, 9)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_packed_matmul_matches_reference_in_every_layout(m, k, n, dtype, assert_close):
+    """Edges of the 8 x 32 tile, more than one block of KC = 256 along k, and all four transposes;
+    the parallel driver with 1, 2 or 3 row tasks per thread gives the serial driver's bits."""
+    rng = np.random.default_rng(m + 10 * k + 100 * n)
+    for ta in (False, True):
+        for tb in (False, True):
+            a = rand(rng, (k, m) if ta else (m, k), dtype)
+            b = rand(rng, (n, k) if tb else (k, n), dtype)
+            serial = np.empty((m, n), dtype)
+            cpu_packed.matmul_packed_serial(a, ta, b, tb, serial)
+            assert_close(serial, reference.matmul(a, b, ta, tb), RTOL[dtype], f"ta={ta} tb={tb}")
+            for threads in (1, 2, 3):
+                par = np.empty((m, n), dtype)
+                cpu_packed.matmul_packed(a, ta, b, tb, par, threads)
+                assert par.tobytes() == serial.tobytes(), f"ta={ta} tb={tb} T={threads}"
+
+
+def test_packed_matmul_with_empty_inner_size_gives_zeros():
+    a, b = np.ones((5, 0), np.float32), np.ones((0, 7), np.float32)
+    out = np.full((5, 7), np.nan, np.float32)
+    cpu_packed.matmul_packed(a, False, b, False, out, 2)
+    assert np.all(out == 0)
+
+
+def test_matmul_wrapper_takes_the_packed_tiles_for_long_products(assert_close):
+    """cpu.matmul: K > 64 and more than 16 rows goes through cpu_packed, serially or on all threads."""
+    rng = np.random.default_rng(1)
+    for m, k, n in [(20, 70, 50), (300, 200, 100)]:  # below and above PARALLEL_MIN_MACS
+        a, b = rand(rng, (m, k), np.float32), rand(rng, (n, k), np.float32)
+        assert k > cpu.NN_MAX_K and m > cpu.NN_MAX_M
+        assert_close(cpu.matmul(a, b, False, True), a @ b.T, RTOL[np.float32])
+
+
+# --- convolution -------------------------------------------------------------------------------------
+
+GEOMETRIES = [
+    # (n, c, h, w, o, kh, kw, ph, pw)
+    (2, 32, 16, 16, 32, 5, 5, 2, 2),   # the CIFAR-10 net's conv2
+    (2, 32, 8, 8, 64, 5, 5, 2, 2),     # its conv3 (two panels of 32 output channels)
+    (3, 10, 11, 13, 120, 3, 5, 1, 0),  # a partial last panel (120 = 3 x 32 + 24), rows of 9 outputs
+    (1, 17, 5, 19, 32, 4, 2, 0, 1),    # even kernel sizes, KW*C = 34 (not whole blocks of 8)
+]
+
+
+def _arrays(g, dtype, seed):
+    n, c, h, w, o, kh, kw, ph, pw = g
+    rng = np.random.default_rng(seed)
+    x, wt, b = rand(rng, (n, c, h, w), dtype), rand(rng, (o, c, kh, kw), dtype), rand(rng, (o,), dtype)
+    gy = rand(rng, (n, o, h + 2 * ph - kh + 1, w + 2 * pw - kw + 1), dtype)
+    return x, wt, b, gy, (ph, pw)
+
+
+@pytest.mark.parametrize("g", GEOMETRIES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_packed_convolutions_match_reference(g, dtype, assert_close):
+    _, c, _, _, o, kh, kw, _, _ = g
+    assert cpu._use_packed((1, 1), o, c * kh * kw)  # these shapes do take the packed kernels
+    x, wt, b, gy, pad = _arrays(g, dtype, sum(g))
+    assert_close(cpu.conv2d_forward(x, wt, b, (1, 1), pad), reference.conv2d_forward(x, wt, b, (1, 1), pad),
+                 RTOL[dtype], "forward")
+    assert_close(cpu.conv2d_forward(x, wt, None, (1, 1), pad), reference.conv2d_forward(x, wt, None, (1, 1), pad),
+                 RTOL[dtype], "forward, no bias")
+    assert_close(cpu.conv2d_grad_weight(gy, x, wt.shape, (1, 1), pad),
+                 reference.conv2d_grad_weight(gy, x, wt.shape, (1, 1), pad), RTOL[dtype], "grad-weight")
+    if cpu._use_packed((1, 1), c, o * kh * kw):
+        assert_close(cpu.conv2d_grad_input(gy, wt, x.shape, (1, 1), pad),
+                     reference.conv2d_grad_input(gy, wt, x.shape, (1, 1), pad), RTOL[dtype], "grad-input")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_packed_convolution_drivers_serial_and_parallel_give_identical_bits(dtype):
+    x, wt, b, gy, (ph, pw) = _arrays(GEOMETRIES[2], dtype, 9)
+    n, c, h, w = x.shape
+    o, _, kh, kw = wt.shape
+    hp, wp = h + 2 * ph, w + 2 * pw
+    packed = cpu_packed.pack_weights(wt.reshape(o, -1))
+    r = np.arange(c * kh * kw)
+    offs = (r // (kh * kw)) * (hp * wp) + ((r // kw) % kh) * wp + r % kw
+    ys = [np.empty(gy.shape, dtype) for _ in range(2)]
+    cpu_packed.conv2d_packed(x, packed, b, ys[0], ph, pw, offs, np.empty((2, c * hp * wp + wp + 8), dtype))
+    cpu_packed.conv2d_packed_serial(x, packed, b, ys[1], ph, pw, offs, np.empty((1, c * hp * wp + wp + 8), dtype))
+    assert ys[0].tobytes() == ys[1].tobytes()
+    sp, op = -(-kw * c // 8) * 8, -(-o // 32) * 32
+    gws = [np.empty((kh, sp, op), dtype) for _ in range(2)]
+    for kernel, out in ((cpu_packed.conv2d_packed_grad_weight, gws[0]),
+                        (cpu_packed.conv2d_packed_grad_weight_serial, gws[1])):
+        kernel(x, gy, out, np.empty((n, hp * wp * c + 8), dtype), np.empty((n, op // 32, gy[0, 0].size * 32), dtype),
+               ph, pw)
+    assert gws[0][:, :kw * c, :o].tobytes() == gws[1][:, :kw * c, :o].tobytes()
+
+
+def test_packed_convolution_is_not_used_where_it_would_waste_work():
+    assert not cpu._use_packed((2, 2), 64, 800)   # stride 2: im2col
+    assert not cpu._use_packed((1, 1), 16, 150)   # LeNet-5's conv2: half a panel of zeros
+    assert not cpu._use_packed((1, 1), 40, 800)   # 40 channels in two panels of 32
+    assert not cpu._use_packed((1, 1), 32, 75)    # 75 taps: too short a sum for the tile
+    assert cpu._use_packed((1, 1), 64, 800)
