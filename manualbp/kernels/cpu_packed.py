@@ -34,17 +34,17 @@ How each operation maps onto the tile:
 - matmul (``matmul_packed``): A is op(a), B is op(b); B is packed once per block of KC rows of k
   (KC x 32 per panel: read from cache by every tile of that column), and each task packs its own rows
   of A.  Tasks are blocks of rows of C; every C[i, j] is summed over k in blocks of KC, in order.
-- convolution forward and grad-input (``conv2d_packed``): per image, C is the output (O, OH*OW), A is
-  the weights w2 (O, C*KH*KW), packed once, and B is im2col's matrix, 32 output positions at a time:
-  row r = (c, p, q) of a B panel is the image, padded, at rows i + p and columns j + q of those 32
-  positions.  Positions along an output row are neighbours in the image, so a panel is a few
-  contiguous runs per row r (two runs of 16 for 16 x 16 outputs), copied, not gathered.  Grad-input
+- convolution forward and grad-input (``conv2d_packed``): per image, the tile's 8 rows are 8
+  neighbouring output positions of one output row and its 32 columns are output channels, k running
+  over the taps r = (c, p, q).  A is read in place from the padded, flattened image (tap r of those 8
+  positions is 8 consecutive floats, at offs[r] + i*WP + j0); B is the weights, packed once per call
+  into panels of 32 output channels.  The 8 x 32 block is then written out channels first.  Grad-input
   is the same kernel, run on dL/dy with the flipped kernel (K6).
 - convolution grad-weight (``conv2d_packed_grad_weight``): the images are laid out channels-last
   (NHWC), padded, and the product is taken as dL/dw^T = col . G^T with k running over output
   positions: for tap row p, the rows r = (q, c) of col at position (i, j) are the KW*C consecutive
-  floats of the padded image at row i + p, columns j ... j + KW - 1, so packing 8 rows of col is an
-  8-float copy per position.  B is dL/dy transposed, (positions, O), packed once per image.
+  floats of the padded image at row i + p, columns j ... j + KW - 1, so A is again read in place
+  (8 consecutive floats per position).  B is dL/dy transposed, (positions, O), packed once per image.
 
 Legend: N batch, C input channels, H/W input size, O output channels, KH/KW kernel, OH/OW output,
 PH/PW padding, HP/WP padded size, P = OH*OW output positions, R = C*KH*KW taps.
