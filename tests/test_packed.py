@@ -130,11 +130,11 @@ def test_packed_convolution_drivers_serial_and_parallel_give_identical_bits(dtyp
     assert ys[0].tobytes() == ys[1].tobytes()
     sp, op = -(-kw * c // 8) * 8, -(-o // 32) * 32
     gws = [np.empty((kh, sp, op), dtype) for _ in range(2)]
-    for kernel, out in ((cpu_packed.conv2d_packed_grad_weight, gws[0]),
-                        (cpu_packed.conv2d_packed_grad_weight_serial, gws[1])):
-        kernel(x, gy, out, np.empty((n, hp * wp * c + 8), dtype), np.empty((n, op // 32, gy[0, 0].size * 32), dtype),
-               ph, pw)
-    assert gws[0][:, :kw * c, :o].tobytes() == gws[1][:, :kw * c, :o].tobytes()
+    workspaces = (np.empty((n, hp * wp * c + 8), dtype), np.empty((op // 32, n * gy[0, 0].size * 32), dtype))
+    cpu_packed.conv2d_packed_grad_weight_serial(x, gy, gws[0], *workspaces, ph, pw)
+    for threads in (2, 3):
+        cpu_packed.conv2d_packed_grad_weight(x, gy, gws[1], *workspaces, ph, pw, threads)
+        assert gws[0][:, :kw * c, :o].tobytes() == gws[1][:, :kw * c, :o].tobytes()
 
 
 def test_packed_convolution_is_not_used_where_it_would_waste_work():

@@ -246,10 +246,12 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
         HP, WP = H + 2 * PH, W + 2 * PW
         SP, OP = _up(KW * C, cpu_packed.MR), _up(O, cpu_packed.NR)
         xh = workspace("channels-last", (N, HP * WP * C + cpu_packed.MR), gy.dtype)
-        gb = workspace("grad-panels", (N, OP // cpu_packed.NR, OH * OW * cpu_packed.NR), gy.dtype)
+        gb = workspace("grad-panels", (OP // cpu_packed.NR, N * OH * OW * cpu_packed.NR), gy.dtype)
         dWt = np.empty((KH, SP, OP), dtype=gy.dtype)
-        kernel = cpu_packed.conv2d_packed_grad_weight if parallel else cpu_packed.conv2d_packed_grad_weight_serial
-        kernel(x, gy, dWt, xh, gb, PH, PW)
+        if parallel:
+            cpu_packed.conv2d_packed_grad_weight(x, gy, dWt, xh, gb, PH, PW, numba.get_num_threads())
+        else:
+            cpu_packed.conv2d_packed_grad_weight_serial(x, gy, dWt, xh, gb, PH, PW)
         # dWt[p, q*C + c, o] = dL/dw[o, c, p, q]
         return np.ascontiguousarray(dWt[:, :KW * C, :O].reshape(KH, KW, C, O).transpose(3, 2, 0, 1))
     if _use_direct((SH, SW)):  # shifted runs of the padded images instead of im2col (cpu_direct.py)

@@ -44,7 +44,8 @@ How each operation maps onto the tile:
   (NHWC), padded, and the product is taken as dL/dw^T = col . G^T with k running over output
   positions: for tap row p, the rows r = (q, c) of col at position (i, j) are the KW*C consecutive
   floats of the padded image at row i + p, columns j ... j + KW - 1, so A is again read in place
-  (8 consecutive floats per position).  B is dL/dy transposed, (positions, O), packed once per image.
+  (8 consecutive floats per position).  B is dL/dy transposed, (positions, O), laid out once, k running on
+  through the images so that one tile call sums over several small images.
 
 Legend: N batch, C input channels, H/W input size, O output channels, KH/KW kernel, OH/OW output,
 PH/PW padding, HP/WP padded size, P = OH*OW output positions, R = C*KH*KW taps.
@@ -441,16 +442,21 @@ def conv2d_packed_serial(x, wt, bias, y, PH, PW, offs, xf_ws):
 #
 #     dWt[p, s, o] = sum_n sum_{(i,j)} xh[n, ((i+p)*WP + j)*C + s] * dL/dy[n, o, i, j],
 #
-# a product with k = (n, i, j), A = the runs of xh (8 values of s per position: one 8-float copy) and
-# B = dL/dy[n] transposed, (positions, O), packed once per image for all the tasks.  A task is a tap row
-# p and a few blocks of 8 values of s; it owns those rows of dWt, sums over the images in order, and
-# shares no sum with another task.
+# a product with k = (n, i, j) running over every output position of every image, A = the runs of xh
+# (8 values of s per position: 8 consecutive floats, read in place) and B = dL/dy transposed,
+# (positions, O), laid out once for all the tasks so that k runs on through the images:
+# gb[ob, k*32 + j] = dL/dy[n, 32*ob + j, i, j'] for k = n*P + i*OW + j'.  One tile call covers GW_KC
+# values of k, several small images at a time.  dWt is cut into blocks of 8 rows (a tap row p and 8
+# values of s) and each of the T tasks takes an equal run of blocks: it owns those rows of dWt, reads
+# each chunk of B once for all of them, sums over k in order and shares no sum with another task.
+
+GW_KC = 256  # values of k (output positions, across images) per tile call; a 256 x 32 B chunk is 32 KiB
 
 
 @njit(cache=True)
 def _channels_last(x, gy, xh, gb, n, PH, PW):
     """xh[n] = x[n] padded and channels-last, flat ((h*WP + w)*C + c), zeros after the image;
-    gb[n, ob][pos*32 + j] = gy[n, 32*ob + j, pos] (zeros past O)."""
+    gb[ob, (n*P + pos)*32 + j] = gy[n, 32*ob + j, pos] (zeros past O)."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     WP = W + 2 * PW
     O = gy.shape[1]
@@ -466,8 +472,8 @@ def _channels_last(x, gy, xh, gb, n, PH, PW):
             for w in range(W):
                 dst[at + w * C] = src[w]
     gyn = gy[n].reshape(O, P)
-    for ob in range(gb.shape[1]):
-        panel = gb[n, ob]
+    for ob in range(gb.shape[0]):
+        panel = gb[ob, n * P * NR:(n + 1) * P * NR]
         for j in range(NR):
             o = ob * NR + j
             if o < O:
@@ -480,58 +486,64 @@ def _channels_last(x, gy, xh, gb, n, PH, PW):
 
 
 @njit(cache=True, fastmath=True)
-def _grad_weight_task(xh, gb, dWt, p, sb0, sb1, C, WP, pos_at, boffs, zeros8):
-    """Rows s = 8*sb0 ... 8*sb1 - 1 of dWt[p] (tap row p), summed over all images in order.
+def _grad_weight_task(xf, gb, dWt, b0, b1, nsb, row_at, aoffs, boffs, zeros8):
+    """Blocks b0 ... b1 - 1 of dWt, block b being rows s = 8*(b % nsb) ... + 7 of tap row p = b // nsb,
+    each summed over k in order, GW_KC values of k at a time.
 
-    The A panel is read in place: column k (output position (i, j)) of the rows s = 8*sb ... is
-    xh[n, pos_at[k] + p*WP*C + 8*sb ...], with pos_at[k] = (i*WP + j)*C."""
-    P = pos_at.shape[0]
-    for n in range(xh.shape[0]):
-        for sb in range(sb0, sb1):
-            for ob in range(gb.shape[1]):
-                tile8x32(xh[n], pos_at, p * WP * C + sb * MR, gb[n, ob], boffs, 0, P, zeros8, dWt[p], sb * MR,
-                         ob * NR, n == 0)
+    The A panel is read in place: column k (image n, output position (i, j)) of the rows s = 8*sb ...
+    is xf[aoffs[k] + p*row_at + 8*sb ...], with aoffs[k] = n*L + (i*WP + j)*C (L: one image's length
+    in xf) and row_at = WP*C (one row of the padded image further down).  A chunk of GW_KC rows of B
+    is read from memory once and then used by every block of the task, from cache."""
+    K = aoffs.shape[0]
+    for k0 in range(0, K, GW_KC):
+        kc = min(GW_KC, K - k0)
+        ak = aoffs[k0:k0 + kc]
+        for ob in range(gb.shape[0]):
+            for b in range(b0, b1):
+                p = b // nsb
+                sb = b % nsb
+                tile8x32(xf, ak, p * row_at + sb * MR, gb[ob], boffs, k0 * NR, kc, zeros8, dWt[p], sb * MR,
+                         ob * NR, k0 == 0)
 
 
 @njit(cache=True)
-def _positions(OH, OW, WP, C):
-    """pos_at[i*OW + j] = (i*WP + j)*C: where output position (i, j)'s inputs start in a channels-last image."""
-    out = np.empty(OH * OW, dtype=np.int64)
-    for i in range(OH):
-        for j in range(OW):
-            out[i * OW + j] = (i * WP + j) * C
+def _positions(N, L, OH, OW, WP, C):
+    """aoffs[n*OH*OW + i*OW + j] = n*L + (i*WP + j)*C: where image n's inputs for output position (i, j)
+    start in the flat channels-last images (L floats each)."""
+    out = np.empty(N * OH * OW, dtype=np.int64)
+    for n in range(N):
+        for i in range(OH):
+            for j in range(OW):
+                out[(n * OH + i) * OW + j] = n * L + (i * WP + j) * C
     return out
 
 
-GW_BLOCKS = 4  # blocks of 8 rows of dWt per grad-weight task
-
-
 @njit(cache=True, fastmath=True, parallel=True)
-def conv2d_packed_grad_weight(x, gy, dWt, xh, gb, PH, PW):
+def conv2d_packed_grad_weight(x, gy, dWt, xh, gb, PH, PW, T):
     """dWt (KH, SP, OP): dWt[p, q*C + c, o] = dL/dw[o, c, p, q] for a stride-1 convolution (eq. (K4));
     SP = KW*C rounded up to 8 and OP = O rounded up to 32 (the extra rows and columns are scratch).
 
-    xh (N, HP*WP*C + 8) and gb (N, OP/32, P*32) are workspaces.  Two parallel passes: lay out
-    every image (prange over images), then prange over tasks of one tap row and GW_BLOCKS blocks of 8
-    rows of dWt each.
+    xh (N, HP*WP*C + 8) and gb (OP/32, N*P*32) are workspaces.  Two parallel passes: lay out
+    every image (prange over images), then prange over T tasks, each an equal run of the KH * SP/8
+    blocks of 8 rows of dWt (T: the thread count).  No sum is split between tasks, so the result
+    does not depend on T.
     """
     N, C, W = x.shape[0], x.shape[1], x.shape[3]
     OH, OW = gy.shape[2], gy.shape[3]
     WP = W + 2 * PW
     KH, SP = dWt.shape[0], dWt.shape[1]
-    P = OH * OW
     for n in prange(N):
         _channels_last(x, gy, xh, gb, n, PH, PW)
-    pos_at = _positions(OH, OW, WP, C)
-    boffs = np.arange(P) * NR  # row k of a packed panel of dL/dy starts at 32*k
+    aoffs = _positions(N, xh.shape[1], OH, OW, WP, C)
+    boffs = np.arange(GW_KC) * NR  # row k of a chunk of a B panel starts at 32*k
     zeros8 = np.zeros(MR, dtype=dWt.dtype)
+    xf = xh.reshape(xh.size)
     nsb = SP // MR
-    per_row = (nsb + GW_BLOCKS - 1) // GW_BLOCKS
-    for t in prange(KH * per_row):
-        p = t // per_row
-        sb0 = (t % per_row) * GW_BLOCKS
-        sb1 = min(sb0 + GW_BLOCKS, nsb)
-        _grad_weight_task(xh, gb, dWt, p, sb0, sb1, C, WP, pos_at, boffs, zeros8)
+    blocks = KH * nsb
+    tasks = min(T, blocks)
+    for t in prange(tasks):
+        _grad_weight_task(xf, gb, dWt, t * blocks // tasks, (t + 1) * blocks // tasks, nsb, WP * C, aoffs,
+                          boffs, zeros8)
 
 
 @njit(cache=True, fastmath=True)
@@ -541,13 +553,11 @@ def conv2d_packed_grad_weight_serial(x, gy, dWt, xh, gb, PH, PW):
     OH, OW = gy.shape[2], gy.shape[3]
     WP = W + 2 * PW
     KH, SP = dWt.shape[0], dWt.shape[1]
-    P = OH * OW
     for n in range(N):
         _channels_last(x, gy, xh, gb, n, PH, PW)
-    nsb = SP // MR
-    pos_at = _positions(OH, OW, WP, C)
-    boffs = np.arange(P) * NR
+    aoffs = _positions(N, xh.shape[1], OH, OW, WP, C)
+    boffs = np.arange(GW_KC) * NR
     zeros8 = np.zeros(MR, dtype=dWt.dtype)
-    for p in range(KH):
-        for sb0 in range(0, nsb, GW_BLOCKS):
-            _grad_weight_task(xh, gb, dWt, p, sb0, min(sb0 + GW_BLOCKS, nsb), C, WP, pos_at, boffs, zeros8)
+    xf = xh.reshape(xh.size)
+    nsb = SP // MR
+    _grad_weight_task(xf, gb, dWt, 0, KH * nsb, nsb, WP * C, aoffs, boffs, zeros8)
