@@ -321,15 +321,15 @@ def _pool_plane_2x2(xp, yp, ip):
             best = r0[2 * j]
             at = base + 2 * j
             v = r0[2 * j + 1]
-            take = v > best or np.isnan(v)
+            take = (v > best) | (v != v)  # a NaN wins; | rather than `or`: no branch
             best = v if take else best
             at = base + 2 * j + 1 if take else at
             v = r1[2 * j]
-            take = v > best or np.isnan(v)
+            take = (v > best) | (v != v)
             best = v if take else best
             at = base + W + 2 * j if take else at
             v = r1[2 * j + 1]
-            take = v > best or np.isnan(v)
+            take = (v > best) | (v != v)
             best = v if take else best
             at = base + W + 2 * j + 1 if take else at
             yrow[j] = best
