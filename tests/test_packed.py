@@ -143,3 +143,55 @@ def test_packed_convolution_is_not_used_where_it_would_waste_work():
     assert not cpu._use_packed((1, 1), 40, 800)   # 40 channels in two panels of 32
     assert not cpu._use_packed((1, 1), 32, 75)    # 75 taps: too short a sum for the tile
     assert cpu._use_packed((1, 1), 64, 800)
+
+
+# --- convolution with few output channels (tile rows = output channels) -------------------------------
+
+ROW_GEOMETRIES = [
+    # (n, c, h, w, o, kh, kw, ph, pw)
+    (3, 6, 14, 14, 16, 5, 5, 0, 0),    # LeNet-5's conv2 (two blocks of 8 channels)
+    (2, 16, 10, 10, 6, 5, 5, 4, 4),    # its grad-input: 6 channels (a partial block), padding 4
+    (2, 9, 7, 12, 13, 4, 4, 1, 2),     # even kernel, unequal padding, 13 = 8 + 5 channels
+    (1, 40, 3, 3, 3, 2, 2, 0, 0),      # a wide grid of 4 outputs: one partial block of 32
+]
+
+
+@pytest.mark.parametrize("g", ROW_GEOMETRIES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_channel_row_convolutions_match_reference(g, dtype, assert_close):
+    _, c, _, _, o, kh, kw, _, _ = g
+    assert cpu._use_rows((1, 1), c * kh * kw) and not cpu._use_packed((1, 1), o, c * kh * kw)
+    x, wt, b, gy, pad = _arrays(g, dtype, sum(g) + 1)
+    assert_close(cpu.conv2d_forward(x, wt, b, (1, 1), pad), reference.conv2d_forward(x, wt, b, (1, 1), pad),
+                 RTOL[dtype], "forward")
+    assert_close(cpu.conv2d_forward(x, wt, None, (1, 1), pad), reference.conv2d_forward(x, wt, None, (1, 1), pad),
+                 RTOL[dtype], "forward, no bias")
+    if cpu._use_rows((1, 1), o * kh * kw) and not cpu._use_packed((1, 1), c, o * kh * kw):
+        assert_close(cpu.conv2d_grad_input(gy, wt, x.shape, (1, 1), pad),
+                     reference.conv2d_grad_input(gy, wt, x.shape, (1, 1), pad), RTOL[dtype], "grad-input")
+
+
+def test_channel_row_convolution_serial_and_parallel_give_the_same_bits():
+    n, c, h, w, o, kh, kw, ph, pw = 5, 6, 14, 14, 13, 5, 5, 1, 1
+    rng = np.random.default_rng(3)
+    x, w2 = rand(rng, (n, c, h, w), np.float32), rand(rng, (o, c * kh * kw), np.float32)
+    bias8 = np.concatenate([rand(rng, (o,), np.float32), np.zeros(3, np.float32)])
+    hp, wp = h + 2 * ph, w + 2 * pw
+    oh, ow = hp - kh + 1, wp - kw + 1
+    offs = cpu._tap_offsets(c, kh, kw, hp, wp)
+    wr = cpu_packed.pack_weight_rows(w2)
+    ys = []
+    for kernel, workers in ((cpu_packed.conv2d_rows_serial, 1), (cpu_packed.conv2d_rows, 2),
+                            (cpu_packed.conv2d_rows, 3)):
+        y = np.empty((n, o, oh, ow), np.float32)
+        kernel(x, wr, bias8, y, ph, pw, offs, np.empty((workers, c * hp * wp + kw + 32), np.float32),
+               np.empty((workers, 16, -(-oh * wp // 32) * 32), np.float32))
+        ys.append(y)
+    assert ys[0].tobytes() == ys[1].tobytes() == ys[2].tobytes()
+    assert np.allclose(ys[0], reference.conv2d_forward(x, w2.reshape(o, c, kh, kw), bias8[:o], (1, 1), (ph, pw)),
+                       rtol=1e-4, atol=1e-4)
+
+
+def test_channel_row_convolution_is_not_used_for_short_sums():
+    assert not cpu._use_rows((1, 1), 75)      # LeNet-5's and the CIFAR-10 net's first layers: direct
+    assert not cpu._use_rows((2, 2), 400)     # stride 2: im2col

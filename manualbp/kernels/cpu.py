@@ -4,11 +4,12 @@ Derivations: derivations/03-linear.md (matmul), derivations/04-conv2d.md (convol
 derivations/05-maxpool.md (max-pooling).  Equation labels (L*), (K*), (P*) are listed at the top of
 ``reference.py``, whose functions are the readable twins of the ones here: same names, same
 signatures, same results (``tests/test_kernels.py`` and ``tests/test_packed.py`` hold them equal).
-The fast path of both matrix products and stride-1 convolutions with 32 or more output channels is the
-8 x 32 outer-product register tile of ``cpu_packed.py``; short products use the dot-product and
-row-sum kernels of ``cpu_gemm.py``; other stride-1 convolutions (few output channels, as in LeNet-5)
-``cpu_direct.py`` (shifted rows of the padded image, no unrolled copy), and any stride ``cpu_conv.py``
-(im2col).
+The fast path of matrix products and of stride-1 convolutions with at least 128 taps is the 8 x 32
+outer-product register tile of ``cpu_packed.py`` (8 output positions x 32 output channels per tile
+from 32 output channels up, else 8 output channels x 32 outputs, as in LeNet-5's conv2); short
+products use the dot-product and row-sum kernels of ``cpu_gemm.py``; stride-1 convolutions with
+fewer taps (the first layers, 75 taps) ``cpu_direct.py`` (shifted rows of the padded image, no
+unrolled copy), and any other stride ``cpu_conv.py`` (im2col).
 
 Each public function is a thin Python wrapper: it makes the arrays C-contiguous, allocates the output
 and passes plain ints, so each kernel compiles exactly one specialisation per dtype (float32 and
@@ -21,8 +22,8 @@ conv images, grad-weight tiles, pooling (n, c) planes).  No float is ever summed
 results are bit-identical whatever NUMBA_NUM_THREADS is.  Every parallel kernel has a serial twin that
 runs the same tasks in order; the wrappers pick it for small problems (below ``PARALLEL_MIN_MACS``
 multiply-adds or ``PARALLEL_MIN_ELEMENTS`` elements, ``POOL_PARALLEL_MIN_ELEMENTS`` for pooling; from
-the shapes only), where waking the thread pool costs more than the work (a training step at batch 1).  The convolutions' large scratch arrays
-are ``workspace``s, allocated once per shape and reused from step to step.
+the shapes only), where waking the thread pool costs more than the work (a training step at batch
+1).  The convolutions' large scratch arrays are ``workspace``s, allocated once per shape and reused from step to step.
 
 Speed habits:
 - inner loops run over contiguous memory with an index starting at 0 (a row or slice is taken first),
@@ -35,6 +36,7 @@ Speed habits:
 Legend: N batch, C input channels, H/W input size, O output channels, KH/KW kernel, OH/OW output,
 SH/SW stride, PH/PW padding.
 """
+import functools
 import threading
 
 import numba
@@ -139,6 +141,14 @@ def _use_packed(stride, O, R):
 PACKED_MIN_TAPS = 128
 
 
+def _use_rows(stride, R):
+    """Stride 1 with at least PACKED_MIN_TAPS taps, where ``_use_packed`` said no (fewer than 32 output
+    channels): the turned-around tiles of ``cpu_packed.conv2d_rows`` beat the direct kernels there
+    (measured on LeNet-5's conv2 and its grad-input; with 75 taps, LeNet-5's and the CIFAR-10 net's
+    first layers, the direct kernels stay ahead)."""
+    return tuple(stride) == (1, 1) and R >= PACKED_MIN_TAPS
+
+
 def _up(n, multiple):
     return (n + multiple - 1) // multiple * multiple
 
@@ -170,12 +180,37 @@ def _packed(x, w2, b, y, KH, KW, PH, PW):
     OH, OW = y.shape[2], y.shape[3]
     HP, WP = H + 2 * PH, W + 2 * PW
     wt = cpu_packed.pack_weights(w2)
-    r = np.arange(R)
-    offs = (r // (KH * KW)) * (HP * WP) + ((r // KW) % KH) * WP + r % KW  # where tap r = (c, p, q) reads
+    offs = _tap_offsets(C, KH, KW, HP, WP)
     T = _workers(N, N * O * R * OH * OW)
     xf = workspace("padded-flat", (T, C * HP * WP + WP + cpu_packed.MR), x.dtype)  # + slack past the image
     kernel = cpu_packed.conv2d_packed if T > 1 else cpu_packed.conv2d_packed_serial
     kernel(x, wt, b, y, PH, PW, offs, xf)
+
+
+@functools.lru_cache(maxsize=64)
+def _tap_offsets(C, KH, KW, HP, WP):
+    """offs[r] = c*HP*WP + p*WP + q: where tap r = (c, p, q) reads in a padded, flattened image (read-only)."""
+    r = np.arange(C * KH * KW)
+    offs = (r // (KH * KW)) * (HP * WP) + ((r // KW) % KH) * WP + r % KW
+    offs.flags.writeable = False
+    return offs
+
+
+def _rows(x, w2, b, y, KH, KW, PH, PW):
+    """y = stride-1 convolution of x with w2 (O, C*KH*KW) plus b (O,), through ``cpu_packed.conv2d_rows``
+    (8 output channels x 32 outputs of the wide grid per tile)."""
+    N, C, H, W = x.shape
+    O, R = w2.shape
+    OH = y.shape[2]
+    HP, WP = H + 2 * PH, W + 2 * PW
+    wr = cpu_packed.pack_weight_rows(w2)
+    bias8 = b if O % cpu_packed.MR == 0 else np.concatenate([b, np.zeros(wr.shape[0] * cpu_packed.MR - O, b.dtype)])
+    offs = _tap_offsets(C, KH, KW, HP, WP)
+    T = _workers(N, N * O * R * OH * WP)
+    xf = workspace("padded-flat", (T, C * HP * WP + KW + cpu_packed.NR), x.dtype)  # + slack past the image
+    yw = workspace("wide-rows", (T, bias8.shape[0], _up(OH * WP, cpu_packed.NR)), x.dtype)
+    kernel = cpu_packed.conv2d_rows if T > 1 else cpu_packed.conv2d_rows_serial
+    kernel(x, wr, bias8, y, PH, PW, offs, xf, yw)
 
 
 def conv2d_forward(x, w, b, stride, padding):
@@ -194,6 +229,9 @@ def conv2d_forward(x, w, b, stride, padding):
     bias = np.ascontiguousarray(b, dtype=x.dtype) if has_bias else np.zeros(O, dtype=x.dtype)
     if _use_packed((SH, SW), O, C * KH * KW):  # 8 x 32 tiles reading the padded image in place
         _packed(x, w2, bias, y, KH, KW, PH, PW)
+        return y
+    if _use_rows((SH, SW), C * KH * KW):  # 8 channels x 32 wide outputs per tile, image read in place
+        _rows(x, w2, bias, y, KH, KW, PH, PW)
         return y
     if _use_direct((SH, SW)):  # shifted rows of the padded image instead of im2col (cpu_direct.py)
         _direct(x, w2, bias, y, KH, KW, PH, PW, has_bias)
@@ -219,6 +257,9 @@ def conv2d_grad_input(grad_y, w, x_shape, stride, padding):
         wf = np.ascontiguousarray(np.asarray(w, dtype=gy.dtype).transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
         if _use_packed((SH, SW), C, O * KH * KW):
             _packed(gy, wf.reshape(C, O * KH * KW), np.zeros(C, dtype=gy.dtype), gx, KH, KW, KH - 1 - PH, KW - 1 - PW)
+            return gx
+        if _use_rows((SH, SW), O * KH * KW):
+            _rows(gy, wf.reshape(C, O * KH * KW), np.zeros(C, dtype=gy.dtype), gx, KH, KW, KH - 1 - PH, KW - 1 - PW)
             return gx
         _direct(gy, wf.reshape(C, O * KH * KW), np.zeros(C, dtype=gy.dtype), gx, KH, KW, KH - 1 - PH,
                 KW - 1 - PW, False)
@@ -321,15 +362,15 @@ def _pool_plane_2x2(xp, yp, ip):
             best = r0[2 * j]
             at = base + 2 * j
             v = r0[2 * j + 1]
-            take = (v > best) | (v != v)  # a NaN wins; | rather than `or`: no branch
+            take = (v > best) | np.isnan(v)  # a NaN wins; | rather than `or`: no branch
             best = v if take else best
             at = base + 2 * j + 1 if take else at
             v = r1[2 * j]
-            take = (v > best) | (v != v)
+            take = (v > best) | np.isnan(v)
             best = v if take else best
             at = base + W + 2 * j if take else at
             v = r1[2 * j + 1]
-            take = (v > best) | (v != v)
+            take = (v > best) | np.isnan(v)
             best = v if take else best
             at = base + W + 2 * j + 1 if take else at
             yrow[j] = best

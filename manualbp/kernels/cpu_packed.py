@@ -431,6 +431,78 @@ def conv2d_packed_serial(x, wt, bias, y, PH, PW, offs, xf_ws):
     _conv_images(x, wt, bias, y, xf_ws[0], offs, kofs, tmp, np.zeros(MR, dtype=y.dtype), 0, 1, PH, PW)
 
 
+# --- convolution with few output channels (stride 1): channels as the tile's rows ----------------------
+#
+# For fewer than 32 output channels, or short sums, the tile is turned around: its 8 rows are 8
+# output channels and its 32 columns 32 consecutive outputs of the "wide" grid s = i*WP + j (OH rows
+# of WP columns; the columns j >= OW straddle two image rows and are thrown away, as in cpu_direct.py).
+# Tap r of those 32 outputs reads xf[offs[r] + s0 ... + 31], 32 consecutive floats of the padded,
+# flattened image: the B panel is read in place, and the A panel is the weights, packed once per call
+# into blocks of 8 output channels.
+
+
+@njit(cache=True)
+def pack_weight_rows(w2):
+    """The A panels of a convolution's weights: out[ib][r*8 + i] = w2[8*ib + i, r], zero past O."""
+    O, R = w2.shape
+    out = np.zeros(((O + MR - 1) // MR, R * MR), dtype=w2.dtype)
+    for o in range(O):
+        dst = out[o // MR]
+        src = w2[o]
+        i = o % MR
+        for r in range(R):
+            dst[r * MR + i] = src[r]
+    return out
+
+
+@njit(cache=True, fastmath=True)
+def _conv_rows_images(x, wr, bias8, y, xf, yw, offs, aoffs, n0, step, PH, PW):
+    """Images n0, n0 + step, ... of a stride-1 convolution (see ``conv2d_rows``)."""
+    N, O, OH, OW = y.shape
+    WP = x.shape[3] + 2 * PW
+    R = offs.shape[0]
+    L = OH * WP  # outputs on the wide grid
+    for n in range(n0, N, step):
+        _pad_flat(x[n], xf, PH, PW, WP)
+        for s0 in range(0, L, NR):
+            for ib in range(wr.shape[0]):
+                # yw[8*ib + i, s0 + j] = bias[8*ib + i] + sum_r w2[8*ib + i, r] * xf[offs[r] + s0 + j]
+                tile8x32(wr[ib], aoffs, 0, xf, offs, s0, R, bias8[ib * MR:], yw, ib * MR, s0, True)
+        for o in range(O):  # keep the columns j < OW of each wide row
+            for i in range(OH):
+                src = yw[o, i * WP:]
+                dst = y[n, o, i]
+                for j in range(OW):
+                    dst[j] = src[j]
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def conv2d_rows(x, wr, bias8, y, PH, PW, offs, xf_ws, yw_ws):
+    """y (N, O, OH, OW) = stride-1 convolution of x (N, C, H, W) (eq. (K1)), for few output channels;
+    grad-input is this with the flipped kernel (K6).  Weights packed by ``pack_weight_rows``; bias8 is
+    the bias padded with zeros to whole blocks of 8.
+
+    The tile's rows are 8 output channels, its columns 32 outputs of the wide grid, k running over
+    the taps r = (c, p, q) with offs[r] = c*HP*WP + p*WP + q.  Workspaces per worker t: xf_ws[t], the
+    padded image with at least KW + 32 floats of slack after it, and yw_ws[t], the wide output
+    (8 * blocks, OH*WP rounded up to 32).
+
+    Parallel over images: worker t of T = len(xf_ws) takes images t, t + T, ... and writes only its own
+    images.
+    """
+    T = xf_ws.shape[0]
+    aoffs = np.arange(offs.shape[0]) * MR  # column r of a weight panel starts at 8*r
+    for t in prange(T):
+        _conv_rows_images(x, wr, bias8, y, xf_ws[t], yw_ws[t], offs, aoffs, t, T, PH, PW)
+
+
+@njit(cache=True, fastmath=True)
+def conv2d_rows_serial(x, wr, bias8, y, PH, PW, offs, xf_ws, yw_ws):
+    """``conv2d_rows`` on the calling thread alone (small batches)."""
+    aoffs = np.arange(offs.shape[0]) * MR
+    _conv_rows_images(x, wr, bias8, y, xf_ws[0], yw_ws[0], offs, aoffs, 0, 1, PH, PW)
+
+
 # --- convolution, grad-weight (stride 1) -------------------------------------------------------------
 #
 # dL/dw[o, c, p, q] = sum_n sum_{i,j} dL/dy[n,o,i,j] * xpad[n, c, i+p, j+q]                   (K4)
