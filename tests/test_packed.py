@@ -71,12 +71,44 @@ def test_packed_matmul_with_empty_inner_size_gives_zeros():
 
 
 def test_matmul_wrapper_takes_the_packed_tiles_for_long_products(assert_close):
-    """cpu.matmul: K > 64 and more than 16 rows goes through cpu_packed, serially or on all threads."""
+    """cpu.matmul: K > 64 and more than 64 rows goes through cpu_packed, serially or on all threads."""
     rng = np.random.default_rng(1)
-    for m, k, n in [(20, 70, 50), (300, 200, 100)]:  # below and above PARALLEL_MIN_MACS
+    for m, k, n in [(80, 70, 50), (300, 200, 100)]:  # below and above PARALLEL_MIN_MACS
         a, b = rand(rng, (m, k), np.float32), rand(rng, (n, k), np.float32)
-        assert k > cpu.NN_MAX_K and m > cpu.NN_MAX_M
+        assert k > cpu.NN_MAX_K and m > cpu.NN_MAX_M and m > cpu.NT_MAX_M
         assert_close(cpu.matmul(a, b, False, True), a @ b.T, RTOL[np.float32])
+
+
+@pytest.mark.parametrize("m,k,n,ta,tb,route", [
+    (1, 400, 120, False, True, "matmul_nt_serial"),    # LeNet-5's first Linear, batch 1: x . W^T
+    (64, 400, 120, False, True, "matmul_nt"),          # ... batch 64 (3 M multiply-adds: parallel)
+    (64, 120, 400, False, False, "matmul_nn"),         # its grad-input, dL/dy . W
+    (120, 64, 400, True, False, "matmul_nn"),          # its grad-weight, dL/dy^T . x (K = the batch)
+    (65, 120, 84, False, True, "matmul_packed_serial"),
+    (256, 400, 120, False, True, "matmul_packed"),     # batch 256: the weights' panels pay off
+    (10, 80, 30, True, True, "matmul_packed_serial"),  # both transposed
+])
+def test_matmul_wrapper_routes_each_shape_and_each_route_is_right(m, k, n, ta, tb, route, monkeypatch,
+                                                                   assert_close):
+    taken = []
+
+    def spy(module, name):
+        kernel = getattr(module, name)
+
+        def wrapper(*args):
+            taken.append(name)
+            return kernel(*args)
+        monkeypatch.setattr(module, name, wrapper)
+
+    for name in ("matmul_nt", "matmul_nt_serial", "matmul_nn", "matmul_nn_serial"):
+        spy(cpu, name)
+    for name in ("matmul_packed", "matmul_packed_serial"):
+        spy(cpu_packed, name)
+    rng = np.random.default_rng(m + k + n)
+    a = rand(rng, (k, m) if ta else (m, k), np.float32)
+    b = rand(rng, (n, k) if tb else (k, n), np.float32)
+    assert_close(cpu.matmul(a, b, ta, tb), reference.matmul(a, b, ta, tb), RTOL[np.float32])
+    assert taken == [route]
 
 
 # --- convolution -------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import cpu_conv, cpu_direct, cpu_packed, cpu_train
-from .cpu_gemm import PARALLEL_MIN_MACS, matmul_nn, matmul_nn_serial, transpose
+from .cpu_gemm import PARALLEL_MIN_MACS, matmul_nn, matmul_nn_serial, matmul_nt, matmul_nt_serial, transpose
 
 # Labels (K7), (K8) (the im2col view of a convolution) are explained in cpu_conv.py.
 
@@ -61,18 +61,23 @@ POOL_PARALLEL_MIN_ELEMENTS = 1 << 14
 
 
 # Products whose inner size K is at most NN_MAX_K, or with at most NN_MAX_M rows (a small batch), use
-# the "NN" form (rows of b added into rows of the output), which needs no packing; the others the
-# 8 x 32 register tiles of cpu_packed.py.
+# the "NN" form (rows of b added into rows of the output), which needs no packing; x . W^T with at most
+# NT_MAX_M rows (a Linear layer's forward up to batch 64) the "NT" form (dot products of rows, no
+# copies); the others the 8 x 32 register tiles of cpu_packed.py, whose packing pays off only on
+# larger products.
 NN_MAX_K = 64
-NN_MAX_M = 16
+NN_MAX_M = 64
+NT_MAX_M = 64
 
 
 def matmul(a, b, transpose_a=False, transpose_b=False):
     """op(a) @ op(b) -> (M, N), eqs. (L1)-(L3).  Twin of reference.matmul; see its docstring for shapes.
 
-    Two layouts, chosen from the shapes only (so the rounding never depends on the thread count):
+    Three layouts, chosen from the shapes only (so the rounding never depends on the thread count):
     - K <= NN_MAX_K or M <= NN_MAX_M, and b not transposed (a Linear layer's backward):
       ``cpu_gemm.matmul_nn`` reads b as it is, (K, N) rows, and only op(a) may need a transposed copy;
+    - a . b^T with at most NT_MAX_M rows (a Linear layer's forward): ``cpu_gemm.matmul_nt``, dot products
+      of rows of a and rows of b, nothing copied;
     - otherwise ``cpu_packed.matmul_packed`` copies op(a) and op(b) into panels (reading either layout)
       and runs its 8 x 32 register tiles.
     Each runs serially below PARALLEL_MIN_MACS multiply-adds, else on all threads.
@@ -86,6 +91,9 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     if (K <= NN_MAX_K or M <= NN_MAX_M) and not transpose_b:
         A = transpose(a) if transpose_a else a  # (M, K)
         (matmul_nn if big else matmul_nn_serial)(A, b, out)
+        return out
+    if M <= NT_MAX_M and transpose_b and not transpose_a:  # x . W^T: rows of both, read in place
+        (matmul_nt if big else matmul_nt_serial)(a, b, out)
         return out
     if big:
         cpu_packed.matmul_packed(a, transpose_a, b, transpose_b, out, numba.get_num_threads())
@@ -189,11 +197,10 @@ def _packed(x, w2, b, y, KH, KW, PH, PW):
 
 @functools.lru_cache(maxsize=64)
 def _tap_offsets(C, KH, KW, HP, WP):
-    """offs[r] = c*HP*WP + p*WP + q: where tap r = (c, p, q) reads in a padded, flattened image (read-only)."""
+    """offs[r] = c*HP*WP + p*WP + q: where tap r = (c, p, q) reads in a padded, flattened image.  Cached
+    per shape; the kernels only read it."""
     r = np.arange(C * KH * KW)
-    offs = (r // (KH * KW)) * (HP * WP) + ((r // KW) % KH) * WP + r % KW
-    offs.flags.writeable = False
-    return offs
+    return (r // (KH * KW)) * (HP * WP) + ((r // KW) % KH) * WP + r % KW
 
 
 def _rows(x, w2, b, y, KH, KW, PH, PW):

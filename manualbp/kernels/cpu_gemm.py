@@ -12,7 +12,8 @@ each output is a dot product of two contiguous rows; the k loop reads memory in 
 and LLVM vectorizes it (fast-math lets it split each sum into vector lanes).  ``_tile4x4`` computes a
 4 x 4 block of outputs in one pass over k, keeping 16 running sums in registers, so every element loaded
 from A or Bt is used 4 times (16 multiply-adds per 8 loads); edges use ``_dot4`` or ``_dot``.  The
-im2col grad-weight (``cpu_conv.py``) uses it through ``nt_region``.  Its cost: at the end of every tile,
+im2col grad-weight (``cpu_conv.py``) uses it through ``nt_region``, and ``matmul_nt`` a Linear layer's
+forward at small batches (no copy of the weights, which is what packed panels would cost).  Its cost: at the end of every tile,
 each of the 16 sums must be reduced across the lanes of a vector, which the outer-product tiles of
 ``cpu_packed.py`` avoid.
 
@@ -151,6 +152,42 @@ def nt_region(A, Bt, Cout, m0, m1, n0, n1, accumulate):
             n += TILE
         for nn in range(n, n1):
             _store(Cout, mm, nn, _dot(a, Bt[nn]), accumulate)
+
+
+PANEL = 64  # columns of Cout per parallel task in matmul_nt (a multiple of TILE)
+
+
+@njit(cache=True, fastmath=True)
+def _matmul_task(A, Bt, Cout, t, panels):
+    """Task t of ``matmul_nt``: the block of Cout with rows 4*(t // panels) ... +4 and PANEL columns from
+    PANEL*(t % panels).  It sums over the whole of k itself, so the block is the same whoever runs it."""
+    M = A.shape[0]
+    N = Bt.shape[0]
+    m0 = (t // panels) * TILE
+    n0 = (t % panels) * PANEL
+    nt_region(A, Bt, Cout, m0, min(m0 + TILE, M), n0, min(n0 + PANEL, N), False)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def matmul_nt(A, Bt, Cout):
+    """Cout = A . Bt^T, (M, K) x (N, K) -> (M, N), with nothing copied: a Linear layer's forward,
+    x . W^T, at small batches, where packing W into panels would cost more than the product.
+    Twin: reference.matmul.
+
+    Parallel over tasks of 4 rows x PANEL columns of Cout (prange): each task writes its own block and
+    sums over the whole of k itself.
+    """
+    panels = (Bt.shape[0] + PANEL - 1) // PANEL
+    for t in prange(((A.shape[0] + TILE - 1) // TILE) * panels):
+        _matmul_task(A, Bt, Cout, t, panels)
+
+
+@njit(cache=True, fastmath=True)
+def matmul_nt_serial(A, Bt, Cout):
+    """``matmul_nt`` on the calling thread alone, for small products (same tasks, same bits)."""
+    panels = (Bt.shape[0] + PANEL - 1) // PANEL
+    for t in range(((A.shape[0] + TILE - 1) // TILE) * panels):
+        _matmul_task(A, Bt, Cout, t, panels)
 
 
 @njit(cache=True)

@@ -1,6 +1,6 @@
 """Packed panels and an 8 x 32 register tile: the fast matrix product and the stride-1 convolutions.
 
-Derivations: derivations/03-linear.md ((L1)-(L3)), derivations/04-conv2d.md ((K1), (K4), (K6));
+Derivations: derivations/03-linear.md ((L1)-(L3)), derivations/04-conv2d.md ((K1), (K4), (K6), (K8), (K9));
 readable twins: ``reference.matmul``, ``reference.conv2d_forward``, ``reference.conv2d_grad_input`` and
 ``reference.conv2d_grad_weight`` (``tests/test_kernels.py`` holds them equal).
 
@@ -59,6 +59,12 @@ MR = 8  # rows of the register tile (A panel width)
 NR = 32  # columns of the register tile (B panel width): two 16-float vectors
 KC = 256  # rows of k per packed block of B in matmul (a 256 x 32 float panel is 32 KiB)
 MC_MAX = 96  # at most this many rows of C per matmul task (their A panels, 96 x 256 floats, stay in L2)
+
+# Every caller passes the tile's int and bool arguments as these (or as computed values), never as the
+# constants 0 or True: Numba compiles a separate copy of a function for each literal argument it is
+# called with, and each copy of this tile costs a second or more to compile.
+ZERO = np.int64(0)
+YES = np.bool_(True)
 
 
 @intrinsic
@@ -194,10 +200,14 @@ def _tile_into(Ap, aoffs, Bp, boffs, kc, bias8, C, i0, j0, first, tmp):
     """``tile8x32`` for a block that may run past the last row or column of C: such a block is computed
     into the scratch tile tmp (8, 32) and only its part inside C is written."""
     M, N = C.shape
-    if i0 + MR <= M and j0 + NR <= N:
-        tile8x32(Ap, aoffs, 0, Bp, boffs, 0, kc, bias8, C, i0, j0, first)
+    inside = i0 + MR <= M and j0 + NR <= N
+    if inside:
+        dst, di, dj, dfirst = C, i0, j0, first
+    else:
+        dst, di, dj, dfirst = tmp, ZERO, ZERO, YES
+    tile8x32(Ap, aoffs, ZERO, Bp, boffs, ZERO, kc, bias8, dst, di, dj, dfirst)  # one call: one inlined copy
+    if inside:
         return
-    tile8x32(Ap, aoffs, 0, Bp, boffs, 0, kc, bias8, tmp, 0, 0, True)
     for i in range(min(MR, M - i0)):
         src = tmp[i]
         dst = C[i0 + i, j0:]
@@ -391,7 +401,7 @@ def _conv_images(x, wt, bias, y, xf, offs, kofs, tmp, zeros8, n0, step, PH, PW):
             for j0 in range(0, OW, MR):
                 for jb in range(wt.shape[0]):
                     # tmp[u, v] = sum_r xf[offs[r] + i*WP + j0 + u] * w2[32*jb + v, r]
-                    tile8x32(xf, offs, i * WP + j0, wt[jb], kofs, 0, R, zeros8, tmp, 0, 0, True)
+                    tile8x32(xf, offs, i * WP + j0, wt[jb], kofs, ZERO, R, zeros8, tmp, ZERO, ZERO, YES)
                     for v in range(min(NR, O - NR * jb)):  # write the 8 x 32 block out, channels first
                         o = NR * jb + v
                         dst = y[n, o, i, j0:]
@@ -467,7 +477,7 @@ def _conv_rows_images(x, wr, bias8, y, xf, yw, offs, aoffs, n0, step, PH, PW):
         for s0 in range(0, L, NR):
             for ib in range(wr.shape[0]):
                 # yw[8*ib + i, s0 + j] = bias[8*ib + i] + sum_r w2[8*ib + i, r] * xf[offs[r] + s0 + j]
-                tile8x32(wr[ib], aoffs, 0, xf, offs, s0, R, bias8[ib * MR:], yw, ib * MR, s0, True)
+                tile8x32(wr[ib], aoffs, ZERO, xf, offs, s0, R, bias8[ib * MR:], yw, ib * MR, s0, YES)
         for o in range(O):  # keep the columns j < OW of each wide row
             for i in range(OH):
                 src = yw[o, i * WP:]
