@@ -43,6 +43,10 @@ def test_tile_is_a_sum_of_outer_products_read_at_any_offsets(dtype, assert_close
 # --- matrix product ----------------------------------------------------------------------------------
 
 
+def _panels(m, n, k, threads, dtype):
+    return tuple(np.full(shape, np.nan, dtype) for shape in cpu_packed.matmul_panel_shapes(m, n, k, threads))
+
+
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (7, 3, 31), (8, 256, 32), (9, 257, 33), (45, 600, 70),
                                    (130, 40, 9)])
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -55,18 +59,18 @@ def test_packed_matmul_matches_reference_in_every_layout(m, k, n, dtype, assert_
             a = rand(rng, (k, m) if ta else (m, k), dtype)
             b = rand(rng, (n, k) if tb else (k, n), dtype)
             serial = np.empty((m, n), dtype)
-            cpu_packed.matmul_packed_serial(a, ta, b, tb, serial)
+            cpu_packed.matmul_packed_serial(a, ta, b, tb, serial, *_panels(m, n, k, 1, dtype))
             assert_close(serial, reference.matmul(a, b, ta, tb), RTOL[dtype], f"ta={ta} tb={tb}")
             for threads in (1, 2, 3):
                 par = np.empty((m, n), dtype)
-                cpu_packed.matmul_packed(a, ta, b, tb, par, threads)
+                cpu_packed.matmul_packed(a, ta, b, tb, par, *_panels(m, n, k, threads, dtype))
                 assert par.tobytes() == serial.tobytes(), f"ta={ta} tb={tb} T={threads}"
 
 
 def test_packed_matmul_with_empty_inner_size_gives_zeros():
     a, b = np.ones((5, 0), np.float32), np.ones((0, 7), np.float32)
     out = np.full((5, 7), np.nan, np.float32)
-    cpu_packed.matmul_packed(a, False, b, False, out, 2)
+    cpu_packed.matmul_packed(a, False, b, False, out, *_panels(5, 7, 0, 2, np.float32))
     assert np.all(out == 0)
 
 

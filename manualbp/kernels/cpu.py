@@ -95,10 +95,13 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     if M <= NT_MAX_M and transpose_b and not transpose_a:  # x . W^T: rows of both, read in place
         (matmul_nt if big else matmul_nt_serial)(a, b, out)
         return out
+    T = numba.get_num_threads() if big else 1
+    b_shape, a_shape = cpu_packed.matmul_panel_shapes(M, N, K, T)
+    Bp, Ap = workspace("matmul-b-panels", b_shape, a.dtype), workspace("matmul-a-panels", a_shape, a.dtype)
     if big:
-        cpu_packed.matmul_packed(a, transpose_a, b, transpose_b, out, numba.get_num_threads())
+        cpu_packed.matmul_packed(a, transpose_a, b, transpose_b, out, Bp, Ap)
     else:
-        cpu_packed.matmul_packed_serial(a, transpose_a, b, transpose_b, out)
+        cpu_packed.matmul_packed_serial(a, transpose_a, b, transpose_b, out, Bp, Ap)
     return out
 
 
