@@ -23,6 +23,8 @@ def _impl():
         return reference
     if _cpu is None:
         from . import cpu as _cpu_module
+        from .heap import keep_freed_memory
+        keep_freed_memory()  # reuse the last step's memory rather than fault in fresh pages (heap.py)
         _cpu = _cpu_module
     return _cpu
 
