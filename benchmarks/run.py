@@ -7,8 +7,8 @@
 
 Sections (``--only``): matmul, conv, train, startup, memory.  Every figure is the median of
 ``--repeats`` (default 5) timed repeats after a warm-up, with the min-max beside it; ours and torch are
-timed in alternation, with the same number of threads (numba.get_num_threads()), so a burst of load
-from elsewhere on the machine hits both.  ``ratio`` is ours / torch of the figure in its row; the
+timed in alternation (ours, torch, ours, torch, ... each after a short pause), with the same number of
+threads (numba.get_num_threads()), so a slow spell of the machine hits both.  ``ratio`` is ours / torch of the figure in its row; the
 column ``better`` says which way is good for us.  "% peak" compares a GFLOP/s figure with what an FMA
 probe (independent fused multiply-add chains on float32 vectors, on all threads) reaches on this machine.
 
@@ -58,18 +58,24 @@ def _calls_for(fn, target_s, quick):
 def timed(fns, repeats, quick, target_s=0.15):
     """{name: [seconds per call, one per repeat]} for each callable in ``fns``, after a warm-up call.
 
-    Each callable gets its warm-up and all its repeats in one block, after a pause of SETTLE_S: Numba's
-    and torch's OpenMP thread pools and NumPy's BLAS threads each keep spinning for a while after a
-    parallel call, and a pool still spinning while another one works steals its cores (timing them in
-    alternation made both several times slower).
+    The repeats alternate between the callables (ours, torch, ours, torch, ...), so that a slow spell
+    of this shared machine, which can last seconds, falls on both sides of a ratio rather than on one.
+    Before each timed block comes a pause of SETTLE_S: Numba's and torch's OpenMP thread pools and
+    NumPy's BLAS threads each keep spinning for a while after a parallel call, and a pool still
+    spinning while another one works steals its cores (timing them back to back made both several
+    times slower).
     """
-    out = {}
+    calls = {}
     for name, fn in fns.items():
-        time.sleep(0 if quick else SETTLE_S)  # let the other pools' threads go to sleep
+        time.sleep(0 if quick else SETTLE_S)
         fn()  # warm-up: compile, allocate, fill caches
-        k = _calls_for(fn, target_s, quick)
-        out[name] = []
-        for _ in range(repeats):
+        calls[name] = _calls_for(fn, target_s, quick)
+    out = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            time.sleep(0 if quick else SETTLE_S)  # let the other pools' threads go to sleep
+            fn()  # this side's caches and thread pool, awake again
+            k = calls[name]
             t = time.perf_counter()
             for _ in range(k):
                 fn()
@@ -607,7 +613,7 @@ def render(rows, profiles, meta, chart_name, notes):
                f"{meta['load']}")
     out.append("- " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
     out += ["", ("Each figure is the median of the repeats (min-max in brackets), after a warm-up; ours and "
-                 "torch are timed one after the other in the same process and run. `ratio` is ours / torch of "
+                 "torch are timed in the same process, their repeats alternating, each after a short pause. `ratio` is ours / torch of "
                  "the row's figure; `better` says which direction favours manualbp. `% peak` is ours against "
                  "the FMA probe."), ""]
     verdicts = [(r, target_verdict(r)) for r in rows if r.target is not None]
