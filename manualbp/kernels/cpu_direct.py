@@ -166,10 +166,13 @@ def conv2d_direct_serial(x, w2, b, y, xf_ws, yw_ws, KH, KW, PH, PW, has_bias):
 #
 # with gw_n the gradient laid on the same wide grid as the forward output (zeros in the thrown-away
 # columns, so they add nothing) and offs[k] = c*LX + p*WP + q the start of tap k's run.  For each
-# pair (o, k) that is one long dot product, over all images and positions.  The tiling: a task owns
-# 4 output channels x 4 taps, keeps their 16 sums in registers from the first image to the last,
-# and for every image reads 4 gradient rows and 4 shifted input runs (8 loads per 16 multiply-adds).
-# Tasks never share an output, so no sum is split between threads.
+# pair (o, k) that is one long dot product, over all images and positions.  The tiling: a 4 x 4 tile
+# of 4 output channels x 4 taps keeps its 16 sums in registers over one image's positions (8 loads per
+# 16 multiply-adds) and then adds them into the output.  A task owns 4 output channels and a range of
+# tap tiles, and goes image by image: the 4 gradient rows and the padded image it reads stay in L1
+# while all its tap tiles run (going tile by tile instead, through every image for each, streamed
+# the whole batch from L3 once per tile).  Tasks never share an output, so no sum is split between
+# threads, and each output adds its images in order.
 
 
 @njit(cache=True, fastmath=True)
@@ -194,53 +197,76 @@ def _pad_batch(x, xf_all, gy, gw_all, n0, step, PH, PW, WP):
 
 
 @njit(cache=True, fastmath=True)
-def _gw_tile(xf_all, gw_all, offs, out, m, k):
-    """out[m:m+4, k:k+4] = 16 dot products over every image and wide position, in registers."""
-    N, L = gw_all.shape[0], gw_all.shape[2]
-    C, LX = xf_all.shape[1], xf_all.shape[2]
+def _gw_tile(xflat, g0, g1, g2, g3, offs, out, m, k, first):
+    """out[m:m+4, k:k+4] (+)= 16 dot products of 4 gradient rows with 4 shifted input runs of one image."""
     z = out.dtype.type(0)
     c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = z
     c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = z
-    for n in range(N):
-        xflat = xf_all[n].reshape(C * LX)
-        g0, g1, g2, g3 = gw_all[n, m], gw_all[n, m + 1], gw_all[n, m + 2], gw_all[n, m + 3]
-        x0 = xflat[offs[k]:]
-        x1 = xflat[offs[k + 1]:]
-        x2 = xflat[offs[k + 2]:]
-        x3 = xflat[offs[k + 3]:]
-        for s in range(L):
-            a0, a1, a2, a3 = g0[s], g1[s], g2[s], g3[s]
-            v0, v1, v2, v3 = x0[s], x1[s], x2[s], x3[s]
-            c00 += a0 * v0
-            c01 += a0 * v1
-            c02 += a0 * v2
-            c03 += a0 * v3
-            c10 += a1 * v0
-            c11 += a1 * v1
-            c12 += a1 * v2
-            c13 += a1 * v3
-            c20 += a2 * v0
-            c21 += a2 * v1
-            c22 += a2 * v2
-            c23 += a2 * v3
-            c30 += a3 * v0
-            c31 += a3 * v1
-            c32 += a3 * v2
-            c33 += a3 * v3
-    out[m, k], out[m, k + 1], out[m, k + 2], out[m, k + 3] = c00, c01, c02, c03
-    out[m + 1, k], out[m + 1, k + 1], out[m + 1, k + 2], out[m + 1, k + 3] = c10, c11, c12, c13
-    out[m + 2, k], out[m + 2, k + 1], out[m + 2, k + 2], out[m + 2, k + 3] = c20, c21, c22, c23
-    out[m + 3, k], out[m + 3, k + 1], out[m + 3, k + 2], out[m + 3, k + 3] = c30, c31, c32, c33
+    x0 = xflat[offs[k]:]
+    x1 = xflat[offs[k + 1]:]
+    x2 = xflat[offs[k + 2]:]
+    x3 = xflat[offs[k + 3]:]
+    for s in range(g0.shape[0]):
+        a0, a1, a2, a3 = g0[s], g1[s], g2[s], g3[s]
+        v0, v1, v2, v3 = x0[s], x1[s], x2[s], x3[s]
+        c00 += a0 * v0
+        c01 += a0 * v1
+        c02 += a0 * v2
+        c03 += a0 * v3
+        c10 += a1 * v0
+        c11 += a1 * v1
+        c12 += a1 * v2
+        c13 += a1 * v3
+        c20 += a2 * v0
+        c21 += a2 * v1
+        c22 += a2 * v2
+        c23 += a2 * v3
+        c30 += a3 * v0
+        c31 += a3 * v1
+        c32 += a3 * v2
+        c33 += a3 * v3
+    if first:
+        out[m, k], out[m, k + 1], out[m, k + 2], out[m, k + 3] = c00, c01, c02, c03
+        out[m + 1, k], out[m + 1, k + 1], out[m + 1, k + 2], out[m + 1, k + 3] = c10, c11, c12, c13
+        out[m + 2, k], out[m + 2, k + 1], out[m + 2, k + 2], out[m + 2, k + 3] = c20, c21, c22, c23
+        out[m + 3, k], out[m + 3, k + 1], out[m + 3, k + 2], out[m + 3, k + 3] = c30, c31, c32, c33
+    else:
+        r0, r1, r2, r3 = out[m], out[m + 1], out[m + 2], out[m + 3]
+        r0[k] += c00
+        r0[k + 1] += c01
+        r0[k + 2] += c02
+        r0[k + 3] += c03
+        r1[k] += c10
+        r1[k + 1] += c11
+        r1[k + 2] += c12
+        r1[k + 3] += c13
+        r2[k] += c20
+        r2[k + 1] += c21
+        r2[k + 2] += c22
+        r2[k + 3] += c23
+        r3[k] += c30
+        r3[k + 1] += c31
+        r3[k + 2] += c32
+        r3[k + 3] += c33
 
 
 @njit(cache=True, fastmath=True)
-def _gw_task(xf_all, gw_all, offs, out, t, k_tiles):
-    """Task t: the 4 x 4 tile at row block t // k_tiles, tap block t % k_tiles.
+def _gw_task(xf_all, gw_all, offs, out, t, k_groups, k_tiles):
+    """Task t: output rows 4*(t // k_groups) ... + 3 and its share (t % k_groups of k_groups) of the
+    k_tiles tap tiles, image by image.
 
     The caller pads O and R up to multiples of 4 (zero gradient rows; extra taps that read tap 0's
     run), so every tile is whole, and drops the padded rows and columns afterwards.
     """
-    _gw_tile(xf_all, gw_all, offs, out, (t // k_tiles) * 4, (t % k_tiles) * 4)
+    m = (t // k_groups) * 4
+    g = t % k_groups
+    kt0, kt1 = g * k_tiles // k_groups, (g + 1) * k_tiles // k_groups
+    C, LX = xf_all.shape[1], xf_all.shape[2]
+    for n in range(gw_all.shape[0]):
+        xflat = xf_all[n].reshape(C * LX)
+        g0, g1, g2, g3 = gw_all[n, m], gw_all[n, m + 1], gw_all[n, m + 2], gw_all[n, m + 3]
+        for kt in range(kt0, kt1):
+            _gw_tile(xflat, g0, g1, g2, g3, offs, out, m, kt * 4, n == 0)
 
 
 @njit(cache=True)
@@ -259,7 +285,8 @@ def conv2d_direct_grad_weight(x, gy, out, xf_all, gw_all, KH, KW, PH, PW, T):
     Twin: reference.conv2d_grad_weight.
 
     First, in parallel over images, every image is padded (xf_all (N, C, LX)) and every gradient laid
-    on the wide grid (gw_all (N, O, OH*WP)); then, in parallel over 4 x 4 output tiles, ``_gw_task``.
+    on the wide grid (gw_all (N, O, OH*WP)); then, in parallel over tasks of 4 output channels and a
+    share of the taps (about 2 per thread), ``_gw_task``.
     """
     WP = x.shape[3] + 2 * PW
     for t in prange(T):
@@ -267,8 +294,9 @@ def conv2d_direct_grad_weight(x, gy, out, xf_all, gw_all, KH, KW, PH, PW, T):
     O, R = out.shape
     offs = _tap_offsets(R, x.shape[1] * KH * KW, KH, KW, xf_all.shape[2], WP)
     k_tiles = R // 4
-    for t in prange((O // 4) * k_tiles):
-        _gw_task(xf_all, gw_all, offs, out, t, k_tiles)
+    k_groups = min(k_tiles, (2 * T + O // 4 - 1) // (O // 4))  # at least 2 tasks per thread where possible
+    for t in prange((O // 4) * k_groups):
+        _gw_task(xf_all, gw_all, offs, out, t, k_groups, k_tiles)
 
 
 @njit(cache=True, fastmath=True)
@@ -279,5 +307,5 @@ def conv2d_direct_grad_weight_serial(x, gy, out, xf_all, gw_all, KH, KW, PH, PW,
     R = out.shape[1]
     offs = _tap_offsets(R, x.shape[1] * KH * KW, KH, KW, xf_all.shape[2], WP)
     k_tiles = R // 4
-    for t in range((out.shape[0] // 4) * k_tiles):
-        _gw_task(xf_all, gw_all, offs, out, t, k_tiles)
+    for t in range(out.shape[0] // 4):
+        _gw_task(xf_all, gw_all, offs, out, t, 1, k_tiles)
