@@ -123,6 +123,7 @@ GEOMETRIES = [
     (2, 32, 8, 8, 64, 5, 5, 2, 2),     # its conv3 (two panels of 32 output channels)
     (3, 10, 11, 13, 120, 3, 5, 1, 0),  # a partial last panel (120 = 3 x 32 + 24), rows of 9 outputs
     (1, 17, 5, 19, 32, 4, 2, 0, 1),    # even kernel sizes, KW*C = 34 (not whole blocks of 8)
+    (5, 8, 20, 20, 32, 5, 5, 2, 2),    # grad-weight sums 2000 positions: GW_KC = 1024, then a partial chunk
 ]
 
 

@@ -537,7 +537,8 @@ def conv2d_rows_serial(x, wr, bias8, y, PH, PW, offs, xf_ws, yw_ws):
 # values of s) and each of the T tasks takes an equal run of blocks: it owns those rows of dWt, reads
 # each chunk of B once for all of them, sums over k in order and shares no sum with another task.
 
-GW_KC = 256  # values of k (output positions, across images) per tile call; a 256 x 32 B chunk is 32 KiB
+GW_KC = 1024  # values of k (output positions, across images) per tile call: a 1024 x 32 chunk of B is
+# 128 KiB, read from L2; longer calls spread the tile's fixed cost (about 5% faster than 256 here)
 
 
 @njit(cache=True)
