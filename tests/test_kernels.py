@@ -240,10 +240,11 @@ def test_serial_and_parallel_drivers_give_identical_bits():
         assert ys[0].tobytes() == ys[1].tobytes()
         gy = rand(rng, (5, 8, 9, 8), dt)
         gws = [np.empty((8, 28), dt) for _ in range(2)]
-        for kernel, T, out in ((cpu_direct.conv2d_direct_grad_weight, 2, gws[0]),
-                               (cpu_direct.conv2d_direct_grad_weight_serial, 1, gws[1])):
-            kernel(x, gy, out, np.empty((5, 3, 11 * 10 + 2), dt), np.empty((5, 8, 9 * 10), dt), 3, 3, 1, 1, T)
-        assert gws[0].tobytes() == gws[1].tobytes()
+        sums = [np.empty((5, 8), dt) for _ in range(2)]
+        for kernel, T, out, bsum in ((cpu_direct.conv2d_direct_grad_weight, 2, gws[0], sums[0]),
+                                     (cpu_direct.conv2d_direct_grad_weight_serial, 1, gws[1], sums[1])):
+            kernel(x, gy, out, bsum, np.empty((5, 3, 11 * 10 + 2), dt), np.empty((5, 8, 9 * 10), dt), 3, 3, 1, 1, T)
+        assert gws[0].tobytes() == gws[1].tobytes() and sums[0].tobytes() == sums[1].tobytes()
         gy3, xs = gy.reshape(5, 8, 72), rand(rng, (5, 3, 9, 8), dt)
         g1, g2 = np.empty((8, 27), dt), np.empty((8, 27), dt)
         cpu_conv.conv2d_grad_weight(xs, gy3, g1, 3, 3, 1, 1, 1, 1, 9, 8)

@@ -168,10 +168,12 @@ def test_packed_convolution_drivers_serial_and_parallel_give_identical_bits(dtyp
     sp, op = -(-kw * c // 8) * 8, -(-o // 32) * 32
     gws = [np.empty((kh, sp, op), dtype) for _ in range(2)]
     workspaces = (np.empty((n, hp * wp * c + 8), dtype), np.empty((op // 32, n * gy[0, 0].size * 32), dtype))
-    cpu_packed.conv2d_packed_grad_weight_serial(x, gy, gws[0], *workspaces, ph, pw)
+    sums = [np.empty((n, o), dtype) for _ in range(2)]
+    cpu_packed.conv2d_packed_grad_weight_serial(x, gy, gws[0], sums[0], *workspaces, ph, pw)
     for threads in (2, 3):
-        cpu_packed.conv2d_packed_grad_weight(x, gy, gws[1], *workspaces, ph, pw, threads)
+        cpu_packed.conv2d_packed_grad_weight(x, gy, gws[1], sums[1], *workspaces, ph, pw, threads)
         assert gws[0][:, :kw * c, :o].tobytes() == gws[1][:, :kw * c, :o].tobytes()
+        assert sums[0].tobytes() == sums[1].tobytes()
 
 
 def test_packed_convolution_is_not_used_where_it_would_waste_work():
@@ -232,3 +234,24 @@ def test_channel_row_convolution_serial_and_parallel_give_the_same_bits():
 def test_channel_row_convolution_is_not_used_for_short_sums():
     assert not cpu._use_rows((1, 1), 75)      # LeNet-5's and the CIFAR-10 net's first layers: direct
     assert not cpu._use_rows((2, 2), 400)     # stride 2: im2col
+
+
+@pytest.mark.parametrize("geometry,stride", [
+    ((3, 32, 16, 16, 32, 5, 5, 2, 2), (1, 1)),   # packed grad-weight
+    ((3, 3, 12, 12, 6, 5, 5, 0, 0), (1, 1)),     # direct grad-weight (LeNet-5's first layer, smaller)
+    ((2, 4, 9, 9, 5, 3, 3, 1, 1), (2, 2)),       # im2col (stride 2)
+])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grad_params_give_the_bias_gradient_from_the_same_pass(geometry, stride, dtype, assert_close):
+    n, c, h, w, o, kh, kw, ph, pw = geometry
+    rng = np.random.default_rng(sum(geometry))
+    x, wt = rand(rng, (n, c, h, w), dtype), rand(rng, (o, c, kh, kw), dtype)
+    oh, ow = (h + 2 * ph - kh) // stride[0] + 1, (w + 2 * pw - kw) // stride[1] + 1
+    gy = rand(rng, (n, o, oh, ow), dtype)
+    gw, gb = cpu.conv2d_grad_params(gy, x, wt.shape, stride, (ph, pw), True)
+    ref_w, ref_b = reference.conv2d_grad_params(gy, x, wt.shape, stride, (ph, pw), True)
+    assert_close(gw, ref_w, RTOL[dtype], "grad-weight")
+    assert gb.dtype == dtype and gb.shape == (o,)
+    assert_close(gb, ref_b, RTOL[dtype], "grad-bias")
+    assert cpu.conv2d_grad_params(gy, x, wt.shape, stride, (ph, pw), False)[1] is None
+

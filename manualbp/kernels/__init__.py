@@ -49,6 +49,11 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
     return _impl().conv2d_grad_weight(grad_y, x, w_shape, stride, padding)
 
 
+def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias):
+    """(dL/dw, dL/db or None): the weight gradient and, in the same pass over grad_y, the bias's."""
+    return _impl().conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias)
+
+
 def maxpool2d_forward(x, kernel_size, stride, padding):
     """Window maxima and, per output, the flat index h*W+w of the (first) maximum in its plane."""
     return _impl().maxpool2d_forward(x, kernel_size, stride, padding)

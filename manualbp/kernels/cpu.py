@@ -284,15 +284,28 @@ def conv2d_grad_input(grad_y, w, x_shape, stride, padding):
 
 def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
     """dL/dw, (O, C, KH, KW), eqs. (K4), (K8).  Twin of reference.conv2d_grad_weight; see its docstring."""
+    return conv2d_grad_params(grad_y, x, w_shape, stride, padding, False)[0]
+
+
+def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias):
+    """(dL/dw, dL/db or None), eqs. (K4), (K3).  Twin of reference.conv2d_grad_params.
+
+    For stride 1 the kernels that lay dL/dy out for grad-weight also sum each image's channels, so the
+    bias gradient costs no second pass over dL/dy: dL/db = those sums added over the images, in order.
+    """
     gy = np.ascontiguousarray(grad_y)
     x = np.ascontiguousarray(x, dtype=gy.dtype)
     N, O, OH, OW = gy.shape
     _, C, KH, KW = (int(s) for s in w_shape)
     SH, SW = _ints(stride)
     PH, PW = _ints(padding)
-    gw = np.empty((O, C * KH * KW), dtype=gy.dtype)
     parallel = N * O * C * KH * KW * OH * OW >= PARALLEL_MIN_MACS
     H, W = x.shape[2], x.shape[3]
+    bsum = workspace("bias-sums", (N, O), gy.dtype)  # bsum[n, o] = sum of dL/dy[n, o]
+
+    def bias():
+        return bsum.sum(axis=0) if with_bias else None  # (K3): the images' sums, added in order
+
     if _use_packed((SH, SW), O, C * KH * KW):  # 8 x 32 tiles on channels-last images (cpu_packed.py)
         HP, WP = H + 2 * PH, W + 2 * PW
         SP, OP = _up(KW * C, cpu_packed.MR), _up(O, cpu_packed.NR)
@@ -300,11 +313,11 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
         gb = workspace("grad-panels", (OP // cpu_packed.NR, N * OH * OW * cpu_packed.NR), gy.dtype)
         dWt = np.empty((KH, SP, OP), dtype=gy.dtype)
         if parallel:
-            cpu_packed.conv2d_packed_grad_weight(x, gy, dWt, xh, gb, PH, PW, numba.get_num_threads())
+            cpu_packed.conv2d_packed_grad_weight(x, gy, dWt, bsum, xh, gb, PH, PW, numba.get_num_threads())
         else:
-            cpu_packed.conv2d_packed_grad_weight_serial(x, gy, dWt, xh, gb, PH, PW)
+            cpu_packed.conv2d_packed_grad_weight_serial(x, gy, dWt, bsum, xh, gb, PH, PW)
         # dWt[p, q*C + c, o] = dL/dw[o, c, p, q]
-        return np.ascontiguousarray(dWt[:, :KW * C, :O].reshape(KH, KW, C, O).transpose(3, 2, 0, 1))
+        return np.ascontiguousarray(dWt[:, :KW * C, :O].reshape(KH, KW, C, O).transpose(3, 2, 0, 1)), bias()
     if _use_direct((SH, SW)):  # shifted runs of the padded images instead of im2col (cpu_direct.py)
         HP, WP = H + 2 * PH, W + 2 * PW
         O4, R4 = _up4(O), _up4(C * KH * KW)  # whole 4 x 4 tiles: zero rows, repeated taps, dropped after
@@ -314,11 +327,12 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
         gw4 = np.empty((O4, R4), dtype=gy.dtype)
         T = max(1, min(numba.get_num_threads(), N)) if parallel else 1
         kernel = cpu_direct.conv2d_direct_grad_weight if parallel else cpu_direct.conv2d_direct_grad_weight_serial
-        kernel(x, gy, gw4, xf, gw_wide, KH, KW, PH, PW, T)
-        return np.ascontiguousarray(gw4[:O, :C * KH * KW]).reshape(O, C, KH, KW)
+        kernel(x, gy, gw4, bsum, xf, gw_wide, KH, KW, PH, PW, T)
+        return np.ascontiguousarray(gw4[:O, :C * KH * KW]).reshape(O, C, KH, KW), bias()
+    gw = np.empty((O, C * KH * KW), dtype=gy.dtype)
     kernel = cpu_conv.conv2d_grad_weight if parallel else cpu_conv.conv2d_grad_weight_serial
     kernel(x, gy.reshape(N, O, OH * OW), gw, KH, KW, SH, SW, PH, PW, OH, OW)
-    return gw.reshape(O, C, KH, KW)
+    return gw.reshape(O, C, KH, KW), (gy.sum(axis=(0, 2, 3)) if with_bias else None)  # (K3)
 
 
 # --- max-pooling -------------------------------------------------------------------------------------

@@ -169,6 +169,13 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
     return grad_w
 
 
+def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias):
+    """(dL/dw, dL/db) of a 2-D convolution: ``conv2d_grad_weight`` and, if ``with_bias``, the bias
+    gradient, dL/db[o] = sum over n, i, j of grad_y[n, o, i, j] (eq. (K3)); else (dL/dw, None)."""
+    grad_w = conv2d_grad_weight(grad_y, x, w_shape, stride, padding)
+    return grad_w, (grad_y.sum(axis=(0, 2, 3)) if with_bias else None)  # eq. (K3)
+
+
 # --- max-pooling -------------------------------------------------------------------------------------
 
 

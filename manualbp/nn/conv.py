@@ -93,10 +93,11 @@ class Conv2d(Module):
         if g.shape != expected:
             raise ValueError(
                 f"{self._name()}.backward: expected grad_output of shape {expected}, got {tuple(g.shape)}")
-        self.weight.accumulate_grad(
-            kernels.conv2d_grad_weight(g, x, self.weight.shape, self.stride, self.padding))  # eq. (K4)
+        grad_w, grad_b = kernels.conv2d_grad_params(g, x, self.weight.shape, self.stride, self.padding,
+                                                    self.bias is not None)  # eqs. (K4), (K3)
+        self.weight.accumulate_grad(grad_w)
         if self.bias is not None:
-            self.bias.accumulate_grad(g.sum(axis=(0, 2, 3)))  # eq. (K3)
+            self.bias.accumulate_grad(grad_b)
         if not input_grad:  # nobody needs dL/dx (the images of a training step)
             return None
         return kernels.conv2d_grad_input(g, self.weight.data, x.shape, self.stride, self.padding)  # eq. (K5)
