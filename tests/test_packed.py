@@ -158,7 +158,7 @@ def test_packed_convolution_drivers_serial_and_parallel_give_identical_bits(dtyp
     n, c, h, w = x.shape
     o, _, kh, kw = wt.shape
     hp, wp = h + 2 * ph, w + 2 * pw
-    packed = cpu_packed.pack_weights(wt.reshape(o, -1))
+    packed = cpu_packed.pack_panels(wt.reshape(o, -1), 32)
     r = np.arange(c * kh * kw)
     offs = (r // (kh * kw)) * (hp * wp) + ((r // kw) % kh) * wp + r % kw
     ys = [np.empty(gy.shape, dtype) for _ in range(2)]
@@ -218,7 +218,7 @@ def test_channel_row_convolution_serial_and_parallel_give_the_same_bits():
     hp, wp = h + 2 * ph, w + 2 * pw
     oh, ow = hp - kh + 1, wp - kw + 1
     offs = cpu._tap_offsets(c, kh, kw, hp, wp)
-    wr = cpu_packed.pack_weight_rows(w2)
+    wr = cpu_packed.pack_panels(w2, 8)
     ys = []
     for kernel, workers in ((cpu_packed.conv2d_rows_serial, 1), (cpu_packed.conv2d_rows, 2),
                             (cpu_packed.conv2d_rows, 3)):

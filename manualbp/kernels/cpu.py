@@ -190,7 +190,7 @@ def _packed(x, w2, b, y, KH, KW, PH, PW):
     O, R = w2.shape
     OH, OW = y.shape[2], y.shape[3]
     HP, WP = H + 2 * PH, W + 2 * PW
-    wt = cpu_packed.pack_weights(w2)
+    wt = cpu_packed.pack_panels(w2, cpu_packed.NR)
     offs = _tap_offsets(C, KH, KW, HP, WP)
     T = _workers(N, N * O * R * OH * OW)
     xf = workspace("padded-flat", (T, C * HP * WP + WP + cpu_packed.MR), x.dtype)  # + slack past the image
@@ -213,7 +213,7 @@ def _rows(x, w2, b, y, KH, KW, PH, PW):
     O, R = w2.shape
     OH = y.shape[2]
     HP, WP = H + 2 * PH, W + 2 * PW
-    wr = cpu_packed.pack_weight_rows(w2)
+    wr = cpu_packed.pack_panels(w2, cpu_packed.MR)
     bias8 = b if O % cpu_packed.MR == 0 else np.concatenate([b, np.zeros(wr.shape[0] * cpu_packed.MR - O, b.dtype)])
     offs = _tap_offsets(C, KH, KW, HP, WP)
     T = _workers(N, N * O * R * OH * WP)

@@ -363,17 +363,17 @@ def matmul_packed_serial(A, ta, B, tb, C, Bp, Ap):
 
 
 @njit(cache=True)
-def pack_weights(w2):
-    """The B panels of a convolution's weights: out[jb][r*32 + j] = w2[32*jb + j, r], zero past O."""
+def pack_panels(w2, width):
+    """w2 (O, R) in panels of ``width`` output channels: out[b][r*width + i] = w2[width*b + i, r], zero past
+    O.  Width 32: the B panels of ``conv2d_packed``; width 8: the A panels of ``conv2d_rows``."""
     O, R = w2.shape
-    nb = (O + NR - 1) // NR
-    out = np.zeros((nb, R * NR), dtype=w2.dtype)
+    out = np.zeros(((O + width - 1) // width, R * width), dtype=w2.dtype)
     for o in range(O):
-        dst = out[o // NR]
+        dst = out[o // width]
         src = w2[o]
-        j = o % NR
+        i = o % width
         for r in range(R):
-            dst[r * NR + j] = src[r]
+            dst[r * width + i] = src[r]
     return out
 
 
@@ -418,7 +418,7 @@ def _conv_images(x, wt, bias, y, xf, offs, kofs, tmp, zeros8, n0, step, PH, PW):
 @njit(cache=True, fastmath=True, parallel=True)
 def conv2d_packed(x, wt, bias, y, PH, PW, offs, xf_ws):
     """y (N, O, OH, OW) = stride-1 convolution of x (N, C, H, W) (eq. (K1)); grad-input is this with the
-    flipped kernel (K6).  Weights packed by ``pack_weights`` into panels of 32 output channels.
+    flipped kernel (K6).  Weights packed by ``pack_panels(w2, 32)`` into panels of 32 output channels.
 
     The tile takes 8 neighbouring output positions of one output row as its rows and 32 output
     channels as its columns, k running over the taps r = (c, p, q), R of them.  Pad the image and
@@ -456,20 +456,6 @@ def conv2d_packed_serial(x, wt, bias, y, PH, PW, offs, xf_ws):
 # into blocks of 8 output channels.
 
 
-@njit(cache=True)
-def pack_weight_rows(w2):
-    """The A panels of a convolution's weights: out[ib][r*8 + i] = w2[8*ib + i, r], zero past O."""
-    O, R = w2.shape
-    out = np.zeros(((O + MR - 1) // MR, R * MR), dtype=w2.dtype)
-    for o in range(O):
-        dst = out[o // MR]
-        src = w2[o]
-        i = o % MR
-        for r in range(R):
-            dst[r * MR + i] = src[r]
-    return out
-
-
 @njit(cache=True, fastmath=True)
 def _conv_rows_images(x, wr, bias8, y, xf, yw, offs, aoffs, n0, step, PH, PW):
     """Images n0, n0 + step, ... of a stride-1 convolution (see ``conv2d_rows``)."""
@@ -494,7 +480,7 @@ def _conv_rows_images(x, wr, bias8, y, xf, yw, offs, aoffs, n0, step, PH, PW):
 @njit(cache=True, fastmath=True, parallel=True)
 def conv2d_rows(x, wr, bias8, y, PH, PW, offs, xf_ws, yw_ws):
     """y (N, O, OH, OW) = stride-1 convolution of x (N, C, H, W) (eq. (K1)), for few output channels;
-    grad-input is this with the flipped kernel (K6).  Weights packed by ``pack_weight_rows``; bias8 is
+    grad-input is this with the flipped kernel (K6).  Weights packed by ``pack_panels(w2, 8)``; bias8 is
     the bias padded with zeros to whole blocks of 8.
 
     The tile's rows are 8 output channels, its columns 32 outputs of the wide grid, k running over
