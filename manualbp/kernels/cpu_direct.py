@@ -176,9 +176,9 @@ def conv2d_direct_serial(x, w2, b, y, xf_ws, yw_ws, KH, KW, PH, PW, has_bias):
 
 
 @njit(cache=True, fastmath=True)
-def _pad_batch(x, xf_all, gy, gw_all, bsum, n0, step, PH, PW, WP):
+def _pad_batch(x, xf_all, gy, gw_all, n0, step, PH, PW, WP):
     """xf_all[n] = padded, flattened x[n]; gw_all[n] = gy[n] on the wide grid (zero extra columns, and
-    zero rows beyond gy's channels); bsum[n, o] = the sum of gy[n, o] (for the bias gradient, (K3))."""
+    zero rows beyond gy's channels)."""
     OH, OW = gy.shape[2], gy.shape[3]
     zero = gy.dtype.type(0)
     for n in range(n0, x.shape[0], step):
@@ -189,14 +189,11 @@ def _pad_batch(x, xf_all, gy, gw_all, bsum, n0, step, PH, PW, WP):
                 row[s] = zero
         for o in range(gy.shape[1]):
             row = gw_all[n, o]
-            total = zero
             for i in range(OH):
                 dst = row[i * WP:]
                 src = gy[n, o, i]
                 for j in range(OW):
                     dst[j] = src[j]
-                    total += src[j]
-            bsum[n, o] = total
 
 
 @njit(cache=True, fastmath=True)
@@ -282,18 +279,18 @@ def _tap_offsets(R, R_real, KH, KW, LX, WP):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def conv2d_direct_grad_weight(x, gy, out, bsum, xf_all, gw_all, KH, KW, PH, PW, T):
+def conv2d_direct_grad_weight(x, gy, out, xf_all, gw_all, KH, KW, PH, PW, T):
     """out = dL/dW2 of a stride-1 convolution, eq. (K4), with O and C*KH*KW padded up to multiples of 4.
 
     Twin: reference.conv2d_grad_weight.
 
     First, in parallel over images, every image is padded (xf_all (N, C, LX)) and every gradient laid
-    on the wide grid (gw_all (N, O, OH*WP)), its per-channel sums going to bsum (N, O) on the way; then, in parallel over tasks of 4 output channels and a
+    on the wide grid (gw_all (N, O, OH*WP)); then, in parallel over tasks of 4 output channels and a
     share of the taps (about 2 per thread), ``_gw_task``.
     """
     WP = x.shape[3] + 2 * PW
     for t in prange(T):
-        _pad_batch(x, xf_all, gy, gw_all, bsum, t, T, PH, PW, WP)
+        _pad_batch(x, xf_all, gy, gw_all, t, T, PH, PW, WP)
     O, R = out.shape
     offs = _tap_offsets(R, x.shape[1] * KH * KW, KH, KW, xf_all.shape[2], WP)
     k_tiles = R // 4
@@ -303,10 +300,10 @@ def conv2d_direct_grad_weight(x, gy, out, bsum, xf_all, gw_all, KH, KW, PH, PW, 
 
 
 @njit(cache=True, fastmath=True)
-def conv2d_direct_grad_weight_serial(x, gy, out, bsum, xf_all, gw_all, KH, KW, PH, PW, T):
+def conv2d_direct_grad_weight_serial(x, gy, out, xf_all, gw_all, KH, KW, PH, PW, T):
     """``conv2d_direct_grad_weight`` on the calling thread alone (same tiles, same sums)."""
     WP = x.shape[3] + 2 * PW
-    _pad_batch(x, xf_all, gy, gw_all, bsum, 0, 1, PH, PW, WP)
+    _pad_batch(x, xf_all, gy, gw_all, 0, 1, PH, PW, WP)
     R = out.shape[1]
     offs = _tap_offsets(R, x.shape[1] * KH * KW, KH, KW, xf_all.shape[2], WP)
     k_tiles = R // 4

@@ -528,10 +528,9 @@ GW_KC = 1024  # values of k (output positions, across images) per tile call: a 1
 
 
 @njit(cache=True)
-def _channels_last(x, gy, xh, gb, bsum, n, PH, PW):
+def _channels_last(x, gy, xh, gb, n, PH, PW):
     """xh[n] = x[n] padded and channels-last, flat ((h*WP + w)*C + c), zeros after the image;
-    gb[ob, (n*P + pos)*32 + j] = gy[n, 32*ob + j, pos] (zeros past O); bsum[n, o] = the sum of gy[n, o]
-    (for the bias gradient, (K3), while gy[n] is in cache)."""
+    gb[ob, (n*P + pos)*32 + j] = gy[n, 32*ob + j, pos] (zeros past O)."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     WP = W + 2 * PW
     O = gy.shape[1]
@@ -553,11 +552,8 @@ def _channels_last(x, gy, xh, gb, bsum, n, PH, PW):
             o = ob * NR + j
             if o < O:
                 src = gyn[o]
-                total = zero
                 for pos in range(P):
                     panel[pos * NR + j] = src[pos]
-                    total += src[pos]
-                bsum[n, o] = total
             else:
                 for pos in range(P):
                     panel[pos * NR + j] = zero
@@ -597,12 +593,11 @@ def _positions(N, L, OH, OW, WP, C):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def conv2d_packed_grad_weight(x, gy, dWt, bsum, xh, gb, PH, PW, T):
+def conv2d_packed_grad_weight(x, gy, dWt, xh, gb, PH, PW, T):
     """dWt (KH, SP, OP): dWt[p, q*C + c, o] = dL/dw[o, c, p, q] for a stride-1 convolution (eq. (K4));
     SP = KW*C rounded up to 8 and OP = O rounded up to 32 (the extra rows and columns are scratch).
 
-    xh (N, HP*WP*C + 8) and gb (OP/32, N*P*32) are workspaces; bsum (N, O) receives each image's
-    per-channel sums of dL/dy (the bias gradient is their sum over images, (K3)).  Two parallel passes: lay out
+    xh (N, HP*WP*C + 8) and gb (OP/32, N*P*32) are workspaces.  Two parallel passes: lay out
     every image (prange over images), then prange over T tasks, each an equal run of the KH * SP/8
     blocks of 8 rows of dWt (T: the thread count).  No sum is split between tasks, so the result
     does not depend on T.
@@ -612,7 +607,7 @@ def conv2d_packed_grad_weight(x, gy, dWt, bsum, xh, gb, PH, PW, T):
     WP = W + 2 * PW
     KH, SP = dWt.shape[0], dWt.shape[1]
     for n in prange(N):
-        _channels_last(x, gy, xh, gb, bsum, n, PH, PW)
+        _channels_last(x, gy, xh, gb, n, PH, PW)
     aoffs = _positions(N, xh.shape[1], OH, OW, WP, C)
     boffs = np.arange(GW_KC) * NR  # row k of a chunk of a B panel starts at 32*k
     zeros8 = np.zeros(MR, dtype=dWt.dtype)
@@ -626,14 +621,14 @@ def conv2d_packed_grad_weight(x, gy, dWt, bsum, xh, gb, PH, PW, T):
 
 
 @njit(cache=True, fastmath=True)
-def conv2d_packed_grad_weight_serial(x, gy, dWt, bsum, xh, gb, PH, PW):
+def conv2d_packed_grad_weight_serial(x, gy, dWt, xh, gb, PH, PW):
     """``conv2d_packed_grad_weight`` on the calling thread alone (small batches): the same sums."""
     N, C, W = x.shape[0], x.shape[1], x.shape[3]
     OH, OW = gy.shape[2], gy.shape[3]
     WP = W + 2 * PW
     KH, SP = dWt.shape[0], dWt.shape[1]
     for n in range(N):
-        _channels_last(x, gy, xh, gb, bsum, n, PH, PW)
+        _channels_last(x, gy, xh, gb, n, PH, PW)
     aoffs = _positions(N, xh.shape[1], OH, OW, WP, C)
     boffs = np.arange(GW_KC) * NR
     zeros8 = np.zeros(MR, dtype=dWt.dtype)
