@@ -40,6 +40,10 @@ How each operation maps onto the tile:
   positions is 8 consecutive floats, at offs[r] + i*WP + j0); B is the weights, packed once per call
   into panels of 32 output channels.  The 8 x 32 block is then written out channels first.  Grad-input
   is the same kernel, run on dL/dy with the flipped kernel (K6).
+- the same with fewer than 32 output channels (``conv2d_rows``): the tile turned around, its 8 rows 8
+  output channels (A: the weights, packed into panels of 8) and its 32 columns 32 consecutive outputs of
+  the wide grid s = i*WP + j (B: read in place, 32 consecutive floats at offs[r] + s0), written to a
+  wide output whose columns j >= OW are then dropped.
 - convolution grad-weight (``conv2d_packed_grad_weight``): the images are laid out channels-last
   (NHWC), padded, and the product is taken as dL/dw^T = col . G^T with k running over output
   positions: for tap row p, the rows r = (q, c) of col at position (i, j) are the KW*C consecutive
