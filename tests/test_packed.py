@@ -253,3 +253,14 @@ def test_grad_params_give_weight_and_bias_gradients(geometry, stride, dtype, ass
     assert_close(gb, ref_b, RTOL[dtype], "grad-bias")
     assert cpu.conv2d_grad_params(gy, x, wt.shape, stride, (ph, pw), False)[1] is None
 
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_sums_of_a_large_gradient_match_numpy(dtype, assert_close):
+    """Above PARALLEL_MIN_ELEMENTS the bias gradient comes from cpu._bias_sums (a channel per thread)."""
+    rng = np.random.default_rng(5)
+    gy = rand(rng, (9, 7, 64, 66), dtype)
+    assert gy.size >= cpu.PARALLEL_MIN_ELEMENTS
+    x, wt = rand(rng, (9, 2, 64, 66), dtype), np.zeros((7, 2, 1, 1), dtype)
+    _, gb = cpu.conv2d_grad_params(gy, x, wt.shape, (1, 1), (0, 0), True)
+    assert_close(gb, gy.astype(np.float64).sum(axis=(0, 2, 3)), RTOL[dtype])

@@ -50,7 +50,8 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
 
 
 def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias):
-    """(dL/dw, dL/db or None): the weight gradient and, in the same pass over grad_y, the bias's."""
+    """(dL/dw, dL/db or None): the weight gradient and, if ``with_bias``, the bias's (sum of grad_y over
+    all but the channel axis)."""
     return _impl().conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias)
 
 

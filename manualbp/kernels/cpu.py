@@ -44,7 +44,15 @@ import numpy as np
 from numba import njit, prange
 
 from . import cpu_conv, cpu_direct, cpu_packed, cpu_train
-from .cpu_gemm import PARALLEL_MIN_MACS, matmul_nn, matmul_nn_serial, matmul_nt, matmul_nt_serial, transpose
+from .cpu_gemm import (
+    PARALLEL_MIN_ELEMENTS,
+    PARALLEL_MIN_MACS,
+    matmul_nn,
+    matmul_nn_serial,
+    matmul_nt,
+    matmul_nt_serial,
+    transpose,
+)
 
 # Labels (K7), (K8) (the im2col view of a convolution) are explained in cpu_conv.py.
 
@@ -286,7 +294,8 @@ def conv2d_grad_input(grad_y, w, x_shape, stride, padding):
 def _bias_sums(g3, out):
     """out[o] = sum over n and positions of g3[n, o, :], eq. (K3): each channel summed by one thread,
     plane by plane in image order, always by this one compiled loop (vectorized), so the bits do not
-    depend on the thread count.  Twice as fast as NumPy's sum over axes (0, 2, 3) on 2 threads."""
+    depend on the thread count.  (The CIFAR-10 net's conv1 at batch 64: 0.07 ms, NumPy's sum over axes
+    (0, 2, 3) 0.35 ms.)"""
     N, O, P = g3.shape
     for o in prange(O):
         total = g3.dtype.type(0)
@@ -305,6 +314,8 @@ def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias):
     if not with_bias:
         return gw, None
     gy = np.ascontiguousarray(grad_y)
+    if gy.size < PARALLEL_MIN_ELEMENTS:  # small (a step at batch 1): not worth waking the thread pool
+        return gw, gy.sum(axis=(0, 2, 3))
     N, O = gy.shape[0], gy.shape[1]
     gb = np.empty(O, dtype=gy.dtype)
     _bias_sums(gy.reshape(N, O, gy.shape[2] * gy.shape[3]), gb)

@@ -13,9 +13,9 @@ and LLVM vectorizes it (fast-math lets it split each sum into vector lanes).  ``
 4 x 4 block of outputs in one pass over k, keeping 16 running sums in registers, so every element loaded
 from A or Bt is used 4 times (16 multiply-adds per 8 loads); edges use ``_dot4`` or ``_dot``.  The
 im2col grad-weight (``cpu_conv.py``) uses it through ``nt_region``, and ``matmul_nt`` a Linear layer's
-forward at small batches (no copy of the weights, which is what packed panels would cost).  Its cost: at the end of every tile,
-each of the 16 sums must be reduced across the lanes of a vector, which the outer-product tiles of
-``cpu_packed.py`` avoid.
+forward at small batches (no copy of the weights, which is what packed panels would cost).  The price of
+this tile: at its end each of the 16 sums must be reduced across the lanes of a vector, which the
+outer-product tiles of ``cpu_packed.py`` avoid.
 
 "NN" form, Cout[m] = sum_k A[m, k] * B[k] (rows of B added into a row of Cout, four at a time):
 ``nn_rows`` / ``matmul_nn``, for a short K and long contiguous rows (a Linear layer's backward, a

@@ -64,7 +64,7 @@ NR = 32  # columns of the register tile (B panel width): two 16-float vectors
 KC = 512  # rows of k per packed block of B in matmul: a 512 x 32 float panel is 64 KiB, read from L2 as fast
 # as from L1 by the tile (measured), and each tile call then runs 512 steps of k before it loads and stores
 # its 8 x 32 block of C (with 256 steps that fixed cost was about 8% of the call)
-MC_MAX = 96  # at most this many rows of C per matmul task (their A panels, 96 x 256 floats, stay in L2)
+MC_MAX = 96  # at most this many rows of C per matmul task (their A panels, 96 x 512 floats, stay in L2)
 
 # Every caller passes the tile's int and bool arguments as these (or as computed values), never as the
 # constants 0 or True: Numba compiles a separate copy of a function for each literal argument it is
