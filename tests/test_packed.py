@@ -124,6 +124,7 @@ GEOMETRIES = [
     (3, 10, 11, 13, 120, 3, 5, 1, 0),  # a partial last panel (120 = 3 x 32 + 24), rows of 9 outputs
     (1, 17, 5, 19, 32, 4, 2, 0, 1),    # even kernel sizes, KW*C = 34 (not whole blocks of 8)
     (5, 8, 20, 20, 32, 5, 5, 2, 2),    # grad-weight sums 2000 positions: GW_KC = 1024, then a partial chunk
+    (2, 16, 2, 9, 32, 3, 3, 3, 1),     # padding 3 > kernel 3: output rows 0 and 5 see only zeros (bias)
 ]
 
 
@@ -158,9 +159,8 @@ def test_packed_convolution_drivers_serial_and_parallel_give_identical_bits(dtyp
     n, c, h, w = x.shape
     o, _, kh, kw = wt.shape
     hp, wp = h + 2 * ph, w + 2 * pw
-    packed = cpu_packed.pack_panels(wt.reshape(o, -1), 32)
-    r = np.arange(c * kh * kw)
-    offs = (r // (kh * kw)) * (hp * wp) + ((r // kw) % kh) * wp + r % kw
+    perm, offs = cpu._row_first_taps(c, kh, kw, hp, wp)
+    packed = cpu_packed.pack_panels(wt.reshape(o, -1)[:, perm], 32)
     ys = [np.empty(gy.shape, dtype) for _ in range(2)]
     cpu_packed.conv2d_packed(x, packed, b, ys[0], ph, pw, offs, np.empty((2, c * hp * wp + wp + 8), dtype))
     cpu_packed.conv2d_packed_serial(x, packed, b, ys[1], ph, pw, offs, np.empty((1, c * hp * wp + wp + 8), dtype))
@@ -168,10 +168,34 @@ def test_packed_convolution_drivers_serial_and_parallel_give_identical_bits(dtyp
     sp, op = -(-kw * c // 8) * 8, -(-o // 32) * 32
     gws = [np.empty((kh, sp, op), dtype) for _ in range(2)]
     workspaces = (np.empty((n, hp * wp * c + 8), dtype), np.empty((op // 32, n * gy[0, 0].size * 32), dtype))
-    cpu_packed.conv2d_packed_grad_weight_serial(x, gy, gws[0], *workspaces, ph, pw)
+    visits = cpu._grad_weight_lists(c, h, w, kh, kw, ph, pw, workspaces[0].shape[1], sp)
+    cpu_packed.conv2d_packed_grad_weight_serial(x, gy, gws[0], *workspaces, ph, pw, *visits)
     for threads in (2, 3):
-        cpu_packed.conv2d_packed_grad_weight(x, gy, gws[1], *workspaces, ph, pw, threads)
+        cpu_packed.conv2d_packed_grad_weight(x, gy, gws[1], *workspaces, ph, pw, threads, *visits)
         assert gws[0][:, :kw * c, :o].tobytes() == gws[1][:, :kw * c, :o].tobytes()
+
+
+def test_packed_convolutions_skip_the_zero_padding():
+    # The CIFAR-10 net's conv3: 8 x 8 inputs padded by 2, 5 x 5 kernel, 32 channels (blocks of 8 rows
+    # s = q*C + c never straddle two values of q).
+    c, h, w, kh, kw, ph, pw = 32, 8, 8, 5, 5, 2, 2
+    hp, wp = h + 2 * ph, w + 2 * pw
+    L = c * hp * wp + 8
+    lists, ka, kb, counts = cpu._grad_weight_lists(c, h, w, kh, kw, ph, pw, L, kw * c)
+    real = [6, 7, 8, 7, 6]  # of the 8 output rows (or columns), those whose tap p (or q) reads a real pixel
+    for p in range(kh):
+        for q in range(kw):
+            assert counts[p * kw + q] == real[p] * real[q]
+        assert counts[kh * kw + p] == real[p] * 8  # the whole-row list
+    assert list(lists[:kw * c // 8]) == [q for q in range(kw) for _ in range(c // 8)]  # p = 0: one q per block
+    group = 1024 // 64
+    assert ka.shape == (kh * kw + kh, group * 64)
+    # tap (0, 0) of position (i, j) = (2, 2) of the first image: the first pixel of the image
+    k = 0
+    assert ka[0, k] == (2 * wp + 2) * c and kb[0, k] == (2 * 8 + 2) * 32
+    # the forward kernel's taps run kernel row first, so that rows of zeros are a contiguous run of k
+    perm, offs = cpu._row_first_taps(c, kh, kw, hp, wp)
+    assert list(perm[:kw + 1]) == [0, 1, 2, 3, 4, kh * kw] and offs[kw] == hp * wp
 
 
 def test_packed_convolution_is_not_used_where_it_would_waste_work():

@@ -198,8 +198,8 @@ def _packed(x, w2, b, y, KH, KW, PH, PW):
     O, R = w2.shape
     OH, OW = y.shape[2], y.shape[3]
     HP, WP = H + 2 * PH, W + 2 * PW
-    wt = cpu_packed.pack_panels(w2, cpu_packed.NR)
-    offs = _tap_offsets(C, KH, KW, HP, WP)
+    perm, offs = _row_first_taps(C, KH, KW, HP, WP)
+    wt = cpu_packed.pack_panels(w2[:, perm], cpu_packed.NR)
     T = _workers(N, N * O * R * OH * OW)
     xf = workspace("padded-flat", (T, C * HP * WP + WP + cpu_packed.MR), x.dtype)  # + slack past the image
     kernel = cpu_packed.conv2d_packed if T > 1 else cpu_packed.conv2d_packed_serial
@@ -212,6 +212,17 @@ def _tap_offsets(C, KH, KW, HP, WP):
     per shape; the kernels only read it."""
     r = np.arange(C * KH * KW)
     return (r // (KH * KW)) * (HP * WP) + ((r // KW) % KH) * WP + r % KW
+
+
+@functools.lru_cache(maxsize=64)
+def _row_first_taps(C, KH, KW, HP, WP):
+    """(perm, offs): the taps in the order k = (p, c, q), kernel row first, as ``conv2d_packed`` wants
+    them (an output row skips the kernel rows that fall in the zero padding, a contiguous run of k):
+    perm[k] = r = (c, p, q), the column of w2 = w.reshape(O, -1) that tap k is, and offs[k] where it reads
+    in the padded, flattened image.  Cached per shape; the kernels only read them."""
+    p, c, q = np.meshgrid(np.arange(KH), np.arange(C), np.arange(KW), indexing="ij")
+    perm = (c * (KH * KW) + p * KW + q).ravel()
+    return perm, _tap_offsets(C, KH, KW, HP, WP)[perm]
 
 
 def _rows(x, w2, b, y, KH, KW, PH, PW):
@@ -339,10 +350,11 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
         xh = workspace("channels-last", (N, HP * WP * C + cpu_packed.MR), gy.dtype)
         gb = workspace("grad-panels", (OP // cpu_packed.NR, N * OH * OW * cpu_packed.NR), gy.dtype)
         dWt = np.empty((KH, SP, OP), dtype=gy.dtype)
+        visits = _grad_weight_lists(C, H, W, KH, KW, PH, PW, xh.shape[1], SP)  # positions off the padding
         if parallel:
-            cpu_packed.conv2d_packed_grad_weight(x, gy, dWt, xh, gb, PH, PW, numba.get_num_threads())
+            cpu_packed.conv2d_packed_grad_weight(x, gy, dWt, xh, gb, PH, PW, numba.get_num_threads(), *visits)
         else:
-            cpu_packed.conv2d_packed_grad_weight_serial(x, gy, dWt, xh, gb, PH, PW)
+            cpu_packed.conv2d_packed_grad_weight_serial(x, gy, dWt, xh, gb, PH, PW, *visits)
         # dWt[p, q*C + c, o] = dL/dw[o, c, p, q]
         return np.ascontiguousarray(dWt[:, :KW * C, :O].reshape(KH, KW, C, O).transpose(3, 2, 0, 1))
     if _use_direct((SH, SW)):  # shifted runs of the padded images instead of im2col (cpu_direct.py)
@@ -359,6 +371,42 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
     kernel = cpu_conv.conv2d_grad_weight if parallel else cpu_conv.conv2d_grad_weight_serial
     kernel(x, gy.reshape(N, O, OH * OW), gw, KH, KW, SH, SW, PH, PW, OH, OW)
     return gw.reshape(O, C, KH, KW)
+
+
+@functools.lru_cache(maxsize=32)
+def _grad_weight_lists(C, H, W, KH, KW, PH, PW, L, SP):
+    """(lists, ka, kb, counts): the output positions that each block of 8 rows of ``conv2d_packed_grad_weight``
+    visits, those whose inputs for its tap (p, q) are real pixels, not the zero padding (see cpu_packed.py).
+
+    For a group of ``group`` = GW_KC // P images (at least 1), list g holds, in order of (u, i, j),
+    ka[g, k] = u*L + (i*WP + j)*C and kb[g, k] = (u*P + i*OW + j)*32 for image u of the group and output
+    position (i, j); counts[g] positions per image, so the first m images of a group are its first
+    m*counts[g] entries.  List p*KW + q keeps rows PH <= i + p < H + PH and columns PW <= j + q < W + PW;
+    list KH*KW + p keeps those rows and every column, for blocks whose 8 rows s = q*C + c straddle two
+    values of q (or lie in the scratch rows s >= KW*C).  lists[b] is block b's list.  Cached per shape
+    (not per batch size); the kernels only read them."""
+    MR, NR = cpu_packed.MR, cpu_packed.NR
+    OH, OW = H + 2 * PH - KH + 1, W + 2 * PW - KW + 1
+    P, WP = OH * OW, W + 2 * PW
+    group = max(1, cpu_packed.GW_KC // P)
+    u, i, j = np.meshgrid(np.arange(group), np.arange(OH), np.arange(OW), indexing="ij")
+    a_all, b_all = u * L + (i * WP + j) * C, (u * P + i * OW + j) * NR
+    G = KH * KW + KH
+    ka, kb = np.zeros((G, group * P), np.int64), np.zeros((G, group * P), np.int64)
+    counts = np.zeros(G, np.int64)
+    for p in range(KH):
+        rows = (i + p >= PH) & (i + p < H + PH)
+        for q in range(KW + 1):  # q == KW: every column
+            keep = rows & (j + q >= PW) & (j + q < W + PW) if q < KW else rows
+            g = p * KW + q if q < KW else KH * KW + p
+            n = int(keep.sum())
+            ka[g, :n], kb[g, :n], counts[g] = a_all[keep], b_all[keep], n // group
+    nsb = SP // MR
+    b = np.arange(KH * nsb)
+    p, s0 = b // nsb, (b % nsb) * MR
+    q0, q1 = s0 // C, (s0 + MR - 1) // C
+    lists = np.where((q0 == q1) & (q0 < KW), p * KW + q0, KH * KW + p).astype(np.int64)
+    return lists, ka, kb, counts
 
 
 # --- max-pooling -------------------------------------------------------------------------------------

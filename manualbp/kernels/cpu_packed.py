@@ -36,10 +36,11 @@ How each operation maps onto the tile:
   of A.  Tasks are blocks of rows of C; every C[i, j] is summed over k in blocks of KC, in order.
 - convolution forward and grad-input (``conv2d_packed``): per image, the tile's 8 rows are 8
   neighbouring output positions of one output row and its 32 columns are output channels, k running
-  over the taps r = (c, p, q).  A is read in place from the padded, flattened image (tap r of those 8
-  positions is 8 consecutive floats, at offs[r] + i*WP + j0); B is the weights, packed once per call
-  into panels of 32 output channels.  The 8 x 32 block is then written out channels first.  Grad-input
-  is the same kernel, run on dL/dy with the flipped kernel (K6).
+  over the taps in the order (p, c, q), kernel row first, so that the kernel rows which read only the
+  zero padding for this output row are a run of k left out.  A is read in place from the padded,
+  flattened image (tap k of those 8 positions is 8 consecutive floats, at offs[k] + i*WP + j0); B is
+  the weights, packed once per call into panels of 32 output channels.  The 8 x 32 block is then
+  written out channels first.  Grad-input is the same kernel, run on dL/dy with the flipped kernel (K6).
 - the same with fewer than 32 output channels (``conv2d_rows``): the tile turned around, its 8 rows 8
   output channels (A: the weights, packed into panels of 8) and its 32 columns 32 consecutive outputs of
   the wide grid s = i*WP + j (B: read in place, 32 consecutive floats at offs[r] + s0), written to a
@@ -49,7 +50,8 @@ How each operation maps onto the tile:
   positions: for tap row p, the rows r = (q, c) of col at position (i, j) are the KW*C consecutive
   floats of the padded image at row i + p, columns j ... j + KW - 1, so A is again read in place
   (8 consecutive floats per position).  B is dL/dy transposed, (positions, O), laid out once, k running on
-  through the images so that one tile call sums over several small images.
+  through the images so that one tile call sums over several small images, visiting only the
+  positions whose inputs are real pixels (not the zero padding) for the block's tap.
 
 Legend: N batch, C input channels, H/W input size, O output channels, KH/KW kernel, OH/OW output,
 PH/PW padding, HP/WP padded size, P = OH*OW output positions, R = C*KH*KW taps.
@@ -402,15 +404,22 @@ def _pad_flat(xn, xf, PH, PW, WP):
 def _conv_images(x, wt, bias, y, xf, offs, kofs, tmp, zeros8, n0, step, PH, PW):
     """Images n0, n0 + step, ... of a stride-1 convolution (see ``conv2d_packed``)."""
     N, O, OH, OW = y.shape
+    H = x.shape[2]
     WP = x.shape[3] + 2 * PW
-    R = offs.shape[0]
+    KH = H + 2 * PH - OH + 1  # stride 1
+    per_row = offs.shape[0] // KH  # taps in one row p of the kernel: C*KW
     for n in range(n0, N, step):
         _pad_flat(x[n], xf, PH, PW, WP)
         for i in range(OH):
+            # Output row i reads padded rows i + p; those with i + p < PH or i + p >= H + PH are all
+            # zeros, so only the kernel rows p0 <= p < p1 add anything: the taps k0 <= k < k1.
+            k0 = max(0, PH - i) * per_row
+            k1 = max(k0, min(KH, H + PH - i) * per_row)
             for j0 in range(0, OW, MR):
                 for jb in range(wt.shape[0]):
-                    # tmp[u, v] = sum_r xf[offs[r] + i*WP + j0 + u] * w2[32*jb + v, r]
-                    tile8x32(xf, offs, i * WP + j0, wt[jb], kofs, ZERO, R, zeros8, tmp, ZERO, ZERO, YES)
+                    # tmp[u, v] = sum_{k0 <= k < k1} xf[offs[k] + i*WP + j0 + u] * w2[32*jb + v, k]
+                    tile8x32(xf, offs[k0:], i * WP + j0, wt[jb], kofs[k0:], ZERO, k1 - k0, zeros8, tmp, ZERO,
+                             ZERO, YES)
                     for v in range(min(NR, O - NR * jb)):  # write the 8 x 32 block out, channels first
                         o = NR * jb + v
                         dst = y[n, o, i, j0:]
@@ -425,12 +434,14 @@ def conv2d_packed(x, wt, bias, y, PH, PW, offs, xf_ws):
     flipped kernel (K6).  Weights packed by ``pack_panels(w2, 32)`` into panels of 32 output channels.
 
     The tile takes 8 neighbouring output positions of one output row as its rows and 32 output
-    channels as its columns, k running over the taps r = (c, p, q), R of them.  Pad the image and
-    flatten it, xf[c*HP*WP + h*WP + w]; output (i, j) is then s = i*WP + j, and tap r reads
-    xf[offs[r] + s], offs[r] = c*HP*WP + p*WP + q (moving p rows down and q columns right is adding
-    p*WP + q).  So the A panel (the 8 inputs that tap r sees) is xf[offs[r] + s0 ... + 7], read in
-    place: nothing is copied but the weights (once per call).  A row of fewer than 8 outputs left
-    computes a few columns past the image (the slack after it) that are not written out.
+    channels as its columns, k running over the taps (p, c, q), kernel row first (``cpu._row_first_taps``
+    orders the weights' columns and offs so).  Pad the image and flatten it, xf[c*HP*WP + h*WP + w];
+    output (i, j) is then s = i*WP + j, and tap (p, c, q) reads xf[offs[k] + s], offs[k] = c*HP*WP +
+    p*WP + q (moving p rows down and q columns right is adding p*WP + q).  So the A panel (the 8 inputs
+    that tap k sees) is xf[offs[k] + s0 ... + 7], read in place: nothing is copied but the weights (once
+    per call).  Output row i skips the kernel rows p that read only padding rows, one run of k at each
+    end.  A row of fewer than 8 outputs left computes a few columns past the image (the slack after it)
+    that are not written out.
 
     Parallel over images: worker t of T = len(xf_ws) takes images t, t + T, ... with its own padded
     image xf_ws[t], and writes only its own images.
@@ -522,12 +533,21 @@ def conv2d_rows_serial(x, wr, bias8, y, PH, PW, offs, xf_ws, yw_ws):
 # a product with k = (n, i, j) running over every output position of every image, A = the runs of xh
 # (8 values of s per position: 8 consecutive floats, read in place) and B = dL/dy transposed,
 # (positions, O), laid out once for all the tasks so that k runs on through the images:
-# gb[ob, k*32 + j] = dL/dy[n, 32*ob + j, i, j'] for k = n*P + i*OW + j'.  One tile call covers GW_KC
-# values of k, several small images at a time.  dWt is cut into blocks of 8 rows (a tap row p and 8
+# gb[ob, k*32 + j] = dL/dy[n, 32*ob + j, i, j'] for k = n*P + i*OW + j'.
+#
+# Skipping the padding.  Where i + p or j + q falls in the zero border, xh holds zeros and the
+# product adds nothing, so each block of 8 rows of dWt sums only over the positions that read real
+# pixels for its (p, q): output rows i with PH <= i + p < H + PH and columns j with PW <= j + q < W + PW
+# (28% of the products of the CIFAR-10 net's conv3, 8 x 8 outputs padded by 2, are such zeros).  The
+# tile takes its k-th column and row from lists of offsets (aoffs, boffs), so the positions to visit
+# are listed once per (p, q) for a group of images (``cpu._grad_weight_lists``), image-relative: the
+# group starting at image n0 adds n0 to both.  A block whose 8 rows s = q*C + c straddle two values of
+# q uses the list of its row p alone (every column).  One tile call covers a group of about GW_KC
+# positions, several small images at a time.  dWt is cut into blocks of 8 rows (a tap row p and 8
 # values of s) and each of the T tasks takes an equal run of blocks: it owns those rows of dWt, reads
-# each chunk of B once for all of them, sums over k in order and shares no sum with another task.
+# each group's part of B once for all of them, sums over k in order and shares no sum with another task.
 
-GW_KC = 1024  # values of k (output positions, across images) per tile call: a 1024 x 32 chunk of B is
+GW_KC = 1024  # output positions (across images) per group: a group's 1024 x 32 part of a B panel is
 # 128 KiB, read from L2; longer calls spread the tile's fixed cost (about 5% faster than 256 here)
 
 
@@ -564,78 +584,65 @@ def _channels_last(x, gy, xh, gb, n, PH, PW):
 
 
 @njit(cache=True, fastmath=True)
-def _grad_weight_task(xf, gb, dWt, b0, b1, nsb, row_at, aoffs, boffs, zeros8):
+def _grad_weight_task(xf, gb, dWt, b0, b1, nsb, row_at, L, P, lists, ka, kb, counts, zeros8):
     """Blocks b0 ... b1 - 1 of dWt, block b being rows s = 8*(b % nsb) ... + 7 of tap row p = b // nsb,
-    each summed over k in order, GW_KC values of k at a time.
+    each summed over its positions in order, one group of images at a time.
 
-    The A panel is read in place: column k (image n, output position (i, j)) of the rows s = 8*sb ...
-    is xf[aoffs[k] + p*row_at + 8*sb ...], with aoffs[k] = n*L + (i*WP + j)*C (L: one image's length
-    in xf) and row_at = WP*C (one row of the padded image further down).  A chunk of GW_KC rows of B
-    is read from memory once and then used by every block of the task, from cache."""
-    K = aoffs.shape[0]
-    for k0 in range(0, K, GW_KC):
-        kc = min(GW_KC, K - k0)
-        ak = aoffs[k0:k0 + kc]
+    Block b visits the positions of list g = lists[b]: for a group of images starting at n0, the k-th
+    is at xf[n0*L + ka[g, k] + p*row_at + 8*sb ...] in the images (ka[g, k] = u*L + (i*WP + j)*C for
+    image n0 + u, position (i, j); row_at = WP*C, one padded row further down) and at
+    gb[ob, n0*P*32 + kb[g, k] ...] in B (kb[g, k] = (u*P + i*OW + j)*32); counts[g] positions per
+    image.  A group's part of B is read from memory once and then used by every block of the task,
+    from cache."""
+    N = gb.shape[1] // (P * NR)
+    group = ka.shape[1] // P  # images per group
+    for n0 in range(0, N, group):
+        m = min(group, N - n0)
         for ob in range(gb.shape[0]):
             for b in range(b0, b1):
                 p = b // nsb
                 sb = b % nsb
-                tile8x32(xf, ak, p * row_at + sb * MR, gb[ob], boffs, k0 * NR, kc, zeros8, dWt[p], sb * MR,
-                         ob * NR, k0 == 0)
-
-
-@njit(cache=True)
-def _positions(N, L, OH, OW, WP, C):
-    """aoffs[n*OH*OW + i*OW + j] = n*L + (i*WP + j)*C: where image n's inputs for output position (i, j)
-    start in the flat channels-last images (L floats each)."""
-    out = np.empty(N * OH * OW, dtype=np.int64)
-    for n in range(N):
-        for i in range(OH):
-            for j in range(OW):
-                out[(n * OH + i) * OW + j] = n * L + (i * WP + j) * C
-    return out
+                g = lists[b]
+                tile8x32(xf, ka[g], n0 * L + p * row_at + sb * MR, gb[ob], kb[g], n0 * P * NR, m * counts[g],
+                         zeros8, dWt[p], sb * MR, ob * NR, n0 == 0)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def conv2d_packed_grad_weight(x, gy, dWt, xh, gb, PH, PW, T):
+def conv2d_packed_grad_weight(x, gy, dWt, xh, gb, PH, PW, T, lists, ka, kb, counts):
     """dWt (KH, SP, OP): dWt[p, q*C + c, o] = dL/dw[o, c, p, q] for a stride-1 convolution (eq. (K4));
     SP = KW*C rounded up to 8 and OP = O rounded up to 32 (the extra rows and columns are scratch).
 
-    xh (N, HP*WP*C + 8) and gb (OP/32, N*P*32) are workspaces.  Two parallel passes: lay out
-    every image (prange over images), then prange over T tasks, each an equal run of the KH * SP/8
-    blocks of 8 rows of dWt (T: the thread count).  No sum is split between tasks, so the result
-    does not depend on T.
+    xh (N, L) and gb (OP/32, N*P*32) are workspaces; (lists, ka, kb, counts) list the positions that
+    each block of 8 rows visits (``cpu._grad_weight_lists``).  Two parallel passes: lay out every image
+    (prange over images), then prange over T tasks, each an equal run of the KH * SP/8 blocks of 8 rows
+    of dWt (T: the thread count).  No sum is split between tasks, so the result does not depend on T.
     """
     N, C, W = x.shape[0], x.shape[1], x.shape[3]
-    OH, OW = gy.shape[2], gy.shape[3]
     WP = W + 2 * PW
     KH, SP = dWt.shape[0], dWt.shape[1]
     for n in prange(N):
         _channels_last(x, gy, xh, gb, n, PH, PW)
-    aoffs = _positions(N, xh.shape[1], OH, OW, WP, C)
-    boffs = np.arange(GW_KC) * NR  # row k of a chunk of a B panel starts at 32*k
     zeros8 = np.zeros(MR, dtype=dWt.dtype)
     xf = xh.reshape(xh.size)
     nsb = SP // MR
     blocks = KH * nsb
     tasks = min(T, blocks)
+    P = gy.shape[2] * gy.shape[3]
     for t in prange(tasks):
-        _grad_weight_task(xf, gb, dWt, t * blocks // tasks, (t + 1) * blocks // tasks, nsb, WP * C, aoffs,
-                          boffs, zeros8)
+        _grad_weight_task(xf, gb, dWt, t * blocks // tasks, (t + 1) * blocks // tasks, nsb, WP * C, xh.shape[1],
+                          P, lists, ka, kb, counts, zeros8)
 
 
 @njit(cache=True, fastmath=True)
-def conv2d_packed_grad_weight_serial(x, gy, dWt, xh, gb, PH, PW):
+def conv2d_packed_grad_weight_serial(x, gy, dWt, xh, gb, PH, PW, lists, ka, kb, counts):
     """``conv2d_packed_grad_weight`` on the calling thread alone (small batches): the same sums."""
     N, C, W = x.shape[0], x.shape[1], x.shape[3]
-    OH, OW = gy.shape[2], gy.shape[3]
     WP = W + 2 * PW
     KH, SP = dWt.shape[0], dWt.shape[1]
     for n in range(N):
         _channels_last(x, gy, xh, gb, n, PH, PW)
-    aoffs = _positions(N, xh.shape[1], OH, OW, WP, C)
-    boffs = np.arange(GW_KC) * NR
     zeros8 = np.zeros(MR, dtype=dWt.dtype)
     xf = xh.reshape(xh.size)
     nsb = SP // MR
-    _grad_weight_task(xf, gb, dWt, 0, KH * nsb, nsb, WP * C, aoffs, boffs, zeros8)
+    _grad_weight_task(xf, gb, dWt, 0, KH * nsb, nsb, WP * C, xh.shape[1], gy.shape[2] * gy.shape[3], lists, ka,
+                      kb, counts, zeros8)
