@@ -243,7 +243,7 @@ def test_serial_and_parallel_drivers_give_identical_bits():
         gws = [np.empty((8, 28), dt) for _ in range(2)]
         for kernel, T, out in ((cpu_direct.conv2d_direct_grad_weight, 2, gws[0]),
                                (cpu_direct.conv2d_direct_grad_weight_serial, 1, gws[1])):
-            kernel(x, gy, out, np.empty((5, 3, 11 * 10 + 2), dt), np.empty((5, 8, 9 * 10), dt), 3, 3, 1, 1, T)
+            kernel(x, gy, out, np.empty((5, 3, 11 * 10 + 2 + 6), dt), 3, 3, 1, 1, T, 96)
         assert gws[0].tobytes() == gws[1].tobytes()
         gy3, xs = gy.reshape(5, 8, 72), rand(rng, (5, 3, 9, 8), dt)
         g1, g2 = np.empty((8, 27), dt), np.empty((8, 27), dt)

@@ -362,11 +362,10 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
         O4, R4 = _up4(O), _up4(C * KH * KW)  # whole 4 x 4 tiles: zero rows, repeated taps, dropped after
         L = _up(OH * WP, 16)  # whole 16-float vectors, as in _direct
         xf = workspace("padded-batch", (N, C, HP * WP + KW - 1 + L - OH * WP), gy.dtype)
-        gw_wide = workspace("wide-batch", (N, O4, L), gy.dtype)
         gw4 = np.empty((O4, R4), dtype=gy.dtype)
         T = max(1, min(numba.get_num_threads(), N)) if parallel else 1
         kernel = cpu_direct.conv2d_direct_grad_weight if parallel else cpu_direct.conv2d_direct_grad_weight_serial
-        kernel(x, gy, gw4, xf, gw_wide, KH, KW, PH, PW, T)
+        kernel(x, gy, gw4, xf, KH, KW, PH, PW, T, L)
         return np.ascontiguousarray(gw4[:O, :C * KH * KW]).reshape(O, C, KH, KW)
     kernel = cpu_conv.conv2d_grad_weight if parallel else cpu_conv.conv2d_grad_weight_serial
     kernel(x, gy.reshape(N, O, OH * OW), gw, KH, KW, SH, SW, PH, PW, OH, OW)

@@ -169,31 +169,33 @@ def conv2d_direct_serial(x, w2, b, y, xf_ws, yw_ws, KH, KW, PH, PW, has_bias):
 # pair (o, k) that is one long dot product, over all images and positions.  The tiling: a 4 x 4 tile
 # of 4 output channels x 4 taps keeps its 16 sums in registers over one image's positions (8 loads per
 # 16 multiply-adds) and then adds them into the output.  A task owns 4 output channels and a range of
-# tap tiles, and goes image by image: the 4 gradient rows and the padded image it reads stay in L1
-# while all its tap tiles run (going tile by tile instead, through every image for each, streamed
-# the whole batch from L3 once per tile).  Tasks never share an output, so no sum is split between
-# threads, and each output adds its images in order.
+# tap tiles, and goes image by image: it lays its 4 gradient rows of the image on the wide grid in a
+# small buffer of its own, and that buffer and the padded image stay in L1 while all its tap tiles run
+# (going tile by tile instead, through every image for each, streamed the whole batch from L3 once per
+# tile; laying the whole batch's gradient out wide first cost a quarter of the time of the CIFAR-10
+# net's conv1, writing 9 MB that were read back once).  Tasks never share an output, so no sum is
+# split between threads, and each output adds its images in order.
 
 
 @njit(cache=True, fastmath=True)
-def _pad_batch(x, xf_all, gy, gw_all, n0, step, PH, PW, WP):
-    """xf_all[n] = padded, flattened x[n]; gw_all[n] = gy[n] on the wide grid (zero extra columns, and
-    zero rows beyond gy's channels)."""
-    OH, OW = gy.shape[2], gy.shape[3]
-    zero = gy.dtype.type(0)
+def _pad_batch(x, xf_all, n0, step, PH, PW, WP):
+    """xf_all[n] = padded, flattened x[n] for n = n0, n0 + step, ..."""
     for n in range(n0, x.shape[0], step):
         _pad_image(x[n], xf_all[n], PH, PW, WP)
-        for o in range(gw_all.shape[1]):
-            row = gw_all[n, o]
-            for s in range(row.shape[0]):
-                row[s] = zero
-        for o in range(gy.shape[1]):
-            row = gw_all[n, o]
-            for i in range(OH):
-                dst = row[i * WP:]
-                src = gy[n, o, i]
-                for j in range(OW):
-                    dst[j] = src[j]
+
+
+@njit(cache=True, fastmath=True)
+def _wide_rows(gy, n, m, buf, WP):
+    """buf[u] = gy[n, m + u] on the wide grid (row i at i*WP), u < 4; rows past gy's channels stay zero,
+    and so do the columns j >= OW (the caller zeroes buf once)."""
+    OH, OW = gy.shape[2], gy.shape[3]
+    for u in range(min(4, gy.shape[1] - m)):
+        row = buf[u]
+        for i in range(OH):
+            dst = row[i * WP:]
+            src = gy[n, m + u, i]
+            for j in range(OW):
+                dst[j] = src[j]
 
 
 @njit(cache=True, fastmath=True)
@@ -251,9 +253,9 @@ def _gw_tile(xflat, g0, g1, g2, g3, offs, out, m, k, first):
 
 
 @njit(cache=True, fastmath=True)
-def _gw_task(xf_all, gw_all, offs, out, t, k_groups, k_tiles):
+def _gw_task(xf_all, gy, offs, out, t, k_groups, k_tiles, L, WP):
     """Task t: output rows 4*(t // k_groups) ... + 3 and its share (t % k_groups of k_groups) of the
-    k_tiles tap tiles, image by image.
+    k_tiles tap tiles, image by image, the 4 gradient rows laid on the wide grid (L floats each).
 
     The caller pads O and R up to multiples of 4 (zero gradient rows; extra taps that read tap 0's
     run), so every tile is whole, and drops the padded rows and columns afterwards.
@@ -262,9 +264,11 @@ def _gw_task(xf_all, gw_all, offs, out, t, k_groups, k_tiles):
     g = t % k_groups
     kt0, kt1 = g * k_tiles // k_groups, (g + 1) * k_tiles // k_groups
     C, LX = xf_all.shape[1], xf_all.shape[2]
-    for n in range(gw_all.shape[0]):
+    buf = np.zeros((4, L), dtype=out.dtype)
+    g0, g1, g2, g3 = buf[0], buf[1], buf[2], buf[3]
+    for n in range(xf_all.shape[0]):
         xflat = xf_all[n].reshape(C * LX)
-        g0, g1, g2, g3 = gw_all[n, m], gw_all[n, m + 1], gw_all[n, m + 2], gw_all[n, m + 3]
+        _wide_rows(gy, n, m, buf, WP)
         for kt in range(kt0, kt1):
             _gw_tile(xflat, g0, g1, g2, g3, offs, out, m, kt * 4, n == 0)
 
@@ -279,33 +283,33 @@ def _tap_offsets(R, R_real, KH, KW, LX, WP):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def conv2d_direct_grad_weight(x, gy, out, xf_all, gw_all, KH, KW, PH, PW, T):
+def conv2d_direct_grad_weight(x, gy, out, xf_all, KH, KW, PH, PW, T, L):
     """out = dL/dW2 of a stride-1 convolution, eq. (K4), with O and C*KH*KW padded up to multiples of 4.
 
     Twin: reference.conv2d_grad_weight.
 
-    First, in parallel over images, every image is padded (xf_all (N, C, LX)) and every gradient laid
-    on the wide grid (gw_all (N, O, OH*WP)); then, in parallel over tasks of 4 output channels and a
-    share of the taps (about 2 per thread), ``_gw_task``.
+    First, in parallel over images, every image is padded (xf_all (N, C, LX)); then, in parallel over
+    tasks of 4 output channels and a share of the taps (about 2 per thread), ``_gw_task``, whose dot
+    products run over L >= OH*WP positions of the wide grid (whole vectors; the extra ones are zeros).
     """
     WP = x.shape[3] + 2 * PW
     for t in prange(T):
-        _pad_batch(x, xf_all, gy, gw_all, t, T, PH, PW, WP)
+        _pad_batch(x, xf_all, t, T, PH, PW, WP)
     O, R = out.shape
     offs = _tap_offsets(R, x.shape[1] * KH * KW, KH, KW, xf_all.shape[2], WP)
     k_tiles = R // 4
     k_groups = min(k_tiles, (2 * T + O // 4 - 1) // (O // 4))  # at least 2 tasks per thread where possible
     for t in prange((O // 4) * k_groups):
-        _gw_task(xf_all, gw_all, offs, out, t, k_groups, k_tiles)
+        _gw_task(xf_all, gy, offs, out, t, k_groups, k_tiles, L, WP)
 
 
 @njit(cache=True, fastmath=True)
-def conv2d_direct_grad_weight_serial(x, gy, out, xf_all, gw_all, KH, KW, PH, PW, T):
+def conv2d_direct_grad_weight_serial(x, gy, out, xf_all, KH, KW, PH, PW, T, L):
     """``conv2d_direct_grad_weight`` on the calling thread alone (same tiles, same sums)."""
     WP = x.shape[3] + 2 * PW
-    _pad_batch(x, xf_all, gy, gw_all, 0, 1, PH, PW, WP)
+    _pad_batch(x, xf_all, 0, 1, PH, PW, WP)
     R = out.shape[1]
     offs = _tap_offsets(R, x.shape[1] * KH * KW, KH, KW, xf_all.shape[2], WP)
     k_tiles = R // 4
     for t in range(out.shape[0] // 4):
-        _gw_task(xf_all, gw_all, offs, out, t, 1, k_tiles)
+        _gw_task(xf_all, gy, offs, out, t, 1, k_tiles, L, WP)
