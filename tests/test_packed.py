@@ -239,8 +239,8 @@ def test_channel_row_convolution_serial_and_parallel_give_the_same_bits():
     bias8 = np.concatenate([rand(rng, (o,), np.float32), np.zeros(3, np.float32)])
     hp, wp = h + 2 * ph, w + 2 * pw
     oh, ow = hp - kh + 1, wp - kw + 1
-    offs = cpu._tap_offsets(c, kh, kw, hp, wp)
-    wr = cpu_packed.pack_panels(w2, 8)
+    perm, offs = cpu._row_first_taps(c, kh, kw, hp, wp)
+    wr = cpu_packed.pack_panels(w2[:, perm], 8)
     ys = []
     for kernel, workers in ((cpu_packed.conv2d_rows_serial, 1), (cpu_packed.conv2d_rows, 2),
                             (cpu_packed.conv2d_rows, 3)):

@@ -216,8 +216,8 @@ def _tap_offsets(C, KH, KW, HP, WP):
 
 @functools.lru_cache(maxsize=64)
 def _row_first_taps(C, KH, KW, HP, WP):
-    """(perm, offs): the taps in the order k = (p, c, q), kernel row first, as ``conv2d_packed`` wants
-    them (an output row skips the kernel rows that fall in the zero padding, a contiguous run of k):
+    """(perm, offs): the taps in the order k = (p, c, q), kernel row first, as ``conv2d_packed`` and
+    ``conv2d_rows`` want them (kernel rows that read only zero padding are a contiguous run of k):
     perm[k] = r = (c, p, q), the column of w2 = w.reshape(O, -1) that tap k is, and offs[k] where it reads
     in the padded, flattened image.  Cached per shape; the kernels only read them."""
     p, c, q = np.meshgrid(np.arange(KH), np.arange(C), np.arange(KW), indexing="ij")
@@ -232,9 +232,9 @@ def _rows(x, w2, b, y, KH, KW, PH, PW):
     O, R = w2.shape
     OH = y.shape[2]
     HP, WP = H + 2 * PH, W + 2 * PW
-    wr = cpu_packed.pack_panels(w2, cpu_packed.MR)
+    perm, offs = _row_first_taps(C, KH, KW, HP, WP)
+    wr = cpu_packed.pack_panels(w2[:, perm], cpu_packed.MR)
     bias8 = b if O % cpu_packed.MR == 0 else np.concatenate([b, np.zeros(wr.shape[0] * cpu_packed.MR - O, b.dtype)])
-    offs = _tap_offsets(C, KH, KW, HP, WP)
     T = _workers(N, N * O * R * OH * WP)
     xf = workspace("padded-flat", (T, C * HP * WP + KW + cpu_packed.NR), x.dtype)  # + slack past the image
     yw = workspace("wide-rows", (T, bias8.shape[0], _up(OH * WP, cpu_packed.NR)), x.dtype)

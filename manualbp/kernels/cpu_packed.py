@@ -475,15 +475,23 @@ def conv2d_packed_serial(x, wt, bias, y, PH, PW, offs, xf_ws):
 def _conv_rows_images(x, wr, bias8, y, xf, yw, offs, aoffs, n0, step, PH, PW):
     """Images n0, n0 + step, ... of a stride-1 convolution (see ``conv2d_rows``)."""
     N, O, OH, OW = y.shape
+    H = x.shape[2]
     WP = x.shape[3] + 2 * PW
-    R = offs.shape[0]
+    KH = H + 2 * PH - OH + 1  # stride 1
+    per_row = offs.shape[0] // KH  # taps in one row p of the kernel: C*KW
     L = OH * WP  # outputs on the wide grid
     for n in range(n0, N, step):
         _pad_flat(x[n], xf, PH, PW, WP)
         for s0 in range(0, L, NR):
+            # These 32 outputs lie on output rows i0 ... i1; kernel row p adds something to one of
+            # them only if some i + p is a row of the image, PH <= i + p < H + PH: taps k0 <= k < k1.
+            i0, i1 = s0 // WP, min(OH - 1, (s0 + NR - 1) // WP)
+            k0 = max(0, PH - i1) * per_row
+            k1 = max(k0, min(KH, H + PH - i0) * per_row)
             for ib in range(wr.shape[0]):
-                # yw[8*ib + i, s0 + j] = bias[8*ib + i] + sum_r w2[8*ib + i, r] * xf[offs[r] + s0 + j]
-                tile8x32(wr[ib], aoffs, ZERO, xf, offs, s0, R, bias8[ib * MR:], yw, ib * MR, s0, YES)
+                # yw[8*ib + i, s0 + j] = bias[8*ib + i] + sum_k w2[8*ib + i, k] * xf[offs[k] + s0 + j]
+                tile8x32(wr[ib], aoffs[k0:], ZERO, xf, offs[k0:], s0, k1 - k0, bias8[ib * MR:], yw, ib * MR, s0,
+                         YES)
         for o in range(O):  # keep the columns j < OW of each wide row
             for i in range(OH):
                 src = yw[o, i * WP:]
@@ -499,7 +507,8 @@ def conv2d_rows(x, wr, bias8, y, PH, PW, offs, xf_ws, yw_ws):
     the bias padded with zeros to whole blocks of 8.
 
     The tile's rows are 8 output channels, its columns 32 outputs of the wide grid, k running over
-    the taps r = (c, p, q) with offs[r] = c*HP*WP + p*WP + q.  Workspaces per worker t: xf_ws[t], the
+    the taps (p, c, q), kernel row first (``cpu._row_first_taps``), with offs[k] = c*HP*WP + p*WP + q;
+    each block of 32 outputs leaves out the kernel rows that read only padding rows for all of them.  Workspaces per worker t: xf_ws[t], the
     padded image with at least KW + 32 floats of slack after it, and yw_ws[t], the wide output
     (8 * blocks, OH*WP rounded up to 32).
 
