@@ -227,6 +227,8 @@ def test_channel_row_convolutions_match_reference(g, dtype, assert_close):
                  RTOL[dtype], "forward")
     assert_close(cpu.conv2d_forward(x, wt, None, (1, 1), pad), reference.conv2d_forward(x, wt, None, (1, 1), pad),
                  RTOL[dtype], "forward, no bias")
+    assert_close(cpu.conv2d_grad_weight(gy, x, wt.shape, (1, 1), pad),
+                 reference.conv2d_grad_weight(gy, x, wt.shape, (1, 1), pad), RTOL[dtype], "grad-weight")
     if cpu._use_rows((1, 1), o * kh * kw) and not cpu._use_packed((1, 1), c, o * kh * kw):
         assert_close(cpu.conv2d_grad_input(gy, wt, x.shape, (1, 1), pad),
                      reference.conv2d_grad_input(gy, wt, x.shape, (1, 1), pad), RTOL[dtype], "grad-input")
@@ -251,6 +253,25 @@ def test_channel_row_convolution_serial_and_parallel_give_the_same_bits():
     assert ys[0].tobytes() == ys[1].tobytes() == ys[2].tobytes()
     assert np.allclose(ys[0], reference.conv2d_forward(x, w2.reshape(o, c, kh, kw), bias8[:o], (1, 1), (ph, pw)),
                        rtol=1e-4, atol=1e-4)
+
+
+def test_channel_row_grad_weight_serial_and_parallel_give_the_same_bits():
+    n, c, h, w, o, kh, kw, ph, pw = 23, 6, 9, 9, 13, 5, 5, 1, 2  # 63 positions: groups of 16 images, then 7
+    rng = np.random.default_rng(4)
+    x = rand(rng, (n, c, h, w), np.float32)
+    hp, wp = h + 2 * ph, w + 2 * pw
+    oh, ow = hp - kh + 1, wp - kw + 1
+    gy = rand(rng, (n, o, oh, ow), np.float32)
+    xh, g8 = np.empty((n, hp * wp * c + 32), np.float32), np.empty((2, n * oh * ow * 8), np.float32)
+    visits = cpu._grad_weight_row_lists(c, h, w, kh, kw, ph, pw, xh.shape[1])
+    outs = [np.empty((kh, 16, 32), np.float32) for _ in range(3)]
+    cpu_packed.conv2d_rows_grad_weight_serial(x, gy, outs[0], xh, g8, ph, pw, *visits)
+    for out, threads in zip(outs[1:], (2, 3)):
+        cpu_packed.conv2d_rows_grad_weight(x, gy, out, xh, g8, ph, pw, threads, *visits)
+    real = [out[:, :o, :kw * c] for out in outs]
+    assert real[0].tobytes() == real[1].tobytes() == real[2].tobytes()
+    expect = reference.conv2d_grad_weight(gy, x, (o, c, kh, kw), (1, 1), (ph, pw))
+    assert np.allclose(real[0].reshape(kh, o, kw, c).transpose(1, 3, 0, 2), expect, rtol=1e-4, atol=1e-4)
 
 
 def test_channel_row_convolution_is_not_used_for_short_sums():

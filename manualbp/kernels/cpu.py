@@ -357,6 +357,19 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
             cpu_packed.conv2d_packed_grad_weight_serial(x, gy, dWt, xh, gb, PH, PW, *visits)
         # dWt[p, q*C + c, o] = dL/dw[o, c, p, q]
         return np.ascontiguousarray(dWt[:, :KW * C, :O].reshape(KH, KW, C, O).transpose(3, 2, 0, 1))
+    if _use_rows((SH, SW), C * KH * KW):  # the tile turned around: 8 channels x 32 taps (cpu_packed.py)
+        HP, WP = H + 2 * PH, W + 2 * PW
+        O8, SP = _up(O, cpu_packed.MR), _up(KW * C, cpu_packed.NR)
+        xh = workspace("channels-last-rows", (N, HP * WP * C + cpu_packed.NR), gy.dtype)
+        g8 = workspace("grad-rows", (O8 // cpu_packed.MR, N * OH * OW * cpu_packed.MR), gy.dtype)
+        dWr = np.empty((KH, O8, SP), dtype=gy.dtype)
+        visits = _grad_weight_row_lists(C, H, W, KH, KW, PH, PW, xh.shape[1])
+        if parallel:
+            cpu_packed.conv2d_rows_grad_weight(x, gy, dWr, xh, g8, PH, PW, numba.get_num_threads(), *visits)
+        else:
+            cpu_packed.conv2d_rows_grad_weight_serial(x, gy, dWr, xh, g8, PH, PW, *visits)
+        # dWr[p, o, q*C + c] = dL/dw[o, c, p, q]
+        return np.ascontiguousarray(dWr[:, :O, :KW * C].reshape(KH, O, KW, C).transpose(1, 3, 0, 2))
     if _use_direct((SH, SW)):  # shifted runs of the padded images instead of im2col (cpu_direct.py)
         HP, WP = H + 2 * PH, W + 2 * PW
         O4, R4 = _up4(O), _up4(C * KH * KW)  # whole 4 x 4 tiles: zero rows, repeated taps, dropped after
@@ -406,6 +419,17 @@ def _grad_weight_lists(C, H, W, KH, KW, PH, PW, L, SP):
     q0, q1 = s0 // C, (s0 + MR - 1) // C
     lists = np.where((q0 == q1) & (q0 < KW), p * KW + q0, KH * KW + p).astype(np.int64)
     return lists, ka, kb, counts
+
+
+@functools.lru_cache(maxsize=32)
+def _grad_weight_row_lists(C, H, W, KH, KW, PH, PW, L):
+    """(ka, kb, counts) for ``conv2d_rows_grad_weight``: row p lists the positions of a group of images
+    whose tap row p reads a real image row (list KH*KW + p of ``_grad_weight_lists``), with kb in units
+    of the 8-channel panels of dL/dy instead of 32."""
+    _, ka, kb, counts = _grad_weight_lists(C, H, W, KH, KW, PH, PW, L, cpu_packed.MR)
+    rows = slice(KH * KW, KH * KW + KH)
+    return (np.ascontiguousarray(ka[rows]), kb[rows] // cpu_packed.NR * cpu_packed.MR,
+            np.ascontiguousarray(counts[rows]))
 
 
 # --- max-pooling -------------------------------------------------------------------------------------

@@ -52,6 +52,9 @@ How each operation maps onto the tile:
   (8 consecutive floats per position).  B is dL/dy transposed, (positions, O), laid out once, k running on
   through the images so that one tile call sums over several small images, visiting only the
   positions whose inputs are real pixels (not the zero padding) for the block's tap.
+- the same with fewer than 32 output channels (``conv2d_rows_grad_weight``): turned around, 8 output
+  channels (A: dL/dy transposed in panels of 8) x 32 values of s (B: the channels-last image, read in
+  place), k still running over output positions.
 
 Legend: N batch, C input channels, H/W input size, O output channels, KH/KW kernel, OH/OW output,
 PH/PW padding, HP/WP padded size, P = OH*OW output positions, R = C*KH*KW taps.
@@ -563,7 +566,8 @@ GW_KC = 1024  # output positions (across images) per group: a group's 1024 x 32 
 @njit(cache=True)
 def _channels_last(x, gy, xh, gb, n, PH, PW):
     """xh[n] = x[n] padded and channels-last, flat ((h*WP + w)*C + c), zeros after the image;
-    gb[ob, (n*P + pos)*32 + j] = gy[n, 32*ob + j, pos] (zeros past O)."""
+    gb[ob, (n*P + pos)*width + j] = gy[n, width*ob + j, pos] (zeros past O), width = 32 for the panels of
+    ``conv2d_packed_grad_weight`` and 8 for those of ``conv2d_rows_grad_weight``."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     WP = W + 2 * PW
     O = gy.shape[1]
@@ -578,18 +582,19 @@ def _channels_last(x, gy, xh, gb, n, PH, PW):
             at = ((h + PH) * WP + PW) * C + c
             for w in range(W):
                 dst[at + w * C] = src[w]
+    width = gb.shape[1] // (x.shape[0] * P)
     gyn = gy[n].reshape(O, P)
     for ob in range(gb.shape[0]):
-        panel = gb[ob, n * P * NR:(n + 1) * P * NR]
-        for j in range(NR):
-            o = ob * NR + j
+        panel = gb[ob, n * P * width:(n + 1) * P * width]
+        for j in range(width):
+            o = ob * width + j
             if o < O:
                 src = gyn[o]
                 for pos in range(P):
-                    panel[pos * NR + j] = src[pos]
+                    panel[pos * width + j] = src[pos]
             else:
                 for pos in range(P):
-                    panel[pos * NR + j] = zero
+                    panel[pos * width + j] = zero
 
 
 @njit(cache=True, fastmath=True)
@@ -655,3 +660,78 @@ def conv2d_packed_grad_weight_serial(x, gy, dWt, xh, gb, PH, PW, lists, ka, kb, 
     nsb = SP // MR
     _grad_weight_task(xf, gb, dWt, 0, KH * nsb, nsb, WP * C, xh.shape[1], gy.shape[2] * gy.shape[3], lists, ka,
                       kb, counts, zeros8)
+
+
+# --- convolution grad-weight with few output channels (stride 1): the tile turned around -------------
+#
+# With fewer than 32 output channels, panels of 32 channels would be mostly zeros, so the tile is
+# turned around as in conv2d_rows: its 8 rows are 8 output channels, its 32 columns 32 values of
+# s = q*C + c of one tap row p, and k runs over the output positions again,
+#
+#     dWr[p, o, s] = sum_n sum_{(i,j)} dL/dy[n, o, i, j] * xh[n, ((i+p)*WP + j)*C + s],
+#
+# A = dL/dy transposed in panels of 8 channels, g8[ob, k*8 + i] (8 consecutive floats per position),
+# and B = the channels-last images read in place (32 consecutive floats per position; where KW*C is
+# not a whole number of 32, the last columns read past the tap row and land in scratch columns of dWr).
+# Each block (p, ob, sj) of dWr visits the positions of tap row p that read real pixels (list KH*KW + p
+# of ``cpu._grad_weight_lists``), one group of images at a time.  For LeNet-5's conv2 (6 -> 16
+# channels, KW*C = 30) this wastes 2 of 32 columns, where 32-channel panels would waste half.
+
+
+@njit(cache=True, fastmath=True)
+def _grad_weight_rows_task(xf, g8, dWr, b0, b1, row_at, L, P, ka, kb, counts, zeros8):
+    """Blocks b0 ... b1 - 1 of dWr (KH, O8, SP), block b = (p, ob, sj) in that order: rows 8*ob ... + 7
+    and columns 32*sj ... + 31 of dWr[p], summed over the positions of tap row p in order.
+
+    ka[p, k] = u*L + (i*WP + j)*C (where image u of a group has position (i, j) in xf) and
+    kb[p, k] = (u*P + i*OW + j)*8 (where that position's 8 channels start in a panel of g8); counts[p]
+    positions per image."""
+    N = g8.shape[1] // (P * MR)
+    group = ka.shape[1] // P
+    nob, nsj = dWr.shape[1] // MR, dWr.shape[2] // NR
+    for n0 in range(0, N, group):
+        m = min(group, N - n0)
+        for b in range(b0, b1):
+            p = b // (nob * nsj)
+            ob = (b // nsj) % nob
+            sj = b % nsj
+            tile8x32(g8[ob], kb[p], n0 * P * MR, xf, ka[p], n0 * L + p * row_at + sj * NR, m * counts[p], zeros8,
+                     dWr[p], ob * MR, sj * NR, n0 == 0)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def conv2d_rows_grad_weight(x, gy, dWr, xh, g8, PH, PW, T, ka, kb, counts):
+    """dWr (KH, O8, SP): dWr[p, o, q*C + c] = dL/dw[o, c, p, q] for a stride-1 convolution (eq. (K4));
+    O8 = O rounded up to 8 and SP = KW*C rounded up to 32 (the extra rows and columns are scratch).
+
+    xh (N, L) (L: at least HP*WP*C + 32) and g8 (O8/8, N*P*8) are workspaces; ka, kb, counts list the
+    positions of each tap row that read real pixels (``cpu._grad_weight_row_lists``).  Two parallel
+    passes, as ``conv2d_packed_grad_weight``: lay out every image, then T tasks, each an equal run of
+    the blocks of dWr; no sum is split between tasks, so the result does not depend on T.
+    """
+    N, C, W = x.shape[0], x.shape[1], x.shape[3]
+    WP = W + 2 * PW
+    for n in prange(N):
+        _channels_last(x, gy, xh, g8, n, PH, PW)
+    zeros8 = np.zeros(MR, dtype=dWr.dtype)
+    xf = xh.reshape(xh.size)
+    blocks = dWr.shape[0] * (dWr.shape[1] // MR) * (dWr.shape[2] // NR)
+    tasks = min(T, blocks)
+    P = gy.shape[2] * gy.shape[3]
+    for t in prange(tasks):
+        _grad_weight_rows_task(xf, g8, dWr, t * blocks // tasks, (t + 1) * blocks // tasks, WP * C, xh.shape[1], P,
+                               ka, kb, counts, zeros8)
+
+
+@njit(cache=True, fastmath=True)
+def conv2d_rows_grad_weight_serial(x, gy, dWr, xh, g8, PH, PW, ka, kb, counts):
+    """``conv2d_rows_grad_weight`` on the calling thread alone (small batches): the same sums."""
+    N, C, W = x.shape[0], x.shape[1], x.shape[3]
+    WP = W + 2 * PW
+    for n in range(N):
+        _channels_last(x, gy, xh, g8, n, PH, PW)
+    zeros8 = np.zeros(MR, dtype=dWr.dtype)
+    xf = xh.reshape(xh.size)
+    blocks = dWr.shape[0] * (dWr.shape[1] // MR) * (dWr.shape[2] // NR)
+    _grad_weight_rows_task(xf, g8, dWr, 0, blocks, WP * C, xh.shape[1], gy.shape[2] * gy.shape[3], ka, kb, counts,
+                           zeros8)
