@@ -160,7 +160,7 @@ def test_packed_convolution_drivers_serial_and_parallel_give_identical_bits(dtyp
     o, _, kh, kw = wt.shape
     hp, wp = h + 2 * ph, w + 2 * pw
     perm, offs = cpu._row_first_taps(c, kh, kw, hp, wp)
-    packed = cpu_packed.pack_panels(wt.reshape(o, -1)[:, perm], 32)
+    packed = cpu_packed.pack_panels(wt.reshape(o, -1), 32, perm)
     ys = [np.empty(gy.shape, dtype) for _ in range(2)]
     cpu_packed.conv2d_packed(x, packed, b, ys[0], ph, pw, offs, np.empty((2, c * hp * wp + wp + 8), dtype))
     cpu_packed.conv2d_packed_serial(x, packed, b, ys[1], ph, pw, offs, np.empty((1, c * hp * wp + wp + 8), dtype))
@@ -242,7 +242,7 @@ def test_channel_row_convolution_serial_and_parallel_give_the_same_bits():
     hp, wp = h + 2 * ph, w + 2 * pw
     oh, ow = hp - kh + 1, wp - kw + 1
     perm, offs = cpu._row_first_taps(c, kh, kw, hp, wp)
-    wr = cpu_packed.pack_panels(w2[:, perm], 8)
+    wr = cpu_packed.pack_panels(w2, 8, perm)
     ys = []
     for kernel, workers in ((cpu_packed.conv2d_rows_serial, 1), (cpu_packed.conv2d_rows, 2),
                             (cpu_packed.conv2d_rows, 3)):

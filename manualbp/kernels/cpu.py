@@ -199,7 +199,7 @@ def _packed(x, w2, b, y, KH, KW, PH, PW):
     OH, OW = y.shape[2], y.shape[3]
     HP, WP = H + 2 * PH, W + 2 * PW
     perm, offs = _row_first_taps(C, KH, KW, HP, WP)
-    wt = cpu_packed.pack_panels(w2[:, perm], cpu_packed.NR)
+    wt = cpu_packed.pack_panels(w2, cpu_packed.NR, perm)
     T = _workers(N, N * O * R * OH * OW)
     xf = workspace("padded-flat", (T, C * HP * WP + WP + cpu_packed.MR), x.dtype)  # + slack past the image
     kernel = cpu_packed.conv2d_packed if T > 1 else cpu_packed.conv2d_packed_serial
@@ -233,7 +233,7 @@ def _rows(x, w2, b, y, KH, KW, PH, PW):
     OH = y.shape[2]
     HP, WP = H + 2 * PH, W + 2 * PW
     perm, offs = _row_first_taps(C, KH, KW, HP, WP)
-    wr = cpu_packed.pack_panels(w2[:, perm], cpu_packed.MR)
+    wr = cpu_packed.pack_panels(w2, cpu_packed.MR, perm)
     bias8 = b if O % cpu_packed.MR == 0 else np.concatenate([b, np.zeros(wr.shape[0] * cpu_packed.MR - O, b.dtype)])
     T = _workers(N, N * O * R * OH * WP)
     xf = workspace("padded-flat", (T, C * HP * WP + KW + cpu_packed.NR), x.dtype)  # + slack past the image

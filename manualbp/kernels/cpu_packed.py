@@ -372,17 +372,19 @@ def matmul_packed_serial(A, ta, B, tb, C, Bp, Ap):
 
 
 @njit(cache=True)
-def pack_panels(w2, width):
-    """w2 (O, R) in panels of ``width`` output channels: out[b][r*width + i] = w2[width*b + i, r], zero past
-    O.  Width 32: the B panels of ``conv2d_packed``; width 8: the A panels of ``conv2d_rows``."""
-    O, R = w2.shape
-    out = np.zeros(((O + width - 1) // width, R * width), dtype=w2.dtype)
+def pack_panels(w2, width, order):
+    """w2 (O, R) in panels of ``width`` output channels, its columns taken in ``order``:
+    out[b][k*width + i] = w2[width*b + i, order[k]], zero past O.  Width 32: the B panels of
+    ``conv2d_packed``; width 8: the A panels of ``conv2d_rows`` (order: ``cpu._row_first_taps``)."""
+    O = w2.shape[0]
+    K = order.shape[0]
+    out = np.zeros(((O + width - 1) // width, K * width), dtype=w2.dtype)
     for o in range(O):
         dst = out[o // width]
         src = w2[o]
         i = o % width
-        for r in range(R):
-            dst[r * width + i] = src[r]
+        for k in range(K):
+            dst[k * width + i] = src[order[k]]
     return out
 
 
@@ -434,7 +436,7 @@ def _conv_images(x, wt, bias, y, xf, offs, kofs, tmp, zeros8, n0, step, PH, PW):
 @njit(cache=True, fastmath=True, parallel=True)
 def conv2d_packed(x, wt, bias, y, PH, PW, offs, xf_ws):
     """y (N, O, OH, OW) = stride-1 convolution of x (N, C, H, W) (eq. (K1)); grad-input is this with the
-    flipped kernel (K6).  Weights packed by ``pack_panels(w2, 32)`` into panels of 32 output channels.
+    flipped kernel (K6).  Weights packed by ``pack_panels(w2, 32, order)`` into panels of 32 output channels.
 
     The tile takes 8 neighbouring output positions of one output row as its rows and 32 output
     channels as its columns, k running over the taps (p, c, q), kernel row first (``cpu._row_first_taps``
@@ -506,7 +508,7 @@ def _conv_rows_images(x, wr, bias8, y, xf, yw, offs, aoffs, n0, step, PH, PW):
 @njit(cache=True, fastmath=True, parallel=True)
 def conv2d_rows(x, wr, bias8, y, PH, PW, offs, xf_ws, yw_ws):
     """y (N, O, OH, OW) = stride-1 convolution of x (N, C, H, W) (eq. (K1)), for few output channels;
-    grad-input is this with the flipped kernel (K6).  Weights packed by ``pack_panels(w2, 8)``; bias8 is
+    grad-input is this with the flipped kernel (K6).  Weights packed by ``pack_panels(w2, 8, order)``; bias8 is
     the bias padded with zeros to whole blocks of 8.
 
     The tile's rows are 8 output channels, its columns 32 outputs of the wide grid, k running over
