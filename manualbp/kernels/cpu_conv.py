@@ -29,6 +29,12 @@ from numba import njit, prange
 
 from .cpu_gemm import TILE, nn_rows, nt_region
 
+# Helpers get ints as these or as computed values, never as the literals 0 and 1, and parallel loops pass
+# np.int64(t): Numba compiles a helper once per literal argument and once more for an unsigned prange index.
+ZERO = np.int64(0)
+ONE = np.int64(1)
+
+
 # --- unrolling an image (im2col) --------------------------------------------------------------------
 
 
@@ -99,9 +105,9 @@ def _forward_images(x, w2, b, y3, col, n0, step, KH, KW, SH, SW, PH, PW, OH, OW,
     O = w2.shape[0]
     P = y3.shape[2]
     for n in range(n0, x.shape[0], step):
-        _im2col(x[n], col, 0, KH, KW, SH, SW, PH, PW, OH, OW)
+        _im2col(x[n], col, ZERO, KH, KW, SH, SW, PH, PW, OH, OW)
         yn = y3[n]  # (O, P)
-        nn_rows(w2, col, yn, 0, O)  # W2 . col[n] = sum_{c,p,q} w * xpad, eqs. (K7), (K1)
+        nn_rows(w2, col, yn, ZERO, O)  # W2 . col[n] = sum_{c,p,q} w * xpad, eqs. (K7), (K1)
         if has_bias:
             for o in range(O):
                 bo = b[o]
@@ -122,13 +128,13 @@ def conv2d_forward(x, w2, b, y3, ws, KH, KW, SH, SW, PH, PW, OH, OW, has_bias):
     """
     T = ws.shape[0]
     for t in prange(T):
-        _forward_images(x, w2, b, y3, ws[t], t, T, KH, KW, SH, SW, PH, PW, OH, OW, has_bias)
+        _forward_images(x, w2, b, y3, ws[t], np.int64(t), T, KH, KW, SH, SW, PH, PW, OH, OW, has_bias)
 
 
 @njit(cache=True, fastmath=True)
 def conv2d_forward_serial(x, w2, b, y3, ws, KH, KW, SH, SW, PH, PW, OH, OW, has_bias):
     """``conv2d_forward`` on the calling thread alone (small batches): all images through ws[0]."""
-    _forward_images(x, w2, b, y3, ws[0], 0, 1, KH, KW, SH, SW, PH, PW, OH, OW, has_bias)
+    _forward_images(x, w2, b, y3, ws[0], ZERO, ONE, KH, KW, SH, SW, PH, PW, OH, OW, has_bias)
 
 
 # --- grad-weight ------------------------------------------------------------------------------------
@@ -166,14 +172,14 @@ def conv2d_grad_weight(x, gy3, gw2, KH, KW, SH, SW, PH, PW, OH, OW):
     (dot products of length P along contiguous rows).
     """
     for g in prange((gw2.shape[1] + RG - 1) // RG):
-        _grad_weight_group(x, gy3, gw2, g, KH, KW, SH, SW, PH, PW, OH, OW)
+        _grad_weight_group(x, gy3, gw2, np.int64(g), KH, KW, SH, SW, PH, PW, OH, OW)
 
 
 @njit(cache=True, fastmath=True)
 def conv2d_grad_weight_serial(x, gy3, gw2, KH, KW, SH, SW, PH, PW, OH, OW):
     """``conv2d_grad_weight`` on the calling thread alone (same groups, same sums)."""
     for g in range((gw2.shape[1] + RG - 1) // RG):
-        _grad_weight_group(x, gy3, gw2, g, KH, KW, SH, SW, PH, PW, OH, OW)
+        _grad_weight_group(x, gy3, gw2, np.int64(g), KH, KW, SH, SW, PH, PW, OH, OW)
 
 
 # --- grad-input ------------------------------------------------------------------------------------
@@ -231,10 +237,10 @@ def conv2d_grad_input(gy3, w2t, gx, ws, KH, KW, SH, SW, PH, PW, OH, OW):
     """
     T = ws.shape[0]
     for t in prange(T):
-        _grad_input_images(gy3, w2t, gx, ws[t], t, T, KH, KW, SH, SW, PH, PW, OH, OW)
+        _grad_input_images(gy3, w2t, gx, ws[t], np.int64(t), T, KH, KW, SH, SW, PH, PW, OH, OW)
 
 
 @njit(cache=True, fastmath=True)
 def conv2d_grad_input_serial(gy3, w2t, gx, ws, KH, KW, SH, SW, PH, PW, OH, OW):
     """``conv2d_grad_input`` on the calling thread alone (small batches)."""
-    _grad_input_images(gy3, w2t, gx, ws[0], 0, 1, KH, KW, SH, SW, PH, PW, OH, OW)
+    _grad_input_images(gy3, w2t, gx, ws[0], ZERO, ONE, KH, KW, SH, SW, PH, PW, OH, OW)

@@ -35,6 +35,11 @@ PH/PW padding, HP/WP padded size.
 import numpy as np
 from numba import njit, prange
 
+# Helpers get ints as these or as computed values, never as the literals 0 and 1, and parallel loops pass
+# np.int64(t): Numba compiles a helper once per literal argument and once more for an unsigned prange index.
+ZERO = np.int64(0)
+ONE = np.int64(1)
+
 
 @njit(cache=True, fastmath=True)
 def _pad_image(xn, xf, PH, PW, WP):
@@ -125,13 +130,13 @@ def _direct_images(x, w2, b, y, xf, yw, n0, step, KH, KW, PH, PW, has_bias):
             row = yw[o]
             for s in range(L):
                 row[s] = zero
-        m = 0
+        m = ZERO
         while m + 4 <= O:
             for k in range(0, R4, 4):
                 _taps4(w2, xflat, offs, yw, m, k)  # 4 x 4 register block, eq. (K1)
             _tap_rows(w2, xflat, offs, yw, m, m + 4, R4, R)  # leftover taps
             m += 4
-        _tap_rows(w2, xflat, offs, yw, m, O, 0, R)  # leftover output channels
+        _tap_rows(w2, xflat, offs, yw, m, O, ZERO, R)  # leftover output channels
         for o in range(y.shape[1]):  # the real output channels (w2 may carry zero rows up to a multiple of 4)
             bo = b[o] if has_bias else zero
             for i in range(OH):
@@ -150,13 +155,13 @@ def conv2d_direct(x, w2, b, y, xf_ws, yw_ws, KH, KW, PH, PW, has_bias):
     """
     T = xf_ws.shape[0]
     for t in prange(T):
-        _direct_images(x, w2, b, y, xf_ws[t], yw_ws[t], t, T, KH, KW, PH, PW, has_bias)
+        _direct_images(x, w2, b, y, xf_ws[t], yw_ws[t], np.int64(t), T, KH, KW, PH, PW, has_bias)
 
 
 @njit(cache=True, fastmath=True)
 def conv2d_direct_serial(x, w2, b, y, xf_ws, yw_ws, KH, KW, PH, PW, has_bias):
     """``conv2d_direct`` on the calling thread alone (small batches)."""
-    _direct_images(x, w2, b, y, xf_ws[0], yw_ws[0], 0, 1, KH, KW, PH, PW, has_bias)
+    _direct_images(x, w2, b, y, xf_ws[0], yw_ws[0], ZERO, ONE, KH, KW, PH, PW, has_bias)
 
 
 # --- grad-weight -------------------------------------------------------------------------------------
@@ -294,22 +299,22 @@ def conv2d_direct_grad_weight(x, gy, out, xf_all, KH, KW, PH, PW, T, L):
     """
     WP = x.shape[3] + 2 * PW
     for t in prange(T):
-        _pad_batch(x, xf_all, t, T, PH, PW, WP)
+        _pad_batch(x, xf_all, np.int64(t), T, PH, PW, WP)
     O, R = out.shape
     offs = _tap_offsets(R, x.shape[1] * KH * KW, KH, KW, xf_all.shape[2], WP)
     k_tiles = R // 4
     k_groups = min(k_tiles, (2 * T + O // 4 - 1) // (O // 4))  # at least 2 tasks per thread where possible
     for t in prange((O // 4) * k_groups):
-        _gw_task(xf_all, gy, offs, out, t, k_groups, k_tiles, L, WP)
+        _gw_task(xf_all, gy, offs, out, np.int64(t), k_groups, k_tiles, L, WP)
 
 
 @njit(cache=True, fastmath=True)
 def conv2d_direct_grad_weight_serial(x, gy, out, xf_all, KH, KW, PH, PW, T, L):
     """``conv2d_direct_grad_weight`` on the calling thread alone (same tiles, same sums)."""
     WP = x.shape[3] + 2 * PW
-    _pad_batch(x, xf_all, 0, 1, PH, PW, WP)
+    _pad_batch(x, xf_all, ZERO, ONE, PH, PW, WP)
     R = out.shape[1]
     offs = _tap_offsets(R, x.shape[1] * KH * KW, KH, KW, xf_all.shape[2], WP)
     k_tiles = R // 4
     for t in range(out.shape[0] // 4):
-        _gw_task(xf_all, gy, offs, out, t, 1, k_tiles, L, WP)
+        _gw_task(xf_all, gy, offs, out, t, ONE, k_tiles, L, WP)

@@ -179,7 +179,7 @@ def matmul_nt(A, Bt, Cout):
     """
     panels = (Bt.shape[0] + PANEL - 1) // PANEL
     for t in prange(((A.shape[0] + TILE - 1) // TILE) * panels):
-        _matmul_task(A, Bt, Cout, t, panels)
+        _matmul_task(A, Bt, Cout, np.int64(t), panels)
 
 
 @njit(cache=True, fastmath=True)
@@ -187,7 +187,7 @@ def matmul_nt_serial(A, Bt, Cout):
     """``matmul_nt`` on the calling thread alone, for small products (same tasks, same bits)."""
     panels = (Bt.shape[0] + PANEL - 1) // PANEL
     for t in range(((A.shape[0] + TILE - 1) // TILE) * panels):
-        _matmul_task(A, Bt, Cout, t, panels)
+        _matmul_task(A, Bt, Cout, np.int64(t), panels)
 
 
 @njit(cache=True)
@@ -209,14 +209,14 @@ def _transpose_block(a, out, jb):
 def _transpose(a, out):
     """out[j, i] = a[i, j].  Parallel over blocks of 32 rows of ``out`` (prange): each thread writes its own."""
     for jb in prange((a.shape[1] + 31) // 32):
-        _transpose_block(a, out, jb)
+        _transpose_block(a, out, np.int64(jb))
 
 
 @njit(cache=True)
 def _transpose_serial(a, out):
     """``_transpose`` on the calling thread alone, for small arrays."""
     for jb in range((a.shape[1] + 31) // 32):
-        _transpose_block(a, out, jb)
+        _transpose_block(a, out, np.int64(jb))
 
 
 # Below this many multiply-adds (or, for copies, elements) a kernel runs on the calling thread: starting
@@ -366,7 +366,7 @@ def matmul_nn(A, B, Cout):
     """
     panels = (B.shape[1] + NN_PANEL - 1) // NN_PANEL
     for t in prange(((A.shape[0] + NN_ROWS - 1) // NN_ROWS) * panels):
-        _matmul_nn_task(A, B, Cout, t, panels)
+        _matmul_nn_task(A, B, Cout, np.int64(t), panels)
 
 
 @njit(cache=True, fastmath=True)
@@ -374,4 +374,4 @@ def matmul_nn_serial(A, B, Cout):
     """``matmul_nn`` on the calling thread alone, for small products (same tasks, same sums)."""
     panels = (B.shape[1] + NN_PANEL - 1) // NN_PANEL
     for t in range(((A.shape[0] + NN_ROWS - 1) // NN_ROWS) * panels):
-        _matmul_nn_task(A, B, Cout, t, panels)
+        _matmul_nn_task(A, B, Cout, np.int64(t), panels)

@@ -74,7 +74,10 @@ MC_MAX = 96  # at most this many rows of C per matmul task (their A panels, 96 x
 # Every caller passes the tile's int and bool arguments as these (or as computed values), never as the
 # constants 0 or True: Numba compiles a separate copy of a function for each literal argument it is
 # called with, and each copy of this tile costs a second or more to compile.
+# The same holds for a prange index, which is unsigned inside the parallel loop (a helper called with it
+# is compiled for int64 while the loop is typed and again for uint64): parallel loops pass np.int64(t).
 ZERO = np.int64(0)
+ONE = np.int64(1)
 YES = np.bool_(True)
 
 
@@ -342,11 +345,13 @@ def matmul_packed(A, ta, B, tb, C, Bp, Ap):
     if K == 0:
         C[:] = 0
     for t in prange(nk * nj):
-        kb = t // nj
-        _pack_b(B, tb, kb * KC, min(KC, K - kb * KC), t % nj, Bp[kb])
+        u = np.int64(t)
+        kb = u // nj
+        _pack_b(B, tb, kb * KC, min(KC, K - kb * KC), u % nj, Bp[kb])
     for t in prange(Ap.shape[0]):
         tmp = np.empty((MR, NR), dtype=C.dtype)
-        _matmul_rows(A, ta, Bp, aoffs, boffs, C, t * mc, min(t * mc + mc, M), Ap[t], tmp, zeros8)
+        u = np.int64(t)
+        _matmul_rows(A, ta, Bp, aoffs, boffs, C, u * mc, min(u * mc + mc, M), Ap[t], tmp, zeros8)
 
 
 @njit(cache=True, fastmath=True)
@@ -365,7 +370,7 @@ def matmul_packed_serial(A, ta, B, tb, C, Bp, Ap):
     for t in range(nk * nj):
         kb = t // nj
         _pack_b(B, tb, kb * KC, min(KC, K - kb * KC), t % nj, Bp[kb])
-    _matmul_rows(A, ta, Bp, aoffs, boffs, C, 0, M, Ap[0], tmp, zeros8)
+    _matmul_rows(A, ta, Bp, aoffs, boffs, C, ZERO, M, Ap[0], tmp, zeros8)
 
 
 # --- convolution, forward and grad-input (stride 1) --------------------------------------------------
@@ -455,7 +460,7 @@ def conv2d_packed(x, wt, bias, y, PH, PW, offs, xf_ws):
     kofs = np.arange(offs.shape[0]) * NR  # row r of a weight panel starts at 32*r
     for t in prange(T):
         tmp = np.empty((MR, NR), dtype=y.dtype)
-        _conv_images(x, wt, bias, y, xf_ws[t], offs, kofs, tmp, np.zeros(MR, dtype=y.dtype), t, T, PH, PW)
+        _conv_images(x, wt, bias, y, xf_ws[t], offs, kofs, tmp, np.zeros(MR, dtype=y.dtype), np.int64(t), T, PH, PW)
 
 
 @njit(cache=True, fastmath=True)
@@ -463,7 +468,7 @@ def conv2d_packed_serial(x, wt, bias, y, PH, PW, offs, xf_ws):
     """``conv2d_packed`` on the calling thread alone (small batches)."""
     kofs = np.arange(offs.shape[0]) * NR
     tmp = np.empty((MR, NR), dtype=y.dtype)
-    _conv_images(x, wt, bias, y, xf_ws[0], offs, kofs, tmp, np.zeros(MR, dtype=y.dtype), 0, 1, PH, PW)
+    _conv_images(x, wt, bias, y, xf_ws[0], offs, kofs, tmp, np.zeros(MR, dtype=y.dtype), ZERO, ONE, PH, PW)
 
 
 # --- convolution with few output channels (stride 1): channels as the tile's rows ----------------------
@@ -523,14 +528,14 @@ def conv2d_rows(x, wr, bias8, y, PH, PW, offs, xf_ws, yw_ws):
     T = xf_ws.shape[0]
     aoffs = np.arange(offs.shape[0]) * MR  # column r of a weight panel starts at 8*r
     for t in prange(T):
-        _conv_rows_images(x, wr, bias8, y, xf_ws[t], yw_ws[t], offs, aoffs, t, T, PH, PW)
+        _conv_rows_images(x, wr, bias8, y, xf_ws[t], yw_ws[t], offs, aoffs, np.int64(t), T, PH, PW)
 
 
 @njit(cache=True, fastmath=True)
 def conv2d_rows_serial(x, wr, bias8, y, PH, PW, offs, xf_ws, yw_ws):
     """``conv2d_rows`` on the calling thread alone (small batches)."""
     aoffs = np.arange(offs.shape[0]) * MR
-    _conv_rows_images(x, wr, bias8, y, xf_ws[0], yw_ws[0], offs, aoffs, 0, 1, PH, PW)
+    _conv_rows_images(x, wr, bias8, y, xf_ws[0], yw_ws[0], offs, aoffs, ZERO, ONE, PH, PW)
 
 
 # --- convolution, grad-weight (stride 1) -------------------------------------------------------------
@@ -637,7 +642,7 @@ def conv2d_packed_grad_weight(x, gy, dWt, xh, gb, PH, PW, T, lists, ka, kb, coun
     WP = W + 2 * PW
     KH, SP = dWt.shape[0], dWt.shape[1]
     for n in prange(N):
-        _channels_last(x, gy, xh, gb, n, PH, PW)
+        _channels_last(x, gy, xh, gb, np.int64(n), PH, PW)
     zeros8 = np.zeros(MR, dtype=dWt.dtype)
     xf = xh.reshape(xh.size)
     nsb = SP // MR
@@ -645,7 +650,8 @@ def conv2d_packed_grad_weight(x, gy, dWt, xh, gb, PH, PW, T, lists, ka, kb, coun
     tasks = min(T, blocks)
     P = gy.shape[2] * gy.shape[3]
     for t in prange(tasks):
-        _grad_weight_task(xf, gb, dWt, t * blocks // tasks, (t + 1) * blocks // tasks, nsb, WP * C, xh.shape[1],
+        u = np.int64(t)
+        _grad_weight_task(xf, gb, dWt, u * blocks // tasks, (u + 1) * blocks // tasks, nsb, WP * C, xh.shape[1],
                           P, lists, ka, kb, counts, zeros8)
 
 
@@ -656,11 +662,11 @@ def conv2d_packed_grad_weight_serial(x, gy, dWt, xh, gb, PH, PW, lists, ka, kb, 
     WP = W + 2 * PW
     KH, SP = dWt.shape[0], dWt.shape[1]
     for n in range(N):
-        _channels_last(x, gy, xh, gb, n, PH, PW)
+        _channels_last(x, gy, xh, gb, np.int64(n), PH, PW)
     zeros8 = np.zeros(MR, dtype=dWt.dtype)
     xf = xh.reshape(xh.size)
     nsb = SP // MR
-    _grad_weight_task(xf, gb, dWt, 0, KH * nsb, nsb, WP * C, xh.shape[1], gy.shape[2] * gy.shape[3], lists, ka,
+    _grad_weight_task(xf, gb, dWt, ZERO, KH * nsb, nsb, WP * C, xh.shape[1], gy.shape[2] * gy.shape[3], lists, ka,
                       kb, counts, zeros8)
 
 
@@ -714,14 +720,15 @@ def conv2d_rows_grad_weight(x, gy, dWr, xh, g8, PH, PW, T, ka, kb, counts):
     N, C, W = x.shape[0], x.shape[1], x.shape[3]
     WP = W + 2 * PW
     for n in prange(N):
-        _channels_last(x, gy, xh, g8, n, PH, PW)
+        _channels_last(x, gy, xh, g8, np.int64(n), PH, PW)
     zeros8 = np.zeros(MR, dtype=dWr.dtype)
     xf = xh.reshape(xh.size)
     blocks = dWr.shape[0] * (dWr.shape[1] // MR) * (dWr.shape[2] // NR)
     tasks = min(T, blocks)
     P = gy.shape[2] * gy.shape[3]
     for t in prange(tasks):
-        _grad_weight_rows_task(xf, g8, dWr, t * blocks // tasks, (t + 1) * blocks // tasks, WP * C, xh.shape[1], P,
+        u = np.int64(t)
+        _grad_weight_rows_task(xf, g8, dWr, u * blocks // tasks, (u + 1) * blocks // tasks, WP * C, xh.shape[1], P,
                                ka, kb, counts, zeros8)
 
 
@@ -731,9 +738,9 @@ def conv2d_rows_grad_weight_serial(x, gy, dWr, xh, g8, PH, PW, ka, kb, counts):
     N, C, W = x.shape[0], x.shape[1], x.shape[3]
     WP = W + 2 * PW
     for n in range(N):
-        _channels_last(x, gy, xh, g8, n, PH, PW)
+        _channels_last(x, gy, xh, g8, np.int64(n), PH, PW)
     zeros8 = np.zeros(MR, dtype=dWr.dtype)
     xf = xh.reshape(xh.size)
     blocks = dWr.shape[0] * (dWr.shape[1] // MR) * (dWr.shape[2] // NR)
-    _grad_weight_rows_task(xf, g8, dWr, 0, blocks, WP * C, xh.shape[1], gy.shape[2] * gy.shape[3], ka, kb, counts,
+    _grad_weight_rows_task(xf, g8, dWr, ZERO, blocks, WP * C, xh.shape[1], gy.shape[2] * gy.shape[3], ka, kb, counts,
                            zeros8)
