@@ -79,6 +79,8 @@ MC_MAX = 96  # at most this many rows of C per matmul task (their A panels, 96 x
 ZERO = np.int64(0)
 ONE = np.int64(1)
 YES = np.bool_(True)
+# Unsigned offsets inside the tile (see tile8x32): uint64 plus an int64 would be a float64 in Numba.
+U1, U2, U3, U4, U5, U6, U7, U16 = (np.uint64(i) for i in (1, 2, 3, 4, 5, 6, 7, 16))
 
 
 @intrinsic
@@ -137,14 +139,16 @@ def tile8x32(A, aoffs, a_at, B, boffs, b_at, kc, bias8, C, i0, j0, first):
         c0[j] = c1[j] = c2[j] = c3[j] = c4[j] = c5[j] = c6[j] = c7[j] = 0
         d0[j] = d1[j] = d2[j] = d3[j] = d4[j] = d5[j] = d6[j] = d7[j] = 0
     for k in range(kc):
-        ak = aoffs[k] + a_at
-        a = A[ak:ak + 8]  # column k of the 8 rows
-        a0, a1, a2, a3, a4, a5, a6, a7 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
-        at = boffs[k] + b_at
-        b = B[at:at + 32]  # row k of the 32 columns
+        # Unsigned indices: Numba guards every signed index or slice against negative values (Python's
+        # wraparound), about 20 integer instructions per step of k here; an unsigned one cannot be
+        # negative, so each read is a plain load (measured: 93-101 -> 102-111 GFLOP/s per thread).
+        ak = np.uint64(aoffs[k] + a_at)  # column k of the 8 rows
+        a0, a1, a2, a3 = A[ak], A[ak + U1], A[ak + U2], A[ak + U3]
+        a4, a5, a6, a7 = A[ak + U4], A[ak + U5], A[ak + U6], A[ak + U7]
+        at = np.uint64(boffs[k] + b_at)  # row k of the 32 columns
         for j in range(16):  # the outer product a x b: 16 vector multiply-adds
-            x = b[j]
-            y = b[16 + j]
+            x = B[at + np.uint64(j)]
+            y = B[at + U16 + np.uint64(j)]
             c0[j] += a0 * x
             c1[j] += a1 * x
             c2[j] += a2 * x
