@@ -179,7 +179,7 @@ def conv2d_grad_weight(x, gy3, gw2, KH, KW, SH, SW, PH, PW, OH, OW):
 def conv2d_grad_weight_serial(x, gy3, gw2, KH, KW, SH, SW, PH, PW, OH, OW):
     """``conv2d_grad_weight`` on the calling thread alone (same groups, same sums)."""
     for g in range((gw2.shape[1] + RG - 1) // RG):
-        _grad_weight_group(x, gy3, gw2, np.int64(g), KH, KW, SH, SW, PH, PW, OH, OW)
+        _grad_weight_group(x, gy3, gw2, g, KH, KW, SH, SW, PH, PW, OH, OW)
 
 
 # --- grad-input ------------------------------------------------------------------------------------

@@ -187,7 +187,7 @@ def matmul_nt_serial(A, Bt, Cout):
     """``matmul_nt`` on the calling thread alone, for small products (same tasks, same bits)."""
     panels = (Bt.shape[0] + PANEL - 1) // PANEL
     for t in range(((A.shape[0] + TILE - 1) // TILE) * panels):
-        _matmul_task(A, Bt, Cout, np.int64(t), panels)
+        _matmul_task(A, Bt, Cout, t, panels)
 
 
 @njit(cache=True)
@@ -216,7 +216,7 @@ def _transpose(a, out):
 def _transpose_serial(a, out):
     """``_transpose`` on the calling thread alone, for small arrays."""
     for jb in range((a.shape[1] + 31) // 32):
-        _transpose_block(a, out, np.int64(jb))
+        _transpose_block(a, out, jb)
 
 
 # Below this many multiply-adds (or, for copies, elements) a kernel runs on the calling thread: starting
@@ -374,4 +374,4 @@ def matmul_nn_serial(A, B, Cout):
     """``matmul_nn`` on the calling thread alone, for small products (same tasks, same sums)."""
     panels = (B.shape[1] + NN_PANEL - 1) // NN_PANEL
     for t in range(((A.shape[0] + NN_ROWS - 1) // NN_ROWS) * panels):
-        _matmul_nn_task(A, B, Cout, np.int64(t), panels)
+        _matmul_nn_task(A, B, Cout, t, panels)

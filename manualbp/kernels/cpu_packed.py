@@ -666,7 +666,7 @@ def conv2d_packed_grad_weight_serial(x, gy, dWt, xh, gb, PH, PW, lists, ka, kb, 
     WP = W + 2 * PW
     KH, SP = dWt.shape[0], dWt.shape[1]
     for n in range(N):
-        _channels_last(x, gy, xh, gb, np.int64(n), PH, PW)
+        _channels_last(x, gy, xh, gb, n, PH, PW)
     zeros8 = np.zeros(MR, dtype=dWt.dtype)
     xf = xh.reshape(xh.size)
     nsb = SP // MR
@@ -742,7 +742,7 @@ def conv2d_rows_grad_weight_serial(x, gy, dWr, xh, g8, PH, PW, ka, kb, counts):
     N, C, W = x.shape[0], x.shape[1], x.shape[3]
     WP = W + 2 * PW
     for n in range(N):
-        _channels_last(x, gy, xh, g8, np.int64(n), PH, PW)
+        _channels_last(x, gy, xh, g8, n, PH, PW)
     zeros8 = np.zeros(MR, dtype=dWr.dtype)
     xf = xh.reshape(xh.size)
     blocks = dWr.shape[0] * (dWr.shape[1] // MR) * (dWr.shape[2] // NR)
