@@ -51,7 +51,7 @@ def _panels(m, n, k, threads, dtype):
                                    (130, 40, 9)])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_packed_matmul_matches_reference_in_every_layout(m, k, n, dtype, assert_close):
-    """Edges of the 8 x 32 tile, more than one block of KC = 256 along k, and all four transposes;
+    """Edges of the 8 x 32 tile, more than one block of KC = 512 along k, and all four transposes;
     the parallel driver with 1, 2 or 3 row tasks per thread gives the serial driver's bits."""
     rng = np.random.default_rng(m + 10 * k + 100 * n)
     for ta in (False, True):
@@ -65,6 +65,22 @@ def test_packed_matmul_matches_reference_in_every_layout(m, k, n, dtype, assert_
                 par = np.empty((m, n), dtype)
                 cpu_packed.matmul_packed(a, ta, b, tb, par, *_panels(m, n, k, threads, dtype))
                 assert par.tobytes() == serial.tobytes(), f"ta={ta} tb={tb} T={threads}"
+
+
+@pytest.mark.parametrize("trans", [False, True])
+def test_pack_a_lays_out_column_k_of_eight_rows_at_8k(trans):
+    """The A panel: dst[k*8 + i] = op(A)[i0 + i, k0 + k], zeros below the last row, for whole blocks of
+    8 rows (the interleaving copy) and for the last, partial one."""
+    rng = np.random.default_rng(3)
+    opa = rng.standard_normal((13, 40)).astype(np.float32)  # op(A): 13 rows, K = 40
+    a = np.ascontiguousarray(opa.T) if trans else opa
+    for i0, k0, kc in ((0, 0, 40), (0, 7, 21), (8, 5, 30)):
+        dst = np.full(kc * 8, np.nan, np.float32)
+        cpu_packed._pack_a(a, trans, i0, k0, kc, dst)
+        rows = np.zeros((8, kc), np.float32)
+        part = opa[i0:i0 + 8, k0:k0 + kc]
+        rows[:part.shape[0]] = part
+        assert np.array_equal(dst, rows.T.ravel()), (i0, k0, kc)
 
 
 def test_packed_matmul_with_empty_inner_size_gives_zeros():

@@ -253,6 +253,14 @@ def _pack_a(A, trans, i0, k0, kc, dst):
             for i in range(MR):
                 d[i] = src[i]
         return
+    if not trans and i0 + MR <= M:  # 8 whole rows: interleave them, one float of each per step of k
+        r0, r1, r2, r3 = A[i0, k0:k0 + kc], A[i0 + 1, k0:k0 + kc], A[i0 + 2, k0:k0 + kc], A[i0 + 3, k0:k0 + kc]
+        r4, r5, r6, r7 = A[i0 + 4, k0:k0 + kc], A[i0 + 5, k0:k0 + kc], A[i0 + 6, k0:k0 + kc], A[i0 + 7, k0:k0 + kc]
+        for k in range(kc):  # unsigned indices, as in tile8x32: plain loads and stores, which LLVM vectorizes
+            u, d = np.uint64(k), np.uint64(k * MR)
+            dst[d], dst[d + U1], dst[d + U2], dst[d + U3] = r0[u], r1[u], r2[u], r3[u]
+            dst[d + U4], dst[d + U5], dst[d + U6], dst[d + U7] = r4[u], r5[u], r6[u], r7[u]
+        return
     for i in range(MR):
         r = i0 + i
         if r >= M:
