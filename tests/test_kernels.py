@@ -150,7 +150,7 @@ def test_maxpool2d_kernels_match_torch_and_reference(g, dtype, ties, seed, asser
     xt, yt, it = torch_pool(x, g)
     for impl in (reference, cpu):
         y, idx = impl.maxpool2d_forward(x, g["kernel"], g["stride"], g["padding"])
-        assert y.dtype == dtype and idx.dtype == np.int64
+        assert y.dtype == dtype and idx.dtype == (np.int64 if impl is reference else np.int32)
         np.testing.assert_array_equal(y, yt.detach().numpy(), err_msg=impl.__name__)
         np.testing.assert_array_equal(idx, it.numpy(), err_msg=impl.__name__)
     gy = rand(rng, y.shape, dtype)
@@ -159,6 +159,14 @@ def test_maxpool2d_kernels_match_torch_and_reference(g, dtype, ties, seed, asser
     assert gx.dtype == dtype
     assert_close(gx, reference.maxpool2d_backward(gy, idx, x.shape), RTOL[dtype])
     assert_close(gx, xt.grad, RTOL[dtype])
+    # torch's own int64 indices route the gradient the same way
+    np.testing.assert_array_equal(cpu.maxpool2d_backward(gy, it.numpy(), x.shape), gx)
+
+
+def test_maxpool2d_index_dtype_is_int32_until_a_plane_outgrows_it():
+    assert cpu.pool_index_dtype(32, 32) == np.int32
+    assert cpu.pool_index_dtype(46340, 46340) == np.int32  # 2,147,395,600 positions: still fits
+    assert cpu.pool_index_dtype(1 << 16, 1 << 15) == np.int64  # 2**31 positions: one too many
 
 
 @pytest.mark.parametrize("impl", [reference, cpu], ids=["reference", "cpu"])

@@ -527,8 +527,23 @@ def _maxpool2d_forward_serial(x, y, idx, KH, KW, SH, SW, PH, PW):
             _pool_any(x[n, c], y[n, c], idx[n, c], KH, KW, SH, SW, PH, PW)
 
 
+def pool_index_dtype(H, W):
+    """The dtype of the argmax positions of an H x W plane: int32 whenever they fit (every plane
+    there is, in practice), else int64.
+
+    A position h*W + w counts within one plane, so it never needs 64 bits below 2**31 pixels a plane.
+    With int32 positions the 2 x 2 kernel's loop over j runs on vectors (compares and selects on 32-bit
+    lanes, beside the 32-bit floats); with int64 ones LLVM leaves it scalar.  Measured at the CIFAR-10
+    net's first pooling (64 x 32 x 32 x 32 floats, 2 threads): 1.48 ms -> 0.33 ms.
+    """
+    return np.int32 if H * W <= np.iinfo(np.int32).max else np.int64
+
+
 def maxpool2d_forward(x, kernel_size, stride, padding):
-    """(y, indices), both (N, C, OH, OW).  Twin of reference.maxpool2d_forward; see its docstring."""
+    """(y, indices), both (N, C, OH, OW).  Twin of reference.maxpool2d_forward; see its docstring.
+
+    The indices are the reference's values, as ``pool_index_dtype(H, W)`` (int32 for any real plane).
+    """
     x = np.ascontiguousarray(x)
     N, C, H, W = x.shape
     KH, KW = int(kernel_size[0]), int(kernel_size[1])
@@ -537,7 +552,7 @@ def maxpool2d_forward(x, kernel_size, stride, padding):
     OH = (H + 2 * PH - KH) // SH + 1  # (P2)
     OW = (W + 2 * PW - KW) // SW + 1
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
-    idx = np.empty((N, C, OH, OW), dtype=np.int64)
+    idx = np.empty((N, C, OH, OW), dtype=pool_index_dtype(H, W))
     kernel = _maxpool2d_forward if x.size >= POOL_PARALLEL_MIN_ELEMENTS else _maxpool2d_forward_serial
     kernel(x, y, idx, KH, KW, SH, SW, PH, PW)
     return y, idx
@@ -574,7 +589,9 @@ def _maxpool2d_backward_serial(g2, i2, x2):
 def maxpool2d_backward(grad_y, indices, x_shape):
     """dL/dx, (N, C, H, W).  Twin of reference.maxpool2d_backward; see its docstring for shapes."""
     gy = np.ascontiguousarray(grad_y)
-    idx = np.ascontiguousarray(indices, dtype=np.int64)
+    idx = np.ascontiguousarray(indices)  # int32 from maxpool2d_forward (int64 also taken)
+    if idx.dtype not in (np.int32, np.int64):
+        idx = idx.astype(np.int64)
     gx = np.empty(tuple(int(s) for s in x_shape), dtype=gy.dtype)
     N, C = gy.shape[0], gy.shape[1]
     kernel = _maxpool2d_backward if gx.size >= POOL_PARALLEL_MIN_ELEMENTS else _maxpool2d_backward_serial
