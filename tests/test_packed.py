@@ -48,11 +48,13 @@ def _panels(m, n, k, threads, dtype):
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (7, 3, 31), (8, 256, 32), (9, 257, 33), (45, 600, 70),
-                                   (130, 40, 9)])
+                                   (130, 40, 9), (9, 20, cpu_packed.B_IN_PLACE_MAX_N + 36)])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_packed_matmul_matches_reference_in_every_layout(m, k, n, dtype, assert_close):
     """Edges of the 8 x 32 tile, more than one block of KC = 512 along k, and all four transposes;
-    the parallel driver with 1, 2 or 3 row tasks per thread gives the serial driver's bits."""
+    op(B) read in place (b not transposed, its last narrow panel packed) and packed (b transposed, or
+    wider than B_IN_PLACE_MAX_N); the parallel driver with 1, 2 or 3 row tasks per thread gives the
+    serial driver's bits."""
     rng = np.random.default_rng(m + 10 * k + 100 * n)
     for ta in (False, True):
         for tb in (False, True):

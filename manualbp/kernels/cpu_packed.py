@@ -32,8 +32,9 @@ computed into a scratch tile (``tmp``) and only its valid part is copied out.
 
 How each operation maps onto the tile:
 - matmul (``matmul_packed``): A is op(a), B is op(b); B is packed once per block of KC rows of k
-  (KC x 32 per panel: read from cache by every tile of that column), and each task packs its own rows
-  of A.  Tasks are blocks of rows of C; every C[i, j] is summed over k in blocks of KC, in order.
+  (KC x 32 per panel: read from cache by every tile of that column), or, when b is not transposed and
+  at most B_IN_PLACE_MAX_N columns wide, read where it lies (row k of a panel: 32 consecutive floats of
+  b's row k); each task packs its own rows of A.  Tasks are blocks of rows of C; every C[i, j] is summed over k in blocks of KC, in order.
 - convolution forward and grad-input (``conv2d_packed``): per image, the tile's 8 rows are 8
   neighbouring output positions of one output row and its 32 columns are output channels, k running
   over the taps in the order (p, c, q), kernel row first, so that the kernel rows which read only the
@@ -69,6 +70,10 @@ NR = 32  # columns of the register tile (B panel width): two 16-float vectors
 KC = 512  # rows of k per packed block of B in matmul: a 512 x 32 float panel is 64 KiB, read from L2 as fast
 # as from L1 by the tile (measured), and each tile call then runs 512 steps of k before it loads and stores
 # its 8 x 32 block of C (with 256 steps that fixed cost was about 8% of the call)
+B_IN_PLACE_MAX_N = 1024  # a non-transposed B at most this wide is read in place, not packed: its 32-column
+# panels are then rows of 128 bytes N floats apart, which the tile reads as fast as a packed panel while
+# N*4 bytes is short (n = 256: 136-162 -> 174-191 GFLOP/s on 2 threads, the copy and a parallel pass saved);
+# at N = 2048 each row of k is a new 4 KiB page and cache sets alias, and it ran at 127 against 175 packed
 MC_MAX = 96  # at most this many rows of C per matmul task (their A panels, 96 x 512 floats, stay in L2)
 
 # Every caller passes the tile's int and bool arguments as these (or as computed values), never as the
@@ -214,16 +219,17 @@ def tile8x32(A, aoffs, a_at, B, boffs, b_at, kc, bias8, C, i0, j0, first):
 
 
 @njit(cache=True, fastmath=True)
-def _tile_into(Ap, aoffs, Bp, boffs, kc, bias8, C, i0, j0, first, tmp):
+def _tile_into(Ap, aoffs, Bp, boffs, b_at, kc, bias8, C, i0, j0, first, tmp):
     """``tile8x32`` for a block that may run past the last row or column of C: such a block is computed
-    into the scratch tile tmp (8, 32) and only its part inside C is written."""
+    into the scratch tile tmp (8, 32) and only its part inside C is written.  Row k of the B panel
+    starts at Bp[boffs[k] + b_at]."""
     M, N = C.shape
     inside = i0 + MR <= M and j0 + NR <= N
     if inside:
         dst, di, dj, dfirst = C, i0, j0, first
     else:
         dst, di, dj, dfirst = tmp, ZERO, ZERO, YES
-    tile8x32(Ap, aoffs, ZERO, Bp, boffs, ZERO, kc, bias8, dst, di, dj, dfirst)  # one call: one inlined copy
+    tile8x32(Ap, aoffs, ZERO, Bp, boffs, b_at, kc, bias8, dst, di, dj, dfirst)  # one call: one inlined copy
     if inside:
         return
     for i in range(min(MR, M - i0)):
@@ -302,21 +308,42 @@ def _pack_b(B, trans, k0, kc, jb, Bp):
             d[j] = zero
 
 
+@njit(cache=True)
+def _b_read_in_place(B, tb):
+    """Whether op(B)'s whole 32-column panels are read where they lie in B instead of packed: B not
+    transposed (row k of a panel is then 32 consecutive floats of B's row k) and at most
+    B_IN_PLACE_MAX_N columns wide.  A last panel narrower than 32 columns is packed all the same."""
+    return not tb and B.shape[1] <= B_IN_PLACE_MAX_N
+
+
+@njit(cache=True)
+def _b_in_place(B, tb, jb):
+    """Whether panel jb of op(B) is read in place (``_b_read_in_place``, and the panel wholly inside B)."""
+    return _b_read_in_place(B, tb) and (jb + 1) * NR <= B.shape[1]
+
+
 @njit(cache=True, fastmath=True)
-def _matmul_rows(A, ta, Bp, aoffs, boffs, C, i0, i1, Ap, tmp, zeros8):
+def _matmul_rows(A, ta, B, tb, Bp, aoffs, boffs, C, i0, i1, Ap, tmp, zeros8):
     """Rows i0 ... i1-1 of C = op(A)[rows] . op(B), op(B) packed as Bp[kb, jb] (block kb of KC rows of k,
-    panel jb of 32 columns).  For each block of k: pack this task's rows of op(A), then for each B panel
-    (it stays in L1) run the tiles of all the row panels.  C[i, j] sums the k blocks in order."""
+    panel jb of 32 columns) or read in place (``_b_in_place``).  For each block of k: pack this task's
+    rows of op(A), then for each B panel run the tiles of all the row panels.  C[i, j] sums the k blocks
+    in order."""
     K = A.shape[0] if ta else A.shape[1]
     nib = (i1 - i0 + MR - 1) // MR
+    flat = B.reshape(-1)  # a view (B is C-contiguous)
+    rows_of_b = np.arange(KC) * B.shape[1]  # row k of an in-place panel: flat[(k0 + k)*N + j0 ...]
     for kb in range(Bp.shape[0]):
         k0 = kb * KC
         kc = min(KC, K - k0)
         for ib in range(nib):
             _pack_a(A, ta, i0 + ib * MR, k0, kc, Ap[ib])
         for jb in range(Bp.shape[1]):
+            if _b_in_place(B, tb, jb):
+                src, offs, at = flat, rows_of_b, k0 * B.shape[1] + jb * NR
+            else:
+                src, offs, at = Bp[kb, jb], boffs, ZERO
             for ib in range(nib):
-                _tile_into(Ap[ib], aoffs, Bp[kb, jb], boffs, kc, zeros8, C, i0 + ib * MR, jb * NR, kb == 0, tmp)
+                _tile_into(Ap[ib], aoffs, src, offs, at, kc, zeros8, C, i0 + ib * MR, jb * NR, kb == 0, tmp)
 
 
 def _row_tasks(M, T):
@@ -356,14 +383,18 @@ def matmul_packed(A, ta, B, tb, C, Bp, Ap):
     boffs = np.arange(KC) * NR  # row k of a packed B panel starts at 32*k
     if K == 0:
         C[:] = 0
-    for t in prange(nk * nj):
-        u = np.int64(t)
-        kb = u // nj
-        _pack_b(B, tb, kb * KC, min(KC, K - kb * KC), u % nj, Bp[kb])
+    if not _b_read_in_place(B, tb):
+        for t in prange(nk * nj):
+            u = np.int64(t)
+            kb = u // nj
+            _pack_b(B, tb, kb * KC, min(KC, K - kb * KC), u % nj, Bp[kb])
+    elif not _b_in_place(B, tb, nj - 1):  # only the last panel, narrower than 32 columns, is packed
+        for kb in range(nk):
+            _pack_b(B, tb, kb * KC, min(KC, K - kb * KC), nj - 1, Bp[kb])
     for t in prange(Ap.shape[0]):
         tmp = np.empty((MR, NR), dtype=C.dtype)
         u = np.int64(t)
-        _matmul_rows(A, ta, Bp, aoffs, boffs, C, u * mc, min(u * mc + mc, M), Ap[t], tmp, zeros8)
+        _matmul_rows(A, ta, B, tb, Bp, aoffs, boffs, C, u * mc, min(u * mc + mc, M), Ap[t], tmp, zeros8)
 
 
 @njit(cache=True, fastmath=True)
@@ -380,9 +411,10 @@ def matmul_packed_serial(A, ta, B, tb, C, Bp, Ap):
     if K == 0:
         C[:] = 0
     for t in range(nk * nj):
-        kb = t // nj
-        _pack_b(B, tb, kb * KC, min(KC, K - kb * KC), t % nj, Bp[kb])
-    _matmul_rows(A, ta, Bp, aoffs, boffs, C, ZERO, M, Ap[0], tmp, zeros8)
+        if not _b_in_place(B, tb, t % nj):
+            kb = t // nj
+            _pack_b(B, tb, kb * KC, min(KC, K - kb * KC), t % nj, Bp[kb])
+    _matmul_rows(A, ta, B, tb, Bp, aoffs, boffs, C, ZERO, M, Ap[0], tmp, zeros8)
 
 
 # --- convolution, forward and grad-input (stride 1) --------------------------------------------------
