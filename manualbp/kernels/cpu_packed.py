@@ -34,7 +34,8 @@ How each operation maps onto the tile:
 - matmul (``matmul_packed``): A is op(a), B is op(b); B is packed once per block of KC rows of k
   (KC x 32 per panel: read from cache by every tile of that column), or, when b is not transposed and
   at most B_IN_PLACE_MAX_N columns wide, read where it lies (row k of a panel: 32 consecutive floats of
-  b's row k); each task packs its own rows of A.  Tasks are blocks of rows of C; every C[i, j] is summed over k in blocks of KC, in order.
+  b's row k); each task packs its own rows of A.  Tasks are blocks of rows of C; every C[i, j] is
+  summed over k in blocks of KC, in order.
 - convolution forward and grad-input (``conv2d_packed``): per image, the tile's 8 rows are 8
   neighbouring output positions of one output row and its 32 columns are output channels, k running
   over the taps in the order (p, c, q), kernel row first, so that the kernel rows which read only the
@@ -370,8 +371,9 @@ def matmul_packed(A, ta, B, tb, C, Bp, Ap):
 
     Workspaces, shaped by ``matmul_panel_shapes``: Bp for op(B)'s panels, Ap[t] for task t's A panels
     (allocating them here on every call would cost page faults for a fresh megabyte or more).  Two
-    parallel passes: pack all of op(B) into 32-column panels of KC rows (prange over panels), then
-    prange over the tasks, blocks of Ap.shape[1] * 8 rows of C, each packing its own rows of op(A) and
+    parallel passes: pack all of op(B) into 32-column panels of KC rows (prange over panels; when B is
+    read in place, ``_b_read_in_place``, only a last narrow panel is packed, serially), then prange over
+    the tasks, blocks of Ap.shape[1] * 8 rows of C, each packing its own rows of op(A) and
     running its tiles over the whole of k.
     """
     M = C.shape[0]
