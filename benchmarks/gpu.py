@@ -7,7 +7,7 @@
 
 Sections:
   matmul  GFLOP/s of an n x n x n float32 product, n = 1024, 2048, 4096, 8192, ours (the tiled kernel of
-          manualbp/kernels/cuda_gemm.py) vs torch's cuBLAS with TF32 off (full float32, as ours).
+          manualbp/kernels/cuda/gemm.py) vs torch's cuBLAS with TF32 off (full float32, as ours).
   conv    the three 5x5, padding-2 convolutions of the CIFAR-10 net at batch 64: forward, grad-input and
           grad-weight, ours (implicit GEMM) vs cuDNN (TF32 off), in GFLOP/s.
   train   images per second of whole training steps (host batch -> GPU, forward, cross-entropy, backward,

@@ -9,6 +9,8 @@ import numbers
 
 import numpy as np
 
+from .device import is_cuda_array, mixed_message, to_numpy
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -16,25 +18,37 @@ def describe(x):
     """A short description of an array for error messages."""
     if isinstance(x, np.ndarray):
         return f"array of shape {tuple(x.shape)} and dtype {x.dtype}"
-    if hasattr(x, "copy_to_host") and hasattr(x, "shape"):  # manualbp.device.is_cuda_array
-        return (f"a numba.cuda device array of shape {tuple(x.shape)} (on the GPU; this part runs on the CPU: "
-                f"bring it back with manualbp.to_numpy(x))")
+    if is_cuda_array(x):
+        return f"a numba.cuda device array of shape {tuple(x.shape)} and dtype {x.dtype} (on the GPU)"
     return f"{type(x).__name__}"
 
 
-def float_array(x, who, name="input", ndim=None, min_ndim=None, dtype=None, allow_empty=False):
-    """Check that ``x`` is a floating NumPy array and return it C-contiguous and writeable.
+def same_device(x, like, who, name):
+    """Refuse an array on one device when ``like`` (a parameter, or what forward saved) is on the other,
+    with a message that says how to move the batch."""
+    if like is not None and is_cuda_array(x) != is_cuda_array(like):
+        raise TypeError(mixed_message(who, name, x, is_cuda_array(like)))
 
-    ``ndim``/``min_ndim`` constrain the number of dimensions; ``dtype`` (when
-    given) is the dtype ``x`` must already have (a layer's parameter dtype).
-    A zero-sized array (an empty batch, or a zero-sized spatial dimension) is
-    refused unless ``allow_empty``: it would give a silent ``nan`` mean or an
-    empty output that fails much later, far from its cause.  Non-contiguous and
-    read-only arrays are accepted and copied, so every kernel sees one memory
-    layout (and Numba compiles one specialisation per dtype, not one per flag).
+
+def float_array(x, who, name="input", ndim=None, min_ndim=None, dtype=None, allow_empty=False, like=None):
+    """Check that ``x`` is a floating array and return it C-contiguous (and, on the CPU, writeable).
+
+    ``x`` may be a NumPy array or a numba.cuda device array (a model on the GPU): the checks read shape,
+    ndim and dtype, which both have.  ``like`` (a parameter's data, or an array forward saved) says which
+    device ``x`` must be on.  ``ndim``/``min_ndim`` constrain the number of dimensions; ``dtype`` (when
+    given) is the dtype ``x`` must already have (a layer's parameter dtype).  A zero-sized array (an empty
+    batch, or a zero-sized spatial dimension) is refused unless ``allow_empty``: it would give a silent
+    ``nan`` mean or an empty output that fails much later, far from its cause.  On the CPU, non-contiguous
+    and read-only arrays are accepted and copied, so every kernel sees one memory layout (and Numba
+    compiles one specialisation per dtype, not one per flag); on the GPU they are refused (no hidden copy).
     """
-    if not isinstance(x, np.ndarray):
+    on_gpu = is_cuda_array(x)
+    if not on_gpu and not isinstance(x, np.ndarray):
         raise TypeError(f"{who}: expected {name} to be a numpy array, got {describe(x)}")
+    same_device(x, like, who, name)
+    if on_gpu and x.dtype != np.float32:
+        raise TypeError(f"{who}: expected {name} of dtype float32 on the GPU (its kernels compute in float32), "
+                        f"got {x.dtype}")
     if x.dtype not in FLOAT_DTYPES:
         hint = " (convert images with x.astype(np.float32) / 255)" if x.dtype.kind in "iub" else ""
         raise TypeError(f"{who}: expected {name} of dtype float32 or float64, got {x.dtype}{hint}")
@@ -50,9 +64,25 @@ def float_array(x, who, name="input", ndim=None, min_ndim=None, dtype=None, allo
     if x.size == 0 and not allow_empty:
         raise ValueError(f"{who}: expected a non-empty {name}, got an empty array of shape {tuple(x.shape)} "
                          f"(a zero-sized batch or dimension)")
+    if on_gpu:
+        if not x.is_c_contiguous():
+            raise ValueError(f"{who}: expected a C-contiguous {name} on the GPU (make one with "
+                             f"numba.cuda.as_cuda_array or manualbp.to_device of a contiguous array)")
+        return x
     if not x.flags.writeable:
         return np.array(x, order="C", copy=True)
     return np.ascontiguousarray(x)
+
+
+def is_array(x):
+    """A NumPy array or a numba.cuda device array."""
+    return isinstance(x, np.ndarray) or is_cuda_array(x)
+
+
+def host_values(x):
+    """The values of ``x`` as a NumPy array, for checks that read values (class indices in range, targets
+    in [0, 1]): a device array is copied to the host (a target: small next to the step's work)."""
+    return to_numpy(x) if is_cuda_array(x) else x
 
 
 def _all_finite(x, chunk=1 << 22):
@@ -120,3 +150,40 @@ def reduction(value, who):
     if value not in ("mean", "sum", "none"):
         raise ValueError(f"{who}: expected reduction 'mean', 'sum' or 'none', got {value!r}")
     return value
+
+
+def scalar_multiplier(grad, who, reduction, dtype, like=None):
+    """The gradient of a scalar loss ('mean'/'sum'): a number (returned in ``dtype``), a 0-d NumPy array,
+    or, for a loss on the GPU, a one-element float32 device array (returned as it is)."""
+    if is_cuda_array(grad) and grad.size == 1:
+        same_device(grad, like, who, "grad")
+        return float_array(grad, who, "grad")
+    if isinstance(grad, np.ndarray) and grad.shape == ():
+        grad = grad[()]
+    if isinstance(grad, (bool, np.bool_)) or not isinstance(grad, numbers.Real):
+        raise TypeError(f"{who}: with reduction={reduction!r} grad is a scalar multiplier "
+                        f"of the loss, got {describe(grad)}")
+    return dtype(grad)
+
+
+def same_shape_target(x, target, who, finite=True):
+    """A real-valued target with exactly the input's shape and dtype (cast on the CPU), on x's device.
+
+    torch would broadcast a differently shaped target for the regression losses (with a warning
+    that the result is probably wrong); here that is an error.
+    """
+    if not isinstance(target, np.ndarray) and not is_cuda_array(target):
+        raise TypeError(f"{who}: expected target to be a numpy array, got {describe(target)}")
+    same_device(target, x, who, "the target")
+    if target.dtype.kind not in "fiub":
+        raise TypeError(f"{who}: expected a real-valued target, got dtype {target.dtype}")
+    if tuple(target.shape) != tuple(x.shape):
+        raise ValueError(f"{who}: expected target of shape {tuple(x.shape)} (the input's), "
+                         f"got {tuple(target.shape)}")
+    if is_cuda_array(target):
+        float_array(target, who, "target", allow_empty=True)  # float32 and contiguous, as the input
+    if finite:
+        finite_array(host_values(target), who, "target")  # a nan target would make every later loss nan
+    if is_cuda_array(target):
+        return target
+    return np.asarray(target, dtype=x.dtype, order="C")  # (ascontiguousarray would make 0-d 1-d)

@@ -19,14 +19,12 @@ Derivation: derivations/11-gpu-tiled-matmul.md (the kernels a model on the GPU r
     opt.step()                                # one sgd_update kernel per parameter
     print(manualbp.to_numpy(loss)[0])         # the only copy back to the host
 
-What runs on the GPU: Linear, Conv2d, MaxPool2d, ReLU, LeakyReLU, Sigmoid, Tanh, Flatten,
-Identity, CrossEntropyLoss (class-index targets, no class weights, no label smoothing, (N, C)
-logits) and MSELoss, and SGD (momentum, dampening, Nesterov, weight decay).  Anything else given a
-device array raises a TypeError naming what is not supported on the GPU.  The GPU kernels compute
-in float32 only (gradient checks in float64 stay on the CPU).
+What runs on the GPU: everything -- every layer, activation and loss (with all its options) and SGD,
+through the same ``forward``/``backward`` as on the CPU: a layer never asks where it runs; the operations
+it calls (``manualbp/kernels/__init__.py``) run where their arrays are.  The GPU kernels compute in float32
+only (gradient checks in float64 stay on the CPU; ``.double()`` on the GPU is a TypeError).
 
-A layer decides where to run from its parameters; a layer without parameters from its input.  A
-model on the GPU given a NumPy array (or the other way round) raises a TypeError that says how to
+A model on the GPU given a NumPy array (or the other way round) raises a TypeError that says how to
 move the batch: nothing is copied behind your back, since a hidden copy per layer would cost more
 than the layer.
 
@@ -37,7 +35,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["DEVICES", "Uploader", "device_of", "is_cuda_array", "item", "module_device", "normalize",
+__all__ = ["DEVICES", "Uploader", "cast", "device_of", "is_cuda_array", "item", "module_device", "normalize",
            "require_cuda", "to_device", "to_numpy"]
 
 DEVICES = ("cpu", "cuda")
@@ -153,25 +151,6 @@ def module_device(module):
 
 # --- what layers, losses and the optimizer call ----------------------------------------------------------
 
-def kernels():
-    """``manualbp.kernels.cuda``, imported on first use (it imports numba.cuda)."""
-    from .kernels import cuda as gpu
-
-    return gpu
-
-
-def runs_on_cuda(module, x, name="input"):
-    """Where ``module``'s forward runs: on the GPU when its parameters are there (or, with no
-    parameters, when ``x`` is).  A parameter/input mismatch is a TypeError explaining the move."""
-    x_on = is_cuda_array(x)
-    for p in module._parameters.values():
-        if p is not None:  # the first parameter decides: Module.to moves them all together
-            if is_cuda_array(p.data) != x_on:
-                raise TypeError(mixed_message(type(module).__name__, name, x, not x_on))
-            break
-    return x_on
-
-
 def mixed_message(who, name, x, model_on_cuda):
     """The error for a model on one device given an array on the other."""
     if model_on_cuda:
@@ -186,44 +165,14 @@ def _what(x):
     return f"a {type(x).__name__}" if not isinstance(x, np.ndarray) else "a NumPy array"
 
 
-def check_grad_device(module, grad, on_cuda):
-    """In backward: grad_output must be where the forward ran (scalars, such as a loss's 1.0, go anywhere)."""
-    if grad is None or isinstance(grad, numbers.Number) or (isinstance(grad, np.ndarray) and grad.ndim == 0):
-        return
-    if is_cuda_array(grad) != bool(on_cuda):
-        raise TypeError(mixed_message(f"{type(module).__name__}.backward", "grad_output", grad, on_cuda))
-
-
-def unsupported(what, hint=""):
-    """The TypeError for a feature the GPU kernels do not have."""
-    return TypeError(f"{what} is not supported on the GPU{': ' + hint if hint else ''} "
-                     f"(keep this part on the CPU, or see manualbp/device.py for what runs on the GPU)")
-
-
-def float32_input(x, who, name="input", ndim=None, min_ndim=None):
-    """Check a device array's dtype and number of dimensions, with the layer's name in the message."""
-    if min_ndim is not None and x.ndim < min_ndim:
-        raise ValueError(f"{who}: expected {name} with at least {min_ndim} dimensions, got shape {tuple(x.shape)}")
-    if x.dtype != np.float32:
-        raise TypeError(f"{who}: expected {name} of dtype float32 on the GPU (its kernels compute in float32), "
-                        f"got {x.dtype}")
-    if ndim is not None and x.ndim not in (ndim if isinstance(ndim, tuple) else (ndim,)):
-        raise ValueError(f"{who}: expected {name} with {ndim} dimensions, got shape {tuple(x.shape)}")
-    if x.size and not x.is_c_contiguous():
-        raise ValueError(f"{who}: expected a C-contiguous {name} on the GPU")
-    return x
-
-
-def add_grad(param, compute):
-    """``param.grad (+)= compute(out, accumulate)`` on the GPU, the kernel writing into ``.grad`` itself.
-
-    ``compute(None, False)`` makes a new gradient array (the first backward after zero_grad);
-    ``compute(param.grad, True)`` adds into the existing one.  Nothing is computed for a parameter
-    that is None or does not require a gradient.
-    """
-    if param is None or not param.requires_grad:
-        return
-    param.grad = compute(param.grad, param.grad is not None)
+def cast(a, dtype, who):
+    """``a`` in ``dtype`` (float32/float64): a NumPy array is converted; the GPU holds float32 only."""
+    if is_cuda_array(a):
+        if np.dtype(dtype) != np.float32:
+            raise TypeError(f"{who}: the GPU computes in float32 only; move the model to the CPU with "
+                            f".to('cpu') before .double()")
+        return a
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 def move(a, device):

@@ -1,4 +1,4 @@
-"""manualbp/kernels/heap.py: glibc's malloc thresholds raised once, and left alone when asked."""
+"""manualbp/kernels/cpu/heap.py: glibc's malloc thresholds raised once, and left alone when asked."""
 import os
 import platform
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-PROBE = "from manualbp.kernels import heap; print(heap.keep_freed_memory(), heap.keep_freed_memory())"
+PROBE = "from manualbp.kernels.cpu import heap; print(heap.keep_freed_memory(), heap.keep_freed_memory())"
 
 
 def _run(env_extra):
@@ -29,7 +29,7 @@ def test_malloc_is_left_alone_when_asked(env):
 
 
 def test_the_numba_kernels_set_them_when_first_used():
-    probe = ("import numpy as np; from manualbp import kernels; from manualbp.kernels import heap; "
+    probe = ("import numpy as np; from manualbp import kernels; from manualbp.kernels.cpu import heap; "
              "assert not heap._done; kernels.matmul(np.ones((2, 2)), np.ones((2, 2))); print(heap._done)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"

@@ -1,4 +1,4 @@
-"""Every Numba kernel (kernels/cpu.py) against its NumPy twin (kernels/reference.py), and max-pooling
+"""Every Numba kernel (kernels/cpu/) against its NumPy twin (kernels/reference.py), and max-pooling
 against torch; plus: results do not depend on the number of Numba threads."""
 import os
 import subprocess
@@ -164,9 +164,9 @@ def test_maxpool2d_kernels_match_torch_and_reference(g, dtype, ties, seed, asser
 
 
 def test_maxpool2d_index_dtype_is_int32_until_a_plane_outgrows_it():
-    assert cpu.pool_index_dtype(32, 32) == np.int32
-    assert cpu.pool_index_dtype(46340, 46340) == np.int32  # 2,147,395,600 positions: still fits
-    assert cpu.pool_index_dtype(1 << 16, 1 << 15) == np.int64  # 2**31 positions: one too many
+    assert cpu.pool.pool_index_dtype(32, 32) == np.int32
+    assert cpu.pool.pool_index_dtype(46340, 46340) == np.int32  # 2,147,395,600 positions: still fits
+    assert cpu.pool.pool_index_dtype(1 << 16, 1 << 15) == np.int64  # 2**31 positions: one too many
 
 
 @pytest.mark.parametrize("impl", [reference, cpu], ids=["reference", "cpu"])
@@ -232,7 +232,9 @@ def test_results_do_not_depend_on_thread_count(tmp_path):
 
 def test_serial_and_parallel_drivers_give_identical_bits():
     """Each parallel kernel has a serial twin for small problems; both run the same tasks."""
-    from manualbp.kernels import cpu_conv, cpu_direct, cpu_gemm
+    from manualbp.kernels.cpu import conv_direct as cpu_direct
+    from manualbp.kernels.cpu import conv_im2col as cpu_conv
+    from manualbp.kernels.cpu import gemm_dot as cpu_gemm
     rng = np.random.default_rng(3)
     for dt in (np.float32, np.float64):
         a, b = rand(rng, (37, 70), dt), rand(rng, (70, 45), dt)
@@ -267,9 +269,9 @@ def test_serial_and_parallel_drivers_give_identical_bits():
     {"n": 6, "c": 20, "o": 9, "h": 30, "w": 31, "kernel": (4, 4), "stride": (2, 1), "padding": (1, 3)},   # im2col
 ])
 def test_convolutions_large_enough_to_run_on_all_threads(geometry, dtype, assert_close):
-    """Sizes above the serial threshold (cpu_gemm.PARALLEL_MIN_MACS), with stride 1 (the direct kernels
-    of cpu_direct.py, O and C*KH*KW not multiples of 4) and without (the im2col kernels of cpu_conv.py)."""
-    from manualbp.kernels.cpu_gemm import PARALLEL_MIN_MACS
+    """Sizes above the serial threshold (cpu/gemm_dot.PARALLEL_MIN_MACS), with stride 1 (the direct kernels
+    of cpu/conv_direct.py, O and C*KH*KW not multiples of 4) and without (the im2col kernels of cpu/conv_im2col.py)."""
+    from manualbp.kernels.cpu.gemm_dot import PARALLEL_MIN_MACS
     g = dict(geometry)
     x, w, b, gy = conv_arrays(g, dtype, 5)
     s, p = g["stride"], g["padding"]
@@ -293,7 +295,7 @@ def test_linear_shaped_products_take_both_layouts(assert_close):
         assert_close(cpu.matmul(a, b), a @ b, RTOL[dt])   # K = 40, 12M multiply-adds: NN on all threads
 
 
-# --- the fused cross-entropy and the SGD update (cpu_train.py) ----------------------------------------
+# --- the fused cross-entropy and the SGD update (kernels/cpu/loss.py, kernels/cpu/optim.py) ----------------------------------------
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,8 +1,11 @@
-"""The 8 x 32 register-tile kernels (manualbp/kernels/cpu_packed.py) against NumPy and the reference twins."""
+"""The 8 x 32 register-tile kernels (manualbp/kernels/cpu/tile.py, gemm_packed.py, conv_packed.py) against NumPy and the reference twins."""
 import numpy as np
 import pytest
 
-from manualbp.kernels import cpu, cpu_packed, reference
+from manualbp.kernels import cpu, reference
+from manualbp.kernels.cpu import conv as cpu_conv
+from manualbp.kernels.cpu import conv_packed, gemm_packed, tile
+from manualbp.kernels.cpu import gemm as cpu_gemm
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 DTYPES = [np.float32, np.float64]
@@ -31,12 +34,12 @@ def test_tile_is_a_sum_of_outer_products_read_at_any_offsets(dtype, assert_close
         b = B[boffs[k] + b_at:boffs[k] + b_at + 32].astype(np.float64)
         expect += np.outer(a, b)
     C = np.full((12, 40), 7.0, dtype=dtype)
-    cpu_packed.tile8x32(A, aoffs, a_at, B, boffs, b_at, kc, bias, C, 2, 5, True)
+    tile.tile8x32(A, aoffs, a_at, B, boffs, b_at, kc, bias, C, 2, 5, True)
     assert_close(C[2:10, 5:37], expect + bias[:, None], RTOL[dtype])
     untouched = np.ones_like(C, dtype=bool)
     untouched[2:10, 5:37] = False
     assert np.all(C[untouched] == 7.0)  # nothing outside the block is written
-    cpu_packed.tile8x32(A, aoffs, a_at, B, boffs, b_at, kc, bias, C, 2, 5, False)  # accumulate, no bias
+    tile.tile8x32(A, aoffs, a_at, B, boffs, b_at, kc, bias, C, 2, 5, False)  # accumulate, no bias
     assert_close(C[2:10, 5:37], 2 * expect + bias[:, None], RTOL[dtype])
 
 
@@ -44,11 +47,11 @@ def test_tile_is_a_sum_of_outer_products_read_at_any_offsets(dtype, assert_close
 
 
 def _panels(m, n, k, threads, dtype):
-    return tuple(np.full(shape, np.nan, dtype) for shape in cpu_packed.matmul_panel_shapes(m, n, k, threads))
+    return tuple(np.full(shape, np.nan, dtype) for shape in gemm_packed.matmul_panel_shapes(m, n, k, threads))
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (7, 3, 31), (8, 256, 32), (9, 257, 33), (45, 600, 70),
-                                   (130, 40, 9), (9, 20, cpu_packed.B_IN_PLACE_MAX_N + 36)])
+                                   (130, 40, 9), (9, 20, gemm_packed.B_IN_PLACE_MAX_N + 36)])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_packed_matmul_matches_reference_in_every_layout(m, k, n, dtype, assert_close):
     """Edges of the 8 x 32 tile, more than one block of KC = 512 along k, and all four transposes;
@@ -61,11 +64,11 @@ def test_packed_matmul_matches_reference_in_every_layout(m, k, n, dtype, assert_
             a = rand(rng, (k, m) if ta else (m, k), dtype)
             b = rand(rng, (n, k) if tb else (k, n), dtype)
             serial = np.empty((m, n), dtype)
-            cpu_packed.matmul_packed_serial(a, ta, b, tb, serial, *_panels(m, n, k, 1, dtype))
+            gemm_packed.matmul_packed_serial(a, ta, b, tb, serial, *_panels(m, n, k, 1, dtype))
             assert_close(serial, reference.matmul(a, b, ta, tb), RTOL[dtype], f"ta={ta} tb={tb}")
             for threads in (1, 2, 3):
                 par = np.empty((m, n), dtype)
-                cpu_packed.matmul_packed(a, ta, b, tb, par, *_panels(m, n, k, threads, dtype))
+                gemm_packed.matmul_packed(a, ta, b, tb, par, *_panels(m, n, k, threads, dtype))
                 assert par.tobytes() == serial.tobytes(), f"ta={ta} tb={tb} T={threads}"
 
 
@@ -78,7 +81,7 @@ def test_pack_a_lays_out_column_k_of_eight_rows_at_8k(trans):
     a = np.ascontiguousarray(opa.T) if trans else opa
     for i0, k0, kc in ((0, 0, 40), (0, 7, 21), (8, 5, 30)):
         dst = np.full(kc * 8, np.nan, np.float32)
-        cpu_packed._pack_a(a, trans, i0, k0, kc, dst)
+        gemm_packed._pack_a(a, trans, i0, k0, kc, dst)
         rows = np.zeros((8, kc), np.float32)
         part = opa[i0:i0 + 8, k0:k0 + kc]
         rows[:part.shape[0]] = part
@@ -88,7 +91,7 @@ def test_pack_a_lays_out_column_k_of_eight_rows_at_8k(trans):
 def test_packed_matmul_with_empty_inner_size_gives_zeros():
     a, b = np.ones((5, 0), np.float32), np.ones((0, 7), np.float32)
     out = np.full((5, 7), np.nan, np.float32)
-    cpu_packed.matmul_packed(a, False, b, False, out, *_panels(5, 7, 0, 2, np.float32))
+    gemm_packed.matmul_packed(a, False, b, False, out, *_panels(5, 7, 0, 2, np.float32))
     assert np.all(out == 0)
 
 
@@ -97,7 +100,7 @@ def test_matmul_wrapper_takes_the_packed_tiles_for_long_products(assert_close):
     rng = np.random.default_rng(1)
     for m, k, n in [(80, 70, 50), (300, 200, 100)]:  # below and above PARALLEL_MIN_MACS
         a, b = rand(rng, (m, k), np.float32), rand(rng, (n, k), np.float32)
-        assert k > cpu.NN_MAX_K and m > cpu.NN_MAX_M and m > cpu.NT_MAX_M
+        assert k > cpu_gemm.NN_MAX_K and m > cpu_gemm.NN_MAX_M and m > cpu_gemm.NT_MAX_M
         assert_close(cpu.matmul(a, b, False, True), a @ b.T, RTOL[np.float32])
 
 
@@ -123,9 +126,9 @@ def test_matmul_wrapper_routes_each_shape_and_each_route_is_right(m, k, n, ta, t
         monkeypatch.setattr(module, name, wrapper)
 
     for name in ("matmul_nt", "matmul_nt_serial", "matmul_nn", "matmul_nn_serial"):
-        spy(cpu, name)
+        spy(cpu_gemm, name)
     for name in ("matmul_packed", "matmul_packed_serial"):
-        spy(cpu_packed, name)
+        spy(gemm_packed, name)
     rng = np.random.default_rng(m + k + n)
     a = rand(rng, (k, m) if ta else (m, k), np.float32)
     b = rand(rng, (n, k) if tb else (k, n), np.float32)
@@ -158,7 +161,7 @@ def _arrays(g, dtype, seed):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_packed_convolutions_match_reference(g, dtype, assert_close):
     _, c, _, _, o, kh, kw, _, _ = g
-    assert cpu._use_packed((1, 1), o, c * kh * kw)  # these shapes do take the packed kernels
+    assert cpu_conv._use_packed((1, 1), o, c * kh * kw)  # these shapes do take the packed kernels
     x, wt, b, gy, pad = _arrays(g, dtype, sum(g))
     assert_close(cpu.conv2d_forward(x, wt, b, (1, 1), pad), reference.conv2d_forward(x, wt, b, (1, 1), pad),
                  RTOL[dtype], "forward")
@@ -166,7 +169,7 @@ def test_packed_convolutions_match_reference(g, dtype, assert_close):
                  RTOL[dtype], "forward, no bias")
     assert_close(cpu.conv2d_grad_weight(gy, x, wt.shape, (1, 1), pad),
                  reference.conv2d_grad_weight(gy, x, wt.shape, (1, 1), pad), RTOL[dtype], "grad-weight")
-    if cpu._use_packed((1, 1), c, o * kh * kw):
+    if cpu_conv._use_packed((1, 1), c, o * kh * kw):
         assert_close(cpu.conv2d_grad_input(gy, wt, x.shape, (1, 1), pad),
                      reference.conv2d_grad_input(gy, wt, x.shape, (1, 1), pad), RTOL[dtype], "grad-input")
 
@@ -177,19 +180,19 @@ def test_packed_convolution_drivers_serial_and_parallel_give_identical_bits(dtyp
     n, c, h, w = x.shape
     o, _, kh, kw = wt.shape
     hp, wp = h + 2 * ph, w + 2 * pw
-    perm, offs = cpu._row_first_taps(c, kh, kw, hp, wp)
-    packed = cpu_packed.pack_panels(wt.reshape(o, -1), 32, perm)
+    perm, offs = cpu_conv._row_first_taps(c, kh, kw, hp, wp)
+    packed = tile.pack_panels(wt.reshape(o, -1), 32, perm)
     ys = [np.empty(gy.shape, dtype) for _ in range(2)]
-    cpu_packed.conv2d_packed(x, packed, b, ys[0], ph, pw, offs, np.empty((2, c * hp * wp + wp + 8), dtype))
-    cpu_packed.conv2d_packed_serial(x, packed, b, ys[1], ph, pw, offs, np.empty((1, c * hp * wp + wp + 8), dtype))
+    conv_packed.conv2d_packed(x, packed, b, ys[0], ph, pw, offs, np.empty((2, c * hp * wp + wp + 8), dtype))
+    conv_packed.conv2d_packed_serial(x, packed, b, ys[1], ph, pw, offs, np.empty((1, c * hp * wp + wp + 8), dtype))
     assert ys[0].tobytes() == ys[1].tobytes()
     sp, op = -(-kw * c // 8) * 8, -(-o // 32) * 32
     gws = [np.empty((kh, sp, op), dtype) for _ in range(2)]
     workspaces = (np.empty((n, hp * wp * c + 8), dtype), np.empty((op // 32, n * gy[0, 0].size * 32), dtype))
-    visits = cpu._grad_weight_lists(c, h, w, kh, kw, ph, pw, workspaces[0].shape[1], sp)
-    cpu_packed.conv2d_packed_grad_weight_serial(x, gy, gws[0], *workspaces, ph, pw, *visits)
+    visits = cpu_conv._grad_weight_lists(c, h, w, kh, kw, ph, pw, workspaces[0].shape[1], sp)
+    conv_packed.conv2d_packed_grad_weight_serial(x, gy, gws[0], *workspaces, ph, pw, *visits)
     for threads in (2, 3):
-        cpu_packed.conv2d_packed_grad_weight(x, gy, gws[1], *workspaces, ph, pw, threads, *visits)
+        conv_packed.conv2d_packed_grad_weight(x, gy, gws[1], *workspaces, ph, pw, threads, *visits)
         assert gws[0][:, :kw * c, :o].tobytes() == gws[1][:, :kw * c, :o].tobytes()
 
 
@@ -199,7 +202,7 @@ def test_packed_convolutions_skip_the_zero_padding():
     c, h, w, kh, kw, ph, pw = 32, 8, 8, 5, 5, 2, 2
     hp, wp = h + 2 * ph, w + 2 * pw
     L = c * hp * wp + 8
-    lists, ka, kb, counts = cpu._grad_weight_lists(c, h, w, kh, kw, ph, pw, L, kw * c)
+    lists, ka, kb, counts = cpu_conv._grad_weight_lists(c, h, w, kh, kw, ph, pw, L, kw * c)
     real = [6, 7, 8, 7, 6]  # of the 8 output rows (or columns), those whose tap p (or q) reads a real pixel
     for p in range(kh):
         for q in range(kw):
@@ -212,16 +215,16 @@ def test_packed_convolutions_skip_the_zero_padding():
     k = 0
     assert ka[0, k] == (2 * wp + 2) * c and kb[0, k] == (2 * 8 + 2) * 32
     # the forward kernel's taps run kernel row first, so that rows of zeros are a contiguous run of k
-    perm, offs = cpu._row_first_taps(c, kh, kw, hp, wp)
+    perm, offs = cpu_conv._row_first_taps(c, kh, kw, hp, wp)
     assert list(perm[:kw + 1]) == [0, 1, 2, 3, 4, kh * kw] and offs[kw] == hp * wp
 
 
 def test_packed_convolution_is_not_used_where_it_would_waste_work():
-    assert not cpu._use_packed((2, 2), 64, 800)   # stride 2: im2col
-    assert not cpu._use_packed((1, 1), 16, 150)   # LeNet-5's conv2: half a panel of zeros
-    assert not cpu._use_packed((1, 1), 40, 800)   # 40 channels in two panels of 32
-    assert not cpu._use_packed((1, 1), 32, 75)    # 75 taps: too short a sum for the tile
-    assert cpu._use_packed((1, 1), 64, 800)
+    assert not cpu_conv._use_packed((2, 2), 64, 800)   # stride 2: im2col
+    assert not cpu_conv._use_packed((1, 1), 16, 150)   # LeNet-5's conv2: half a panel of zeros
+    assert not cpu_conv._use_packed((1, 1), 40, 800)   # 40 channels in two panels of 32
+    assert not cpu_conv._use_packed((1, 1), 32, 75)    # 75 taps: too short a sum for the tile
+    assert cpu_conv._use_packed((1, 1), 64, 800)
 
 
 # --- convolution with few output channels (tile rows = output channels) -------------------------------
@@ -239,7 +242,7 @@ ROW_GEOMETRIES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_channel_row_convolutions_match_reference(g, dtype, assert_close):
     _, c, _, _, o, kh, kw, _, _ = g
-    assert cpu._use_rows((1, 1), c * kh * kw) and not cpu._use_packed((1, 1), o, c * kh * kw)
+    assert cpu_conv._use_rows((1, 1), c * kh * kw) and not cpu_conv._use_packed((1, 1), o, c * kh * kw)
     x, wt, b, gy, pad = _arrays(g, dtype, sum(g) + 1)
     assert_close(cpu.conv2d_forward(x, wt, b, (1, 1), pad), reference.conv2d_forward(x, wt, b, (1, 1), pad),
                  RTOL[dtype], "forward")
@@ -247,7 +250,7 @@ def test_channel_row_convolutions_match_reference(g, dtype, assert_close):
                  RTOL[dtype], "forward, no bias")
     assert_close(cpu.conv2d_grad_weight(gy, x, wt.shape, (1, 1), pad),
                  reference.conv2d_grad_weight(gy, x, wt.shape, (1, 1), pad), RTOL[dtype], "grad-weight")
-    if cpu._use_rows((1, 1), o * kh * kw) and not cpu._use_packed((1, 1), c, o * kh * kw):
+    if cpu_conv._use_rows((1, 1), o * kh * kw) and not cpu_conv._use_packed((1, 1), c, o * kh * kw):
         assert_close(cpu.conv2d_grad_input(gy, wt, x.shape, (1, 1), pad),
                      reference.conv2d_grad_input(gy, wt, x.shape, (1, 1), pad), RTOL[dtype], "grad-input")
 
@@ -259,11 +262,11 @@ def test_channel_row_convolution_serial_and_parallel_give_the_same_bits():
     bias8 = np.concatenate([rand(rng, (o,), np.float32), np.zeros(3, np.float32)])
     hp, wp = h + 2 * ph, w + 2 * pw
     oh, ow = hp - kh + 1, wp - kw + 1
-    perm, offs = cpu._row_first_taps(c, kh, kw, hp, wp)
-    wr = cpu_packed.pack_panels(w2, 8, perm)
+    perm, offs = cpu_conv._row_first_taps(c, kh, kw, hp, wp)
+    wr = tile.pack_panels(w2, 8, perm)
     ys = []
-    for kernel, workers in ((cpu_packed.conv2d_rows_serial, 1), (cpu_packed.conv2d_rows, 2),
-                            (cpu_packed.conv2d_rows, 3)):
+    for kernel, workers in ((conv_packed.conv2d_rows_serial, 1), (conv_packed.conv2d_rows, 2),
+                            (conv_packed.conv2d_rows, 3)):
         y = np.empty((n, o, oh, ow), np.float32)
         kernel(x, wr, bias8, y, ph, pw, offs, np.empty((workers, c * hp * wp + kw + 32), np.float32),
                np.empty((workers, 16, -(-oh * wp // 32) * 32), np.float32))
@@ -281,11 +284,11 @@ def test_channel_row_grad_weight_serial_and_parallel_give_the_same_bits():
     oh, ow = hp - kh + 1, wp - kw + 1
     gy = rand(rng, (n, o, oh, ow), np.float32)
     xh, g8 = np.empty((n, hp * wp * c + 32), np.float32), np.empty((2, n * oh * ow * 8), np.float32)
-    visits = cpu._grad_weight_row_lists(c, h, w, kh, kw, ph, pw, xh.shape[1])
+    visits = cpu_conv._grad_weight_row_lists(c, h, w, kh, kw, ph, pw, xh.shape[1])
     outs = [np.empty((kh, 16, 32), np.float32) for _ in range(3)]
-    cpu_packed.conv2d_rows_grad_weight_serial(x, gy, outs[0], xh, g8, ph, pw, *visits)
+    conv_packed.conv2d_rows_grad_weight_serial(x, gy, outs[0], xh, g8, ph, pw, *visits)
     for out, threads in zip(outs[1:], (2, 3)):
-        cpu_packed.conv2d_rows_grad_weight(x, gy, out, xh, g8, ph, pw, threads, *visits)
+        conv_packed.conv2d_rows_grad_weight(x, gy, out, xh, g8, ph, pw, threads, *visits)
     real = [out[:, :o, :kw * c] for out in outs]
     assert real[0].tobytes() == real[1].tobytes() == real[2].tobytes()
     expect = reference.conv2d_grad_weight(gy, x, (o, c, kh, kw), (1, 1), (ph, pw))
@@ -293,8 +296,8 @@ def test_channel_row_grad_weight_serial_and_parallel_give_the_same_bits():
 
 
 def test_channel_row_convolution_is_not_used_for_short_sums():
-    assert not cpu._use_rows((1, 1), 75)      # LeNet-5's and the CIFAR-10 net's first layers: direct
-    assert not cpu._use_rows((2, 2), 400)     # stride 2: im2col
+    assert not cpu_conv._use_rows((1, 1), 75)      # LeNet-5's and the CIFAR-10 net's first layers: direct
+    assert not cpu_conv._use_rows((2, 2), 400)     # stride 2: im2col
 
 
 @pytest.mark.parametrize("geometry,stride", [
@@ -320,10 +323,10 @@ def test_grad_params_give_weight_and_bias_gradients(geometry, stride, dtype, ass
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bias_sums_of_a_large_gradient_match_numpy(dtype, assert_close):
-    """Above PARALLEL_MIN_ELEMENTS the bias gradient comes from cpu._bias_sums (a channel per thread)."""
+    """Above PARALLEL_MIN_ELEMENTS the bias gradient comes from cpu_conv._bias_sums (a channel per thread)."""
     rng = np.random.default_rng(5)
     gy = rand(rng, (9, 7, 64, 66), dtype)
-    assert gy.size >= cpu.PARALLEL_MIN_ELEMENTS
+    assert gy.size >= cpu_conv.PARALLEL_MIN_ELEMENTS
     x, wt = rand(rng, (9, 2, 64, 66), dtype), np.zeros((7, 2, 1, 1), dtype)
     _, gb = cpu.conv2d_grad_params(gy, x, wt.shape, (1, 1), (0, 0), True)
     assert_close(gb, gy.astype(np.float64).sum(axis=(0, 2, 3)), RTOL[dtype])

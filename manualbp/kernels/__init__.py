@@ -1,76 +1,206 @@
-"""The heavy arithmetic, behind one interface with two implementations.
+"""The arithmetic of every layer, loss and optimizer: one function per operation, and the one place that
+decides where it runs.
 
-Layers call the functions below; each one forwards to the NumPy reference
-(``reference.py``, the readable specification) or to the Numba kernels
-(``cpu.py``), depending on ``manualbp.set_backend``.  Both take and return
-C-contiguous float32/float64 arrays and never validate: the layers check
-shapes and dtypes before they get here.
+Layers call the functions below (``kernels.conv2d_forward(x, w, b, stride, padding)``) and never ask
+where they are running.  Each function looks at the arrays it is given:
+
+- NumPy arrays run on the CPU: the Numba kernels of ``kernels/cpu/``, or, after
+  ``manualbp.set_backend("numpy")``, the plain NumPy twins of ``kernels/reference.py`` (the readable
+  specification, the same names and signatures: step through them in a debugger);
+- numba.cuda device arrays run on the GPU: the kernels of ``kernels/cuda/`` (imported on first use, so
+  the CPU framework never imports numba.cuda);
+- a mix of the two is refused with a TypeError that says how to move the batch: nothing is copied behind
+  your back, since a hidden copy per layer would cost more than the layer.
+
+Every implementation takes C-contiguous arrays of one float dtype (float32 or float64 on the CPU,
+float32 on the GPU) and never validates: the layers check shapes and dtypes before they get here.
+Each docstring gives the operation's equation and the derivation label it computes: derivations/01-chain-rule.md
+(C*), 03-linear.md (L*), 04-conv2d.md (K*), 05-maxpool.md (P*), 06-activations.md (A*), 09-sgd-momentum.md
+(O*); the losses' operations are in ``losses.py``.
 
 Dimension letters used in every kernel file:
-  N batch, C input channels, H/W input height/width, O output channels,
-  KH/KW kernel height/width, OH/OW output height/width, SH/SW stride,
-  PH/PW zero padding.
+  N batch, C input channels (or classes), H/W input height/width, O output channels, KH/KW kernel
+  height/width, OH/OW output height/width, SH/SW stride, PH/PW zero padding; S the positions of a
+  sample beyond the class axis (d1*d2*...) in the class losses.
 """
+import numbers
+
+import numpy as np
+
 from ..backend import get_backend
+from ..device import is_cuda_array, move
 from . import reference
 
-_cpu = None
+_modules = {}
 
 
-def _impl():
-    global _cpu
-    if get_backend() == "numpy":
-        return reference
-    if _cpu is None:
-        from . import cpu as _cpu_module
-        from .heap import keep_freed_memory
-        keep_freed_memory()  # reuse the last step's memory rather than fault in fresh pages (heap.py)
-        _cpu = _cpu_module
-    return _cpu
+def _cpu():
+    cpu = _modules.get("cpu")
+    if cpu is None:
+        from . import cpu
+        from .cpu.heap import keep_freed_memory
+        keep_freed_memory()  # reuse the last step's memory rather than fault in fresh pages (cpu/heap.py)
+        _modules["cpu"] = cpu
+    return cpu
 
+
+def _cuda():
+    gpu = _modules.get("cuda")
+    if gpu is None:
+        from . import cuda as gpu
+        _modules["cuda"] = gpu
+    return gpu
+
+
+def _is_array(a):
+    return a is not None and not isinstance(a, (numbers.Number, np.generic)) and hasattr(a, "shape")
+
+
+def _impl(op, *arrays):
+    """The module that runs ``op`` on these arrays: kernels.cuda, kernels.cpu or kernels.reference."""
+    on_gpu = [is_cuda_array(a) for a in arrays if _is_array(a)]
+    if any(on_gpu):
+        if not all(on_gpu):
+            raise TypeError(
+                f"kernels.{op}: some arrays are numba.cuda device arrays on the GPU and some are NumPy arrays "
+                f"on the CPU; keep a step on one device: move the batch with manualbp.to_device(x) (Network.fit "
+                f"does it for you), or bring the model back with model.to('cpu')")
+        return _cuda()
+    return reference if get_backend() == "numpy" else _cpu()
+
+
+def like(ref, a):
+    """``a`` on the device of ``ref``: a loss's class weights or an optimizer's buffer go up to the GPU
+    (float32) or come back to the CPU; an array already there is returned as it is.  None stays None."""
+    if a is None or is_cuda_array(a) == is_cuda_array(ref):
+        return a
+    if is_cuda_array(ref):
+        return move(np.ascontiguousarray(a, dtype=np.float32), "cuda")
+    return move(a, "cpu")
+
+
+def empty_like(a):
+    """An uninitialised array of a's shape and dtype, where a is (an optimizer's buffer)."""
+    return _impl("empty_like", a).empty_like(a) if is_cuda_array(a) else np.empty_like(a)
+
+
+# --- products, convolution, pooling (derivations 03, 04, 05) ---------------------------------------------
 
 def matmul(a, b, transpose_a=False, transpose_b=False):
-    """op(a) @ op(b) for 2-D arrays, op = transpose when asked. Shapes (M, K) @ (K, N) -> (M, N)."""
-    return _impl().matmul(a, b, transpose_a, transpose_b)
+    """op(a) @ op(b) for 2-D arrays, op = transpose when asked. (M, K) @ (K, N) -> (M, N).  (L1)-(L3)"""
+    return _impl("matmul", a, b).matmul(a, b, transpose_a, transpose_b)
+
+
+def linear_forward(x, w, b):
+    """y = x W^T + b: x (N, in), w (out, in), b (out,) or None -> (N, out).  (L1)"""
+    return _impl("linear_forward", x, w, b).linear_forward(x, w, b)
+
+
+def bias_grad(grad_y):
+    """dL/db[o] = sum of grad_y over every axis but 1 (the output features or channels).  (L4), (K3)"""
+    return _impl("bias_grad", grad_y).bias_grad(grad_y)
 
 
 def conv2d_forward(x, w, b, stride, padding):
-    """y[n,o,i,j] = b[o] + sum_{c,p,q} w[o,c,p,q] * xpad[n,c,i*SH+p,j*SW+q].  (N,C,H,W) -> (N,O,OH,OW)."""
-    return _impl().conv2d_forward(x, w, b, stride, padding)
+    """y[n,o,i,j] = b[o] + sum_{c,p,q} w[o,c,p,q] * xpad[n,c,i*SH+p,j*SW+q].  (N,C,H,W) -> (N,O,OH,OW).  (K1)"""
+    return _impl("conv2d_forward", x, w, b).conv2d_forward(x, w, b, stride, padding)
 
 
 def conv2d_grad_input(grad_y, w, x_shape, stride, padding):
-    """dL/dx from dL/dy: each gradient flows back along the weight that carried it. -> (N,C,H,W)."""
-    return _impl().conv2d_grad_input(grad_y, w, x_shape, stride, padding)
+    """dL/dx from dL/dy: each gradient flows back along the weight that carried it. -> (N,C,H,W).  (K5)"""
+    return _impl("conv2d_grad_input", grad_y, w).conv2d_grad_input(grad_y, w, x_shape, stride, padding)
 
 
 def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
-    """dL/dw[o,c,p,q] = sum_{n,i,j} grad_y[n,o,i,j] * xpad[n,c,i*SH+p,j*SW+q]. -> (O,C,KH,KW)."""
-    return _impl().conv2d_grad_weight(grad_y, x, w_shape, stride, padding)
+    """dL/dw[o,c,p,q] = sum_{n,i,j} grad_y[n,o,i,j] * xpad[n,c,i*SH+p,j*SW+q]. -> (O,C,KH,KW).  (K4)"""
+    return _impl("conv2d_grad_weight", grad_y, x).conv2d_grad_weight(grad_y, x, w_shape, stride, padding)
 
 
 def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias):
-    """(dL/dw, dL/db or None): the weight gradient and, if ``with_bias``, the bias's (sum of grad_y over
-    all but the channel axis)."""
-    return _impl().conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias)
+    """(dL/dw, dL/db or None): the weight gradient (K4) and, if ``with_bias``, the bias's (K3)."""
+    return _impl("conv2d_grad_params", grad_y, x).conv2d_grad_params(grad_y, x, w_shape, stride, padding,
+                                                                      with_bias)
 
 
 def maxpool2d_forward(x, kernel_size, stride, padding):
-    """Window maxima and, per output, the flat index h*W+w of the (first) maximum in its plane."""
-    return _impl().maxpool2d_forward(x, kernel_size, stride, padding)
+    """(y, indices): window maxima (P1) and, per output, the flat index h*W+w of the first maximum (P3)."""
+    return _impl("maxpool2d_forward", x).maxpool2d_forward(x, kernel_size, stride, padding)
 
 
-def maxpool2d_backward(grad_y, indices, x_shape):
-    """Route each output gradient to the input position that won the max (adding where windows overlap)."""
-    return _impl().maxpool2d_backward(grad_y, indices, x_shape)
+def maxpool2d_backward(grad_y, indices, x_shape, kernel_size, stride, padding):
+    """Each output gradient goes to the input that won its max, summed where windows overlap.  (P4)"""
+    return _impl("maxpool2d_backward", grad_y, indices).maxpool2d_backward(grad_y, indices, x_shape,
+                                                                           kernel_size, stride, padding)
 
 
-def cross_entropy_index(z, t, ignore_index):
-    """Softmax-cross-entropy of logits (N, C) with int64 class indices (N,), forward and backward at once:
-    (sum of the losses, how many counted, first out-of-range sample or -1, dL/dz of each loss (N, C))."""
-    return _impl().cross_entropy_index(z, t, ignore_index)
+# --- element by element (derivations 06, 01) ---------------------------------------------------------------
 
+def relu_forward(x):
+    """y = max(x, 0).  (A1)"""
+    return _impl("relu_forward", x).relu_forward(x)
+
+
+def relu_backward(grad_y, x):
+    """dL/dx = dL/dy where x > 0, else 0.  (A2)"""
+    return _impl("relu_backward", grad_y, x).relu_backward(grad_y, x)
+
+
+def leaky_relu_forward(x, negative_slope):
+    """y = x where x > 0, else slope * x.  (A3)"""
+    return _impl("leaky_relu_forward", x).leaky_relu_forward(x, negative_slope)
+
+
+def leaky_relu_backward(grad_y, x, negative_slope):
+    """dL/dx = dL/dy where x > 0, else slope * dL/dy.  (A4)"""
+    return _impl("leaky_relu_backward", grad_y, x).leaky_relu_backward(grad_y, x, negative_slope)
+
+
+def sigmoid_forward(x):
+    """s = 1 / (1 + e^-x).  (A5)"""
+    return _impl("sigmoid_forward", x).sigmoid_forward(x)
+
+
+def sigmoid_backward(grad_y, s):
+    """dL/dx = dL/dy * s (1 - s), from the output s alone.  (A6)"""
+    return _impl("sigmoid_backward", grad_y, s).sigmoid_backward(grad_y, s)
+
+
+def tanh_forward(x):
+    """t = tanh(x).  (A7)"""
+    return _impl("tanh_forward", x).tanh_forward(x)
+
+
+def tanh_backward(grad_y, t):
+    """dL/dx = dL/dy * (1 - t^2).  (A8)"""
+    return _impl("tanh_backward", grad_y, t).tanh_backward(grad_y, t)
+
+
+def softmax_forward(x, axis):
+    """p_i = e^{x_i} / sum_j e^{x_j} along ``axis``.  (A9)"""
+    return _impl("softmax_forward", x).softmax_forward(x, axis)
+
+
+def softmax_backward(grad_y, p, axis):
+    """dL/dx = p * (g - sum_j g_j p_j) along ``axis``.  (A11)"""
+    return _impl("softmax_backward", grad_y, p).softmax_backward(grad_y, p, axis)
+
+
+def add_(a, b):
+    """a += b in place; returns a.  Gradients of a value used twice add.  (C3)"""
+    return _impl("add_", a, b).add_(a, b)
+
+
+def scale(a, s):
+    """s * a, s a scalar (a (1,) device array on the GPU) or an array of a's shape."""
+    return _impl("scale", a, s).scale(a, s)
+
+
+# --- the optimizer (derivation 09) -------------------------------------------------------------------------
 
 def sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
-    """One torch.optim.SGD step on parameter values p, in place (buf: the momentum buffer, or None)."""
-    return _impl().sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first)
+    """One torch.optim.SGD step on parameter values p, in place (buf: the momentum buffer, or None).  (O3)-(O6)"""
+    return _impl("sgd_update", p, g, buf).sgd_update(p, g, buf, lr, momentum, dampening, weight_decay,
+                                                     nesterov, first)
+
+
+from .losses import *

@@ -1,11 +1,15 @@
 """The kernels in plain NumPy: the readable specification.
 
 Derivations: derivations/03-linear.md (matmul), derivations/04-conv2d.md (convolution),
-derivations/05-maxpool.md (max-pooling).
+derivations/05-maxpool.md (max-pooling), derivations/06-activations.md (activations, softmax),
+derivations/09-sgd-momentum.md (the update), derivations/01-chain-rule.md (gradients add, (C3)); the
+losses' twins are in ``reference_loss.py`` and are imported here, so every operation of
+``kernels/__init__.py`` is ``reference.<name>``.
 
-Every optimized kernel in ``cpu.py`` (and ``cuda*.py``) has a twin here with the same name and
-signature, and ``tests/test_kernels.py`` holds the two equal.  These versions are written to be read
-(and stepped through in a debugger with ``manualbp.set_backend("numpy")``), not to be fast.
+Every optimized kernel in ``kernels/cpu/`` and ``kernels/cuda/`` has a twin here with the same name and
+signature, and ``tests/test_kernels.py`` (and the simulator tests of ``tests/cuda/``) hold them equal.
+These versions are written to be read (and stepped through in a debugger with
+``manualbp.set_backend("numpy")``), not to be fast.
 
 Legend (as in ``kernels/__init__.py``): N batch, C input channels, H/W input height/width,
 O output channels, KH/KW kernel height/width, OH/OW output height/width, SH/SW stride,
@@ -21,7 +25,7 @@ Equation labels cited in the comments:
   (K2) OH = (H + 2*PH - KH) // SH + 1,  OW = (W + 2*PW - KW) // SW + 1
                                            conv output size
   (K3) dL/db[o] = sum_{n,i,j} dL/dy[n,o,i,j]
-                                           conv grad-bias (computed in nn/conv.py)
+                                           conv grad-bias
   (K4) dL/dw[o,c,p,q] = sum_{n,i,j} dL/dy[n,o,i,j] * xpad[n,c,i*SH+p,j*SW+q]
                                            conv grad-weight: correlate the input with dL/dy
   (K5) dL/dxpad[n,c,i*SH+p,j*SW+q] += w[o,c,p,q] * dL/dy[n,o,i,j]   (summed over o,i,j,p,q),
@@ -176,6 +180,20 @@ def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias):
     return grad_w, (grad_y.sum(axis=(0, 2, 3)) if with_bias else None)  # eq. (K3)
 
 
+def linear_forward(x, w, b):
+    """y = x W^T + b  (L1).  x (N, in), w (out, in), b (out,) or None -> y (N, out)."""
+    y = matmul(x, w, transpose_b=True)  # x W^T
+    if b is not None:
+        y += b  # broadcast b over the rows
+    return y
+
+
+def bias_grad(grad_y):
+    """dL/db: grad_y summed over every axis but 1, the channel (or feature) axis  (L4), (K3).
+    (N, O) -> (O,);  (N, O, OH, OW) -> (O,)."""
+    return grad_y.sum(axis=(0,) + tuple(range(2, grad_y.ndim)))
+
+
 # --- max-pooling -------------------------------------------------------------------------------------
 
 
@@ -220,13 +238,15 @@ def maxpool2d_forward(x, kernel_size, stride, padding):
     return y, indices
 
 
-def maxpool2d_backward(grad_y, indices, x_shape):
+def maxpool2d_backward(grad_y, indices, x_shape, kernel_size=None, stride=None, padding=None):
     """Backward pass of 2-D max-pooling.
 
     Inputs:
     - grad_y: dL/dy, (N, C, OH, OW)
     - indices: int64 (N, C, OH, OW), the argmax positions returned by ``maxpool2d_forward``
     - x_shape: (N, C, H, W)
+    - kernel_size, stride, padding: the window geometry; not needed here, since the indices say where
+      each gradient goes (the GPU's kernel, a gather, uses it to find the windows of an input)
 
     Returns:
     - grad_x: dL/dx, (N, C, H, W): each dL/dy goes to the input that won the max; an input that won
@@ -240,42 +260,7 @@ def maxpool2d_backward(grad_y, indices, x_shape):
     return grad_x.reshape(N, C, H, W)
 
 
-# --- the two small kernels of a training step (twins of cpu_train.py) ----------------------------------
-
-
-def cross_entropy_index(z, t, ignore_index):
-    """Softmax-cross-entropy of logits with class indices, forward and backward in one call.
-
-    Derivation: derivations/02-softmax-cross-entropy.md.  No class weights, no label smoothing: the
-    common case of a training step (``nn.CrossEntropyLoss`` handles the others itself).
-
-    Inputs:
-    - z: logits, (N, C)
-    - t: int64 class indices, (N,); a value equal to ``ignore_index`` is not counted
-    - ignore_index: int
-
-    Returns (total, count, bad, grad):
-    - total: sum over the counted samples of ell_n = -log softmax(z[n])[t[n]]   (S2), (S3)
-    - count: the number of counted samples, D of (S8)
-    - bad: the first sample whose target lies outside [0, C) and is not ignore_index, else -1
-      (then nothing else is meaningful: the caller raises)
-    - grad: (N, C), softmax(z[n]) - onehot(t[n]) for a counted sample (S7), zeros otherwise
-    """
-    N, C = z.shape
-    valid = t != ignore_index
-    out_of_range = valid & ((t < 0) | (t >= C))
-    if out_of_range.any():
-        return z.dtype.type(0), 0, int(np.argmax(out_of_range)), np.zeros_like(z)
-    y = np.where(valid, t, 0)  # a safe index for the ignored samples, masked out below
-    rows = np.arange(N)
-    shifted = z - z.max(axis=1, keepdims=True)  # z - m  (S1)
-    e = np.exp(shifted)
-    s = e.sum(axis=1, keepdims=True)
-    grad = e / s  # p  (S1)
-    ell = np.log(s[:, 0]) - shifted[rows, y]  # -log p_y  (S2), (S3)
-    grad[rows, y] -= 1  # p - onehot(y)  (S7)
-    grad[~valid] = 0
-    return ell[valid].sum(dtype=z.dtype), int(valid.sum()), -1, grad
+# --- the optimizer step (twin of cpu/optim.py) -------------------------------------------------------
 
 
 def sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
@@ -303,3 +288,74 @@ def sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first
             buf += t(1 - dampening) * g  # (O4)
         g = g + t(momentum) * buf if nesterov else buf  # (O5)
     p -= t(lr) * g  # (O6)
+
+
+def add_(a, b):
+    """a += b in place (gradients accumulate: a parameter used twice gets the sum, (C3)); returns a."""
+    a += b
+    return a
+
+
+def scale(a, s):
+    """s * a: s is a scalar (a NumPy scalar, or a 1-element array) or an array of a's shape."""
+    return s * a
+
+
+# --- activations and softmax (derivations/06-activations.md) ----------------------------------------
+
+
+def relu_forward(x):
+    """y = max(x, 0)  (A1)."""
+    return np.where(x > 0, x, x.dtype.type(0))
+
+
+def relu_backward(grad_y, x):
+    """dL/dx = dL/dy where x > 0, else 0  (A2) (torch's choice at x = 0)."""
+    return np.where(x > 0, grad_y, grad_y.dtype.type(0))
+
+
+def leaky_relu_forward(x, negative_slope):
+    """y = x where x > 0, else slope * x  (A3)."""
+    return np.where(x > 0, x, x * x.dtype.type(negative_slope))
+
+
+def leaky_relu_backward(grad_y, x, negative_slope):
+    """dL/dx = dL/dy where x > 0, else slope * dL/dy  (A4)."""
+    return np.where(x > 0, grad_y, grad_y * grad_y.dtype.type(negative_slope))
+
+
+def sigmoid_forward(x):
+    """s = 1 / (1 + e^-x)  (A5), evaluating e^-|x| only, so no exponent overflows: for x < 0 the
+    same value is written e^x / (1 + e^x)."""
+    e = np.exp(-np.abs(x))
+    one = x.dtype.type(1)
+    return np.where(x >= 0, one / (one + e), e / (one + e))
+
+
+def sigmoid_backward(grad_y, s):
+    """dL/dx = dL/dy * s (1 - s)  (A6): only the output s is needed."""
+    return grad_y * s * (s.dtype.type(1) - s)
+
+
+def tanh_forward(x):
+    """t = tanh(x)  (A7)."""
+    return np.tanh(x)
+
+
+def tanh_backward(grad_y, t):
+    """dL/dx = dL/dy * (1 - t^2)  (A8)."""
+    return grad_y * (t.dtype.type(1) - t * t)
+
+
+def softmax_forward(x, axis):
+    """p = e^x / sum e^x along ``axis``  (A9), with the maximum subtracted first (it cancels)."""
+    z = np.exp(x - x.max(axis=axis, keepdims=True))
+    return z / z.sum(axis=axis, keepdims=True)
+
+
+def softmax_backward(grad_y, p, axis):
+    """dL/dx = p * (g - sum_j g_j p_j) along ``axis``  (A11): the Jacobian (A10) applied without building it."""
+    return p * (grad_y - (grad_y * p).sum(axis=axis, keepdims=True))
+
+
+from .reference_loss import *

@@ -10,8 +10,6 @@ import numpy as np
 
 from .. import kernels
 from .._checks import float_array, pair, positive_int
-from ..device import add_grad, float32_input
-from ..device import kernels as cuda_kernels
 from . import init
 from .module import Module
 from .parameter import Parameter
@@ -65,9 +63,7 @@ class Conv2d(Module):
         return f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size})"
 
     def forward(self, x):
-        if self._uses_cuda(x):  # the parameters are on the GPU: the same equations as CUDA kernels, below
-            return self._forward_cuda(x)
-        x = float_array(x, self._name(), ndim=4, dtype=self.weight.dtype)
+        x = float_array(x, self._name(), ndim=4, dtype=self.weight.dtype, like=self.weight.data)
         _, c, h, w = x.shape
         if c != self.in_channels:
             raise ValueError(
@@ -83,14 +79,12 @@ class Conv2d(Module):
         return kernels.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)  # eq. (K1)
 
     def backward(self, grad_output, input_grad=True):
-        if self._backward_uses_cuda(grad_output):
-            return self._backward_cuda(grad_output, input_grad)
         x = self._saved(self._x)
-        g = float_array(grad_output, f"{self._name()}.backward", "grad_output", dtype=self.weight.dtype)
+        g = float_array(grad_output, f"{self._name()}.backward", "grad_output", dtype=self.weight.dtype, like=x)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         n, _, h, w = x.shape
         expected = (n, self.out_channels, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)  # (K2)
-        if g.shape != expected:
+        if tuple(g.shape) != expected:
             raise ValueError(
                 f"{self._name()}.backward: expected grad_output of shape {expected}, got {tuple(g.shape)}")
         grad_w, grad_b = kernels.conv2d_grad_params(g, x, self.weight.shape, self.stride, self.padding,
@@ -101,31 +95,6 @@ class Conv2d(Module):
         if not input_grad:  # nobody needs dL/dx (the images of a training step)
             return None
         return kernels.conv2d_grad_input(g, self.weight.data, x.shape, self.stride, self.padding)  # eq. (K5)
-
-    # --- on the GPU (model.to("cuda")): (K1)-(K5) as implicit-GEMM CUDA kernels (kernels/cuda_conv.py) ---
-    def _forward_cuda(self, x):
-        gpu = cuda_kernels()
-        float32_input(x, self._name(), ndim=4)
-        _, c, h, w = x.shape
-        (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        if c != self.in_channels or kh > h + 2 * ph or kw > w + 2 * pw:
-            raise ValueError(
-                f"{self._name()}: expected input of shape (N, {self.in_channels}, H, W) with H + 2*{ph} >= {kh} "
-                f"and W + 2*{pw} >= {kw}, got shape {tuple(x.shape)}")
-        self._x = x  # for dL/dw, eq. (K4)
-        bias = self.bias.data if self.bias is not None else None
-        return gpu.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)  # eq. (K1)
-
-    def _backward_cuda(self, grad_output, input_grad=True):
-        gpu = cuda_kernels()
-        x = self._saved(self._x)
-        g = float32_input(grad_output, f"{self._name()}.backward", "grad_output", ndim=4)  # shape: the kernels check
-        add_grad(self.weight, lambda out, acc: gpu.conv2d_grad_weight(
-            g, x, self.weight.shape, self.stride, self.padding, out=out, accumulate=acc))  # eq. (K4)
-        add_grad(self.bias, lambda out, acc: gpu.bias_grad(g, out=out, accumulate=acc))  # eq. (K3)
-        if not input_grad:  # as on the CPU: dL/dx not wanted
-            return None
-        return gpu.conv2d_grad_input(g, self.weight.data, x.shape, self.stride, self.padding)  # eq. (K5)
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

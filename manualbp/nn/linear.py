@@ -10,8 +10,6 @@ import numpy as np
 
 from .. import kernels
 from .._checks import float_array, positive_int
-from ..device import add_grad, float32_input
-from ..device import kernels as cuda_kernels
 from . import init
 from .module import Module
 from .parameter import Parameter
@@ -49,69 +47,32 @@ class Linear(Module):
         self._x = None  # the input rows (N, in_features): dL/dW needs them, eq. (L3)
 
     def forward(self, x):
-        if self._uses_cuda(x):  # the parameters are on the GPU: the same equations as CUDA kernels, below
-            return self._forward_cuda(x)
-        x = float_array(x, "Linear", min_ndim=1, dtype=self.weight.dtype)
+        x = float_array(x, "Linear", min_ndim=1, dtype=self.weight.dtype, like=self.weight.data)
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"Linear({self.in_features}, {self.out_features}): expected input with last dimension "
                 f"{self.in_features}, got shape {tuple(x.shape)}")
-        self._lead = x.shape[:-1]
-        rows = x.reshape(-1, self.in_features)
+        self._lead = tuple(x.shape[:-1])
+        rows = x.reshape(x.size // self.in_features, self.in_features)  # (N, in_features), a view
         self._x = rows
-        y = kernels.matmul(rows, self.weight.data, transpose_b=True)  # x W^T, eq. (L1)
-        if self.bias is not None:
-            y += self.bias.data  # broadcast b over the batch, eq. (L1)
+        bias = self.bias.data if self.bias is not None else None
+        y = kernels.linear_forward(rows, self.weight.data, bias)  # x W^T + b, eq. (L1)
         return y.reshape(self._lead + (self.out_features,))
 
     def backward(self, grad_output, input_grad=True):
-        if self._backward_uses_cuda(grad_output):
-            return self._backward_cuda(grad_output, input_grad)
         x = self._saved(self._x)
-        g = float_array(grad_output, "Linear.backward", "grad_output", dtype=self.weight.dtype)
-        if g.shape != self._lead + (self.out_features,):
+        g = float_array(grad_output, "Linear.backward", "grad_output", dtype=self.weight.dtype, like=x)
+        if tuple(g.shape) != self._lead + (self.out_features,):
             raise ValueError(
                 f"Linear.backward: expected grad_output of shape {self._lead + (self.out_features,)}, "
                 f"got {tuple(g.shape)}")
-        g = g.reshape(-1, self.out_features)
+        g = g.reshape(x.shape[0], self.out_features)
         self.weight.accumulate_grad(kernels.matmul(g, x, transpose_a=True))  # (dL/dy)^T x, eq. (L3)
         if self.bias is not None:
-            self.bias.accumulate_grad(g.sum(axis=0))  # eq. (L4)
+            self.bias.accumulate_grad(kernels.bias_grad(g))  # sum over the rows, eq. (L4)
         if not input_grad:  # nobody needs dL/dx (the first layer of a training step)
             return None
         grad_x = kernels.matmul(g, self.weight.data)  # dL/dy W, eq. (L2)
-        return grad_x.reshape(self._lead + (self.in_features,))
-
-    # --- on the GPU (model.to("cuda")): (L1)-(L4) with the kernels of manualbp/kernels/cuda.py ---------
-    def _forward_cuda(self, x):
-        gpu = cuda_kernels()
-        float32_input(x, "Linear", min_ndim=1)
-        shape = tuple(x.shape)
-        if shape[-1] != self.in_features:
-            raise ValueError(
-                f"Linear({self.in_features}, {self.out_features}): expected input with last dimension "
-                f"{self.in_features}, got shape {shape}")
-        self._lead = shape[:-1]
-        rows = x.reshape(x.size // self.in_features, self.in_features)  # a view: no copy
-        self._x = rows  # for dL/dW, eq. (L3)
-        y = gpu.matmul(rows, self.weight.data, transpose_b=True)  # x W^T, eq. (L1)
-        if self.bias is not None:
-            gpu.bias_add(y, self.bias.data)  # + b on every row, in place, eq. (L1)
-        return y.reshape(self._lead + (self.out_features,))
-
-    def _backward_cuda(self, grad_output, input_grad=True):
-        gpu = cuda_kernels()
-        x = self._saved(self._x)
-        if tuple(grad_output.shape) != self._lead + (self.out_features,):
-            raise ValueError(
-                f"Linear.backward: expected grad_output of shape {self._lead + (self.out_features,)}, "
-                f"got {tuple(grad_output.shape)}")
-        g = float32_input(grad_output, "Linear.backward", "grad_output").reshape(x.shape[0], self.out_features)
-        add_grad(self.weight, lambda out, acc: gpu.matmul(g, x, transpose_a=True, out=out, accumulate=acc))  # (L3)
-        add_grad(self.bias, lambda out, acc: gpu.bias_grad(g, out=out, accumulate=acc))  # eq. (L4)
-        if not input_grad:  # as on the CPU: dL/dx not wanted
-            return None
-        grad_x = gpu.matmul(g, self.weight.data)  # dL/dy W, eq. (L2)
         return grad_x.reshape(self._lead + (self.in_features,))
 
     def extra_repr(self):
@@ -134,8 +95,6 @@ class Flatten(Module):
         self._shape = None  # the input shape, to undo the reshape in backward, eq. (L5)
 
     def forward(self, x):
-        if self._uses_cuda(x):  # a device array: the same reshape, of a device array (no copy)
-            return self._forward_cuda(x)
         x = float_array(x, "Flatten")
         nd = max(x.ndim, 1)
         s = self.start_dim + nd if self.start_dim < 0 else self.start_dim
@@ -144,40 +103,18 @@ class Flatten(Module):
             raise ValueError(
                 f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}): dimensions out of range "
                 f"for input of shape {tuple(x.shape)}")
-        self._shape = x.shape
-        self._out_shape = x.shape[:s] + (int(np.prod(x.shape[s:e + 1])),) + x.shape[e + 1:]
-        return x.reshape(self._out_shape)
+        shape = tuple(x.shape)
+        self._shape = shape
+        self._out_shape = shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:]
+        return x.reshape(self._out_shape)  # a view of the same memory, on either device
 
     def backward(self, grad_output):
-        if self._backward_uses_cuda(grad_output):
-            return self._backward_cuda(grad_output)
         shape = self._saved(self._shape, "the input shape")
         g = float_array(grad_output, "Flatten.backward", "grad_output")
-        expected = self._out_shape
-        if g.shape != expected:
-            raise ValueError(f"Flatten.backward: expected grad_output of shape {expected} (forward's output), "
-                             f"got {tuple(g.shape)}")
-        return g.reshape(shape)
-
-    def _forward_cuda(self, x):
-        nd = max(x.ndim, 1)
-        s = self.start_dim + nd if self.start_dim < 0 else self.start_dim
-        e = self.end_dim + nd if self.end_dim < 0 else self.end_dim
-        if not (0 <= s < nd and 0 <= e < nd) or s > e:
-            raise ValueError(
-                f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}): dimensions out of range "
-                f"for input of shape {tuple(x.shape)}")
-        shape = tuple(x.shape)
-        self._shape = shape  # to undo the reshape in backward, eq. (L5)
-        self._out_shape = shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:]
-        return float32_input(x, "Flatten").reshape(self._out_shape)  # a view of the same device memory
-
-    def _backward_cuda(self, grad_output):
-        shape = self._saved(self._shape, "the input shape")
-        if tuple(grad_output.shape) != self._out_shape:
+        if tuple(g.shape) != self._out_shape:
             raise ValueError(f"Flatten.backward: expected grad_output of shape {self._out_shape} (forward's "
-                             f"output), got {tuple(grad_output.shape)}")
-        return float32_input(grad_output, "Flatten.backward", "grad_output").reshape(shape)  # eq. (L5)
+                             f"output), got {tuple(g.shape)}")
+        return g.reshape(shape)  # eq. (L5)
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

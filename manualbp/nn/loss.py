@@ -18,13 +18,11 @@ Labels cited here (derivations/07-regression-losses.md):
     (R2)  its gradient:  dL/d(ell_i) = g / D ('mean'), g ('sum'), g_i ('none'), where g is the
           gradient arriving from above (1 when the loss is the end of the graph)
 """
-import numbers
-
 import numpy as np
 
-from .._checks import describe, finite_array, float_array
+from .. import kernels
+from .._checks import float_array, scalar_multiplier
 from .._checks import reduction as check_reduction
-from ..device import is_cuda_array, mixed_message, unsupported
 from .module import Module
 
 
@@ -63,41 +61,32 @@ class _Loss(Module):
         return self.forward(input, target)
 
     def forward(self, input, target):
-        if self._uses_cuda(input):  # the input is on the GPU: the fused CUDA kernels (_forward_cuda)
-            return self._forward_cuda(input, target)
         who = type(self).__name__
         self._loss_shape = None  # a forward that raises leaves nothing stale for backward
         x = float_array(input, who, "input")
-        x = x.reshape(input.shape)  # float_array makes a 0-d array 1-d; a 0-d input keeps its shape
+        x = x.reshape(tuple(input.shape))  # float_array makes a 0-d array 1-d; a 0-d input keeps its shape
         t = self._prepare(x, target)
-        ell, denom = self._forward(x, t)
-        ell = np.asarray(ell)  # NumPy returns a 0-d result as a scalar; 'none' promises an array
-        dt = x.dtype.type
-        self._dtype, self._input_shape, self._loss_shape = dt, x.shape, ell.shape
-        self._denom = dt(ell.size if denom is None else denom)
-        if self.reduction == "none":
-            return ell  # (R1)
-        total = ell.sum(dtype=x.dtype)
-        if self.reduction == "sum":
-            return dt(total)  # (R1)
-        with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 is nan, as in torch
-            return dt(total / self._denom)  # (R1)
+        ell, denom = self._forward(x, t)  # the unreduced loss, and D of 'mean' (None: its size)
+        self._dtype, self._input_shape, self._loss_shape = x.dtype.type, tuple(x.shape), tuple(ell.shape)
+        self._like = x  # backward's grad must be on the input's device
+        self._denom = ell.size if denom is None else denom
+        return kernels.loss_reduce(ell, self.reduction, self._denom)  # (R1)
 
     def backward(self, grad=None):
-        if self._backward_uses_cuda(grad):
-            return self._backward_cuda(grad)
         if self._loss_shape is None:
             raise ValueError(
                 f"{type(self).__name__}.backward() called before forward(): call loss_fn(input, target) "
                 f"first; backward uses what that call saved")
-        s = self._upstream(grad)
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            grad_x = self._backward(s)
-        return np.asarray(grad_x).reshape(self._input_shape)  # no cast: the math stays in the input's dtype
+        s = kernels.loss_upstream(self._upstream(grad), self.reduction, self._denom)  # dL/d(ell), (R2)
+        grad_x = self._backward(s)
+        if isinstance(grad_x, np.generic):  # NumPy's 0-d result is a scalar: hand back an array
+            grad_x = np.asarray(grad_x)
+        return grad_x.reshape(self._input_shape)  # no cast: the math stays in the input's dtype
 
     # --- bookkeeping --------------------------------------------------------------------------
     def _upstream(self, grad):
-        """dL/d(ell) of (R2), in the input's dtype: an array for 'none', else a scalar."""
+        """The gradient arriving from above, checked: an array of the unreduced loss's shape for 'none'
+        (on the input's device), else a scalar multiplier (default 1) in the input's dtype."""
         who, dt, shape = f"{type(self).__name__}.backward", self._dtype, self._loss_shape
         if self.reduction == "none":
             if grad is None:
@@ -105,24 +94,14 @@ class _Loss(Module):
                     f"{who}: with reduction='none' the loss is an array, so backward needs grad = "
                     f"dL/d(loss) of shape {shape}")
             g = np.asarray(grad) if isinstance(grad, (np.generic, float)) else grad
-            float_array(g, who, "grad")  # validation only: it would make a 0-d grad 1-d
-            if g.shape != shape:
+            float_array(g, who, "grad", like=self._like)  # validation only: it would make 0-d 1-d
+            if tuple(g.shape) != shape:
                 raise ValueError(f"{who}: expected grad of shape {shape} (the unreduced loss's), "
                                  f"got {tuple(g.shape)}")
-            return g.astype(dt, copy=False)  # (R2)
+            return g.astype(dt, copy=False) if isinstance(g, np.ndarray) else g  # (R2)
         if grad is None:
-            g = dt(1)
-        else:
-            if isinstance(grad, np.ndarray) and grad.shape == ():
-                grad = grad[()]
-            if isinstance(grad, (bool, np.bool_)) or not isinstance(grad, numbers.Real):
-                raise TypeError(f"{who}: with reduction={self.reduction!r} grad is a scalar multiplier "
-                                f"of the loss, got {describe(grad)}")
-            g = dt(grad)
-        if self.reduction == "sum":
-            return g  # (R2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return g / self._denom  # (R2)
+            return dt(1)
+        return scalar_multiplier(grad, who, self.reduction, dt, like=self._like)
 
     def _prepare(self, x, target):
         raise TypeError(f"{type(self).__name__} does not define _prepare()")
@@ -133,64 +112,8 @@ class _Loss(Module):
     def _backward(self, s):
         raise TypeError(f"{type(self).__name__} does not define _backward()")
 
-    # --- on the GPU (the input is a numba.cuda device array; see manualbp/device.py) -------------------
-    # CrossEntropyLoss and MSELoss override the two methods below with their fused kernels
-    # (manualbp/kernels/cuda_loss.py).  The loss then stays on the GPU: a float32 device array of shape
-    # (1,) for 'mean'/'sum' (read it with manualbp.to_numpy(loss)[0]), of the unreduced shape for 'none'.
-    _cuda_saved = None  # what the GPU backward needs, saved by _forward_cuda
-
-    def _forward_cuda(self, input, target):
-        raise unsupported(type(self).__name__, "only CrossEntropyLoss and MSELoss have GPU kernels")
-
-    def _backward_cuda(self, grad):
-        raise unsupported(f"{type(self).__name__}.backward")
-
-    def _cuda_target(self, target, input):
-        """The target must be on the GPU with the input (Network.fit moves both)."""
-        if not is_cuda_array(target):
-            raise TypeError(mixed_message(type(self).__name__, "the target", target, True))
-        return target
-
-    def _cuda_upstream(self, grad):
-        """dL/d(loss) for the GPU kernels: 1.0 by default, a number, or a device array ('none': required)."""
-        who = f"{type(self).__name__}.backward"
-        if grad is None and self.reduction == "none":
-            raise ValueError(f"{who}: with reduction='none' the loss is an array, so backward needs grad = "
-                             f"dL/d(loss) of shape {self._loss_shape}, on the GPU")
-        if grad is None:
-            return 1.0
-        if is_cuda_array(grad):
-            if self.reduction == "none" and tuple(grad.shape) != self._loss_shape:
-                raise ValueError(f"{who}: expected grad of shape {self._loss_shape}, got {tuple(grad.shape)}")
-            return grad
-        if isinstance(grad, np.ndarray) and grad.shape == ():
-            grad = grad[()]
-        if self.reduction != "none" and isinstance(grad, numbers.Real) and not isinstance(grad, (bool, np.bool_)):
-            return float(grad)
-        raise TypeError(f"{who}: with reduction={self.reduction!r} on the GPU grad is "
-                        f"{'a device array' if self.reduction == 'none' else 'a number or a device array'}, "
-                        f"got {describe(grad)}")
-
 
 # --- validation helpers shared by the loss files ---------------------------------------------------
-
-def same_shape_target(x, target, who, finite=True):
-    """A real-valued target with exactly the input's shape, cast to the input's dtype.
-
-    torch would broadcast a differently shaped target for the regression losses (with a warning
-    that the result is probably wrong); here that is an error.
-    """
-    if not isinstance(target, np.ndarray):
-        raise TypeError(f"{who}: expected target to be a numpy array, got {describe(target)}")
-    if target.dtype.kind not in "fiub":
-        raise TypeError(f"{who}: expected a real-valued target, got dtype {target.dtype}")
-    if target.shape != x.shape:
-        raise ValueError(f"{who}: expected target of shape {tuple(x.shape)} (the input's), "
-                         f"got {tuple(target.shape)}")
-    if finite:
-        finite_array(target, who, "target")  # a nan target would make every later loss nan
-    return np.asarray(target, dtype=x.dtype, order="C")  # (ascontiguousarray would make 0-d 1-d)
-
 
 def weight_array(weight, who, name="weight", ndim=None):
     """``None``, or a copy of a real-valued array (kept in float64; cast to the input dtype per call)."""

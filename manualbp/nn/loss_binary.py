@@ -18,18 +18,22 @@ Labels cited here (derivations/08-binary-cross-entropy.md):
 """
 import numpy as np
 
-from .loss import _Loss, broadcast_weight, same_shape_target, weight_array
-
-# torch's EPSILON in binary_cross_entropy_backward is a float constant 1e-12, so in float64 it is
-# float64(float32(1e-12)) = 9.99999996e-13, not 1e-12: kept so the gradient at x = 0 or 1 matches.
-_BCE_EPS = np.float32(1e-12)
+from .. import kernels
+from .._checks import host_values, same_shape_target
+from .loss import _Loss, broadcast_weight, weight_array
 
 
 def _check_unit_interval(a, who, name):
+    a = host_values(a)  # the values are read on the host (a copy from the GPU)
     if not np.all((a >= 0) & (a <= 1)):  # nan fails too, as in torch
         bad = a[~((a >= 0) & (a <= 1))].flat[0]
         raise ValueError(f"{who}: all elements of {name} must lie in [0, 1] (they are probabilities); "
                          f"found {bad}")
+
+
+def _full(w, x):
+    """A weight broadcast to x's shape (a view on the CPU), on x's device; None stays None."""
+    return None if w is None else kernels.like(x, np.broadcast_to(w, tuple(x.shape)))
 
 
 class BCELoss(_Loss):
@@ -55,22 +59,15 @@ class BCELoss(_Loss):
         _check_unit_interval(x, who, "input")
         t = same_shape_target(x, target, who, finite=False)  # [0, 1] below refuses nan too
         _check_unit_interval(t, who, "target")
-        self._w = broadcast_weight(self.weight, x, who)
+        self._w = _full(broadcast_weight(self.weight, x, who), x)
         return t
 
     def _forward(self, x, t):
-        one, floor = x.dtype.type(1), x.dtype.type(-100)
         self._x, self._t = x, t  # both appear in (B2)
-        with np.errstate(divide="ignore"):  # log(0) = -inf, then clamped
-            log_x = np.maximum(np.log(x), floor)  # (B1)
-            log_1mx = np.maximum(np.log1p(-x), floor)  # (B1), log(1 - x) accurate for small x
-        ell = (t - one) * log_1mx - t * log_x  # (B1)
-        return (ell if self._w is None else ell * self._w), None  # (B1)
+        return kernels.bce_loss(x, t, self._w), None  # (B1)
 
     def _backward(self, s):
-        x, t, one = self._x, self._t, self._dtype(1)
-        g = (x - t) / np.maximum((one - x) * x, self._dtype(_BCE_EPS))  # (B2)
-        return s * (g if self._w is None else g * self._w)  # (B2), times dL/d(ell)
+        return kernels.bce_loss_backward(s, self._x, self._t, self._w)  # (B2), times dL/d(ell)
 
 
 class BCEWithLogitsLoss(_Loss):
@@ -96,26 +93,13 @@ class BCEWithLogitsLoss(_Loss):
     def _prepare(self, x, target):
         who = "BCEWithLogitsLoss"
         t = same_shape_target(x, target, who)
-        self._w = broadcast_weight(self.weight, x, who)
-        self._pw = broadcast_weight(self.pos_weight, x, who, "pos_weight")
+        self._w = _full(broadcast_weight(self.weight, x, who), x)
+        self._pw = _full(broadcast_weight(self.pos_weight, x, who, "pos_weight"), x)
         return t
 
     def _forward(self, z, t):
-        one = z.dtype.type(1)
         self._z, self._t = z, t  # both appear in (B5)
-        log_s = np.minimum(z, z.dtype.type(0)) - np.log1p(np.exp(-np.abs(z)))  # (B3)
-        if self._pw is not None:
-            log_s = log_s * (one + (self._pw - one) * t)  # (B4)
-        ell = (one - t) * z - log_s  # (B4)
-        return (ell if self._w is None else ell * self._w), None  # (B4)
+        return kernels.bce_with_logits_loss(z, t, self._w, self._pw), None  # (B3), (B4)
 
     def _backward(self, s):
-        z, t, one = self._z, self._t, self._dtype(1)
-        e = np.exp(-np.abs(z))
-        sig = np.where(z >= 0, one / (one + e), e / (one + e))  # (B6)
-        if self._pw is None:
-            g = sig - t  # (B5), p = 1
-        else:
-            pt = self._pw * t
-            g = (pt + one - t) * sig - pt  # (B5)
-        return s * (g if self._w is None else g * self._w)  # (B5), times dL/d(ell)
+        return kernels.bce_with_logits_loss_backward(s, self._z, self._t, self._w, self._pw)  # (B5), (B6)

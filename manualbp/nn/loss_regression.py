@@ -18,12 +18,9 @@ Labels cited here (derivations/07-regression-losses.md):
     (R9)  Huber:     ell = 0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta)
     (R10) its slope: d where |d| < delta, else delta sign(d)
 """
-import numpy as np
-
-from .._checks import real_number
-from ..device import float32_input
-from ..device import kernels as cuda_kernels
-from .loss import _Loss, same_shape_target
+from .. import kernels
+from .._checks import real_number, same_shape_target
+from .loss import _Loss
 
 
 class _Elementwise(_Loss):
@@ -45,12 +42,11 @@ class L1Loss(_Elementwise):
     """
 
     def _forward(self, x, t):
-        d = x - t
-        self._sign = np.sign(d)  # the slope of |d|, eq. (R4)
-        return np.abs(d), None  # (R3)
+        self._x, self._t = x, t  # the sign of x - t is the slope, eq. (R4)
+        return kernels.l1_loss(x, t), None  # (R3)
 
     def _backward(self, s):
-        return s * self._sign  # (R2) times (R4)
+        return kernels.l1_loss_backward(s, self._x, self._t)  # (R2) times (R4)
 
 
 class MSELoss(_Elementwise):
@@ -65,27 +61,11 @@ class MSELoss(_Elementwise):
     """
 
     def _forward(self, x, t):
-        self._d = x - t  # the difference d, for (R6)
-        return self._d * self._d, None  # (R5)
+        self._x, self._t = x, t  # d = x - t, for (R6)
+        return kernels.mse_loss(x, t), None  # (R5)
 
     def _backward(self, s):
-        return s * (self._dtype(2) * self._d)  # (R2) times (R6)
-
-    def _forward_cuda(self, input, target):  # on the GPU: kernels/cuda_loss.py, (R5) and its reduction (R1)
-        self._cuda_saved = None
-        x = float32_input(input, "MSELoss")
-        t = self._cuda_target(target, input)
-        if tuple(t.shape) != tuple(x.shape):
-            raise ValueError(f"MSELoss: expected target of shape {tuple(x.shape)} (the input's), "
-                             f"got {tuple(t.shape)}")
-        loss = cuda_kernels().mse_forward(x, t, self.reduction)  # (R5), (R1)
-        self._cuda_saved = (x, t)  # d = x - t, for (R6)
-        self._input_shape = self._loss_shape = tuple(x.shape)
-        return loss
-
-    def _backward_cuda(self, grad):
-        x, t = self._saved(self._cuda_saved, "its input and target")
-        return cuda_kernels().mse_backward(x, t, self.reduction, self._cuda_upstream(grad))  # (R2) times (R6)
+        return kernels.mse_loss_backward(s, self._x, self._t)  # (R2) times (R6)
 
 
 class SmoothL1Loss(_Elementwise):
@@ -110,15 +90,11 @@ class SmoothL1Loss(_Elementwise):
         self.beta = real_number(beta, "SmoothL1Loss", "beta", low=0.0)
 
     def _forward(self, x, t):
-        b, half = x.dtype.type(self.beta), x.dtype.type(0.5)
-        self._d = d = x - t  # for (R8)
-        self._inside = np.abs(d) < b  # the quadratic zone of (R7)/(R8); empty when beta = 0
-        with np.errstate(divide="ignore", invalid="ignore"):  # d^2 / 0 is computed but unused when beta = 0
-            return np.where(self._inside, half * d * d / b, np.abs(d) - half * b), None  # (R7)
+        self._x, self._t = x, t  # d = x - t and its zone, for (R8)
+        return kernels.smooth_l1_loss(x, t, self.beta), None  # (R7)
 
     def _backward(self, s):
-        d, b = self._d, self._dtype(self.beta)
-        return s * np.where(self._inside, d / b, np.sign(d))  # (R2) times (R8)
+        return kernels.smooth_l1_loss_backward(s, self._x, self._t, self.beta)  # (R2) times (R8)
 
 
 class HuberLoss(_Elementwise):
@@ -143,11 +119,8 @@ class HuberLoss(_Elementwise):
         self.delta = real_number(delta, "HuberLoss", "delta", low=0.0, low_open=True)
 
     def _forward(self, x, t):
-        dl, half = x.dtype.type(self.delta), x.dtype.type(0.5)
-        self._d = d = x - t  # for (R10)
-        self._inside = np.abs(d) < dl  # the quadratic zone of (R9)/(R10)
-        return np.where(self._inside, half * d * d, dl * (np.abs(d) - half * dl)), None  # (R9)
+        self._x, self._t = x, t  # d = x - t and its zone, for (R10)
+        return kernels.huber_loss(x, t, self.delta), None  # (R9)
 
     def _backward(self, s):
-        d, dl = self._d, self._dtype(self.delta)
-        return s * np.where(self._inside, d, dl * np.sign(d))  # (R2) times (R10)
+        return kernels.huber_loss_backward(s, self._x, self._t, self.delta)  # (R2) times (R10)

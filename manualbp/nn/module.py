@@ -14,7 +14,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..device import check_grad_device, is_cuda_array, move, normalize, require_cuda, runs_on_cuda, to_numpy
+from .. import kernels
+from ..device import cast, move, normalize, require_cuda, to_numpy
 from .parameter import Parameter
 
 
@@ -61,24 +62,6 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
-
-    # --- the device: each layer's one-line dispatch to its GPU path (manualbp/device.py) ---------------
-    _ran_on_cuda = False  # did the last forward run on the GPU? its backward takes the same path
-
-    def _uses_cuda(self, x, name="input"):
-        """True when this forward runs on the GPU (the parameters, or x for a layer without any, are there).
-
-        A model on the GPU given a NumPy array, or the other way round, is a TypeError that says how to
-        move the batch.  The answer is remembered for backward (``_backward_uses_cuda``).
-        """
-        on_cuda = runs_on_cuda(self, x, name)
-        object.__setattr__(self, "_ran_on_cuda", on_cuda)
-        return on_cuda
-
-    def _backward_uses_cuda(self, grad_output):
-        """True when the last forward ran on the GPU; grad_output must then be a device array too."""
-        check_grad_device(self, grad_output, self._ran_on_cuda)
-        return self._ran_on_cuda
 
     def _saved(self, value, what="its input"):
         """Return a value saved by forward, or explain that backward came first."""
@@ -134,14 +117,9 @@ class Module:
 
     def _cast(self, dtype):
         for p in self.parameters():
-            if is_cuda_array(p.data):  # the GPU kernels compute in float32 only
-                if np.dtype(dtype) != np.float32:
-                    raise TypeError(f"{type(self).__name__}: the GPU computes in float32 only; move the model "
-                                    f"to the CPU with .to('cpu') before .double()")
-                continue
-            p.data = np.ascontiguousarray(p.data, dtype=dtype)
+            p.data = cast(p.data, dtype, type(self).__name__)
             if p.grad is not None:
-                p.grad = np.ascontiguousarray(p.grad, dtype=dtype)
+                p.grad = cast(p.grad, dtype, type(self).__name__)
         return self
 
     def float(self):
@@ -156,7 +134,7 @@ class Module:
         """Move every parameter (``.data`` and ``.grad``) to ``"cuda"`` or ``"cpu"``, in place; returns self.
 
         On the GPU the parameters are numba.cuda device arrays, and every layer's forward and backward
-        runs the CUDA kernels of ``manualbp/kernels/cuda.py``: see ``manualbp/device.py``.  Moving to
+        runs the CUDA kernels of ``manualbp/kernels/cuda/``: see ``manualbp/device.py``.  Moving to
         ``"cuda"`` without a GPU is a RuntimeError that names what is missing.  float32 only.
         """
         where = normalize(device)
@@ -214,8 +192,7 @@ class Module:
                 raise TypeError(f"Error loading state_dict: {name!r} has non-numeric dtype {value.dtype}")
             updates.append((p, value))
         for p, value in updates:  # checked everything first: no half-loaded model
-            where = "cuda" if is_cuda_array(p.data) else "cpu"  # a model on the GPU stays there
-            p.data = move(np.array(value, dtype=p.data.dtype, order="C", copy=True), where)
+            p.data = kernels.like(p.data, np.array(value, dtype=p.data.dtype, order="C", copy=True))  # stays put
         return missing, unexpected
 
     # --- printing ---------------------------------------------------------

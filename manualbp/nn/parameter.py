@@ -1,6 +1,10 @@
-"""Parameter: an array the optimizer updates, and the gradient that backward fills."""
+"""Parameter: an array the optimizer updates, and the gradient that backward fills.
+
+Derivation: derivations/01-chain-rule.md (a parameter used more than once gets the sum of the gradients, (C3)).
+"""
 import numpy as np
 
+from .. import kernels
 from .._checks import FLOAT_DTYPES
 from ..device import device_of, move, normalize
 
@@ -46,15 +50,17 @@ class Parameter:
         return self
 
     def accumulate_grad(self, g):
-        """Add a freshly computed gradient into ``.grad`` (creating it on the first call)."""
+        """Add a freshly computed gradient into ``.grad`` (on the first call, ``g`` itself becomes ``.grad``:
+        the kernels return new arrays, never views of anything they reuse)."""
         if not self.requires_grad:
             return
-        if g.shape != self.data.shape:
-            raise ValueError(f"gradient of shape {g.shape} does not match parameter of shape {self.data.shape}")
+        if tuple(g.shape) != tuple(self.data.shape):
+            raise ValueError(f"gradient of shape {tuple(g.shape)} does not match parameter of shape "
+                             f"{tuple(self.data.shape)}")
         if self.grad is None:
-            self.grad = np.array(g, dtype=self.data.dtype, copy=True)
+            self.grad = g
         else:
-            self.grad += g
+            kernels.add_(self.grad, g)  # gradients add (C3)
 
     def __repr__(self):
         return f"Parameter containing:\n{self.data!r}"

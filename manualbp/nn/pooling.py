@@ -5,12 +5,8 @@ Derivation: derivations/05-maxpool.md
 Shapes: x (N, C, H, W) or (C, H, W), y (N, C, OH, OW) with
 OH = (H + 2*PH - KH) // SH + 1 and OW likewise  (P2).  Padding is -inf: it never wins.
 """
-import numpy as np
-
 from .. import kernels
 from .._checks import float_array, pair
-from ..device import float32_input
-from ..device import kernels as cuda_kernels
 from .module import Module
 
 
@@ -55,12 +51,10 @@ class MaxPool2d(Module):
         self._dtype = None
 
     def forward(self, x):
-        if self._uses_cuda(x):  # a device array: the same (P1)-(P4) as CUDA kernels, below
-            return self._forward_cuda(x)
         x = float_array(x, "MaxPool2d", ndim=(3, 4))
         self._unbatched = x.ndim == 3
         if self._unbatched:
-            x = x[None]  # (1, C, H, W)
+            x = x.reshape((1,) + tuple(x.shape))  # (1, C, H, W), a view
         _, _, h, w = x.shape
         (kh, kw), (ph, pw) = self._k, self._p
         if kh > h + 2 * ph or kw > w + 2 * pw:
@@ -68,51 +62,21 @@ class MaxPool2d(Module):
                 f"MaxPool2d(kernel_size={self.kernel_size}): kernel ({kh}, {kw}) is larger than the padded "
                 f"input ({h + 2 * ph}, {w + 2 * pw}) (input of shape {tuple(x.shape)}, padding {self.padding})")
         y, self._argmax = kernels.maxpool2d_forward(x, self._k, self._s, self._p)  # eqs. (P1), (P3)
-        self._x_shape = x.shape
+        self._x_shape = tuple(x.shape)
         self._dtype = x.dtype  # backward's gradient must match it
-        return y[0] if self._unbatched else y
-
-    def backward(self, grad_output):
-        if self._backward_uses_cuda(grad_output):
-            return self._backward_cuda(grad_output)
-        argmax = self._saved(self._argmax, "the positions of the maxima")
-        g = float_array(grad_output, "MaxPool2d.backward", "grad_output", dtype=self._dtype)
-        if self._unbatched:
-            g = g[None]
-        if g.shape != argmax.shape:
-            shape = argmax.shape[1:] if self._unbatched else argmax.shape
-            raise ValueError(
-                f"MaxPool2d.backward: expected grad_output of shape {shape}, "
-                f"got {tuple(g.shape[1:] if self._unbatched else g.shape)}")
-        grad_x = kernels.maxpool2d_backward(np.ascontiguousarray(g), argmax, self._x_shape)  # eq. (P4)
-        return grad_x[0] if self._unbatched else grad_x
-
-    # --- on the GPU: one thread per output forward, one per input backward (kernels/cuda_conv.py) -------
-    def _forward_cuda(self, x):
-        gpu = cuda_kernels()
-        float32_input(x, "MaxPool2d", ndim=(3, 4))
-        self._unbatched = x.ndim == 3
-        if self._unbatched:
-            x = x.reshape((1,) + tuple(x.shape))  # (1, C, H, W), a view
-        (kh, kw), (ph, pw) = self._k, self._p
-        if kh > x.shape[2] + 2 * ph or kw > x.shape[3] + 2 * pw:
-            raise ValueError(
-                f"MaxPool2d(kernel_size={self.kernel_size}): kernel ({kh}, {kw}) is larger than the padded "
-                f"input (input of shape {tuple(x.shape)}, padding {self.padding})")
-        y, self._argmax = gpu.maxpool2d_forward(x, self._k, self._s, self._p)  # eqs. (P1), (P3)
-        self._x_shape, self._dtype = tuple(x.shape), x.dtype
         return y.reshape(tuple(y.shape)[1:]) if self._unbatched else y
 
-    def _backward_cuda(self, grad_output):
-        gpu = cuda_kernels()
+    def backward(self, grad_output):
         argmax = self._saved(self._argmax, "the positions of the maxima")
-        g = float32_input(grad_output, "MaxPool2d.backward", "grad_output")
+        g = float_array(grad_output, "MaxPool2d.backward", "grad_output", dtype=self._dtype, like=argmax)
         if self._unbatched:
             g = g.reshape((1,) + tuple(g.shape))
         if tuple(g.shape) != tuple(argmax.shape):
-            raise ValueError(f"MaxPool2d.backward: expected grad_output of shape {tuple(argmax.shape)}, "
-                             f"got {tuple(g.shape)}")
-        grad_x = gpu.maxpool2d_backward(g, argmax, self._x_shape, self._k, self._s, self._p)  # eq. (P4)
+            shape = tuple(argmax.shape[1:]) if self._unbatched else tuple(argmax.shape)
+            raise ValueError(
+                f"MaxPool2d.backward: expected grad_output of shape {shape}, "
+                f"got {tuple(g.shape[1:]) if self._unbatched else tuple(g.shape)}")
+        grad_x = kernels.maxpool2d_backward(g, argmax, self._x_shape, self._k, self._s, self._p)  # eq. (P4)
         return grad_x.reshape(self._x_shape[1:]) if self._unbatched else grad_x
 
     def extra_repr(self):

@@ -5,8 +5,7 @@ Derivation: derivations/09-sgd-momentum.md
 import numpy as np
 
 from .. import kernels
-from ..device import is_cuda_array, require_cuda, to_numpy
-from ..device import kernels as cuda_kernels
+from ..device import cast
 from .optimizer import Optimizer, check_number
 
 
@@ -62,39 +61,18 @@ class SGD(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if is_cuda_array(p.data):  # on the GPU: (O3)-(O6) in one kernel launch, _step_cuda below
-                    self._step_cuda(p, lr, mu, tau, wd, nesterov)
-                    continue
-                if p.grad.shape != p.data.shape or p.grad.dtype != p.data.dtype:
-                    raise ValueError(f"SGD: gradient of shape {p.grad.shape}/{p.grad.dtype} does not match "
-                                     f"its parameter {p.data.shape}/{p.data.dtype}")
+                if tuple(p.grad.shape) != tuple(p.data.shape) or p.grad.dtype != p.data.dtype:
+                    raise ValueError(f"SGD: gradient of shape {tuple(p.grad.shape)}/{p.grad.dtype} does not "
+                                     f"match its parameter {tuple(p.data.shape)}/{p.data.dtype}")
                 buf, first = None, False
                 if mu != 0:
                     state = self.state.setdefault(id(p), {})
                     buf = state.get("momentum_buffer")
-                    if is_cuda_array(buf):  # the model came back from the GPU: so does its buffer
-                        buf = state["momentum_buffer"] = to_numpy(buf)
                     first = buf is None  # torch's first buffer is the gradient itself (O4): the kernel writes it
                     if first:
-                        buf = state["momentum_buffer"] = np.empty_like(p.data)
-                    elif not buf.flags.c_contiguous or buf.dtype != p.data.dtype:  # e.g. after .double()
-                        buf = state["momentum_buffer"] = np.ascontiguousarray(buf, dtype=p.data.dtype)
-                if not p.data.flags.c_contiguous:  # updated in place through a flat view
-                    p.data = np.ascontiguousarray(p.data)
-                # (O3)-(O6) for every element, in one compiled loop (kernels/cpu_train.py; its NumPy twin,
-                # reference.sgd_update, spells the same update out line by line)
+                        buf = state["momentum_buffer"] = kernels.empty_like(p.data)
+                    else:  # where the parameter is (the model may have moved since), in its dtype and layout
+                        buf = state["momentum_buffer"] = kernels.like(p.data, cast(buf, p.data.dtype, "SGD"))
+                # (O3)-(O6) for every element, in one compiled loop (kernels/cpu/optim.py, or one CUDA kernel
+                # launch on the GPU; the NumPy twin, reference.sgd_update, spells the update out line by line)
                 kernels.sgd_update(p.data, p.grad, buf, lr, mu, tau, wd, nesterov, first)
-
-    def _step_cuda(self, p, lr, mu, tau, wd, nesterov):
-        """(O3)-(O6) for a parameter on the GPU: ``kernels.cuda.sgd_update``, buffer kept on the GPU."""
-        gpu = cuda_kernels()
-        buf, first = None, False
-        if mu != 0:
-            state = self.state.setdefault(id(p), {})
-            buf = state.get("momentum_buffer")
-            first = buf is None  # torch's first buffer is the gradient itself (O4): the kernel writes it
-            if first:
-                buf = state["momentum_buffer"] = require_cuda().device_array(p.shape, dtype=np.float32)
-            elif not is_cuda_array(buf):  # the model moved to the GPU after some steps, or a checkpoint
-                buf = state["momentum_buffer"] = require_cuda().to_device(np.ascontiguousarray(buf, np.float32))
-        gpu.sgd_update(p.data, p.grad, buf, lr, mu, tau, nesterov, wd, first_step=first)

@@ -1,7 +1,7 @@
 """Whole training steps with the model moved to "cuda", run by numba's CUDA simulator, against the CPU path.
 
-Every layer, loss and the optimizer dispatch to the CUDA kernels when their parameters (or inputs) are
-device arrays (manualbp/device.py).  Here the same tiny models train one or two steps on both devices
+Every layer, loss and the optimizer run the CUDA kernels when their arrays are device arrays: the layers call
+the operations of manualbp/kernels/__init__.py, which pick the kernels from the arrays.  Here the same tiny models train one or two steps on both devices
 from the same weights, and the loss, every gradient and every updated weight must agree in float32.
 Collected only under NUMBA_ENABLE_CUDASIM=1 (see conftest.py).  The file name sorts before
 test_cuda_sim.py, so the launch-type check there also covers the launches made here.
@@ -147,25 +147,6 @@ def test_mixing_devices_is_a_clear_type_error():
     with pytest.raises(TypeError, match="float32"):
         model.double()
     model.float()  # already float32: nothing to do on the GPU
-
-
-@pytest.mark.parametrize("loss_fn,what", [
-    (nn.CrossEntropyLoss(label_smoothing=0.1), "label_smoothing"),
-    (nn.CrossEntropyLoss(weight=np.ones(2)), "weight"),
-    (nn.L1Loss(), "L1Loss"),
-    (nn.NLLLoss(), "NLLLoss"),
-])
-def test_losses_without_a_gpu_kernel_say_so(loss_fn, what):
-    out = to_device(np.zeros((2, 2)))
-    with pytest.raises(TypeError, match=f"{what}.*not supported on the GPU"):
-        loss_fn(out, to_device(np.array([0, 1])))
-
-
-def test_softmax_and_probability_targets_are_not_supported_on_the_gpu():
-    with pytest.raises(TypeError, match="Softmax is not supported on the GPU"):
-        nn.Softmax(dim=1)(to_device(np.zeros((2, 2))))
-    with pytest.raises(TypeError, match="class-probability"):
-        nn.CrossEntropyLoss()(to_device(np.zeros((2, 2))), to_device(np.full((2, 2), 0.5)))
 
 
 def test_uploader_reuses_its_pinned_and_device_buffers():

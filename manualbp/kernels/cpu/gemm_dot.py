@@ -1,8 +1,8 @@
-"""Dot-product matrix kernels (used by ``cpu.py`` for short products and by ``cpu_conv.py``).
+"""Dot-product matrix kernels (used by ``gemm.py`` for short products and by ``conv_im2col.py``).
 
 Derivation: derivations/03-linear.md ((L1)-(L3): the three products of a Linear layer);
 readable twin: ``reference.matmul``.  Long matrix products go to the 8 x 32 outer-product tiles of
-``cpu_packed.py``; what stays here is what suits short sums and im2col's layouts.
+``tile.py``; what stays here is what suits short sums and im2col's layouts.
 
 "NT" form,
 
@@ -12,10 +12,10 @@ each output is a dot product of two contiguous rows; the k loop reads memory in 
 and LLVM vectorizes it (fast-math lets it split each sum into vector lanes).  ``_tile4x4`` computes a
 4 x 4 block of outputs in one pass over k, keeping 16 running sums in registers, so every element loaded
 from A or Bt is used 4 times (16 multiply-adds per 8 loads); edges use ``_dot4`` or ``_dot``.  The
-im2col grad-weight (``cpu_conv.py``) uses it through ``nt_region``, and ``matmul_nt`` a Linear layer's
+im2col grad-weight (``conv_im2col.py``) uses it through ``nt_region``, and ``matmul_nt`` a Linear layer's
 forward at small batches (no copy of the weights, which is what packed panels would cost).  The price of
 this tile: at its end each of the 16 sums must be reduced across the lanes of a vector, which the
-outer-product tiles of ``cpu_packed.py`` avoid.
+outer-product tiles of ``tile.py`` avoid.
 
 "NN" form, Cout[m] = sum_k A[m, k] * B[k] (rows of B added into a row of Cout, four at a time):
 ``nn_rows`` / ``matmul_nn``, for a short K and long contiguous rows (a Linear layer's backward, a

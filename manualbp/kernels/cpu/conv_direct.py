@@ -1,8 +1,8 @@
 """Stride-1 convolution without im2col: every weight tap reads a shifted row of the padded image.
 
 Derivation: derivations/04-conv2d.md, eqs. (K1), (K4), (K6); readable twins: ``reference.conv2d_forward``,
-``reference.conv2d_grad_input`` and ``reference.conv2d_grad_weight``.  Used by ``cpu.py`` for stride 1
-(any stride goes through the im2col kernels of ``cpu_conv.py``).
+``reference.conv2d_grad_input`` and ``reference.conv2d_grad_weight``.  Used by ``conv.py`` for stride 1
+(any stride goes through the im2col kernels of ``conv_im2col.py``).
 
 The idea.  Pad one image to (C, HP, WP), HP = H + 2*PH, WP = W + 2*PW, and lay each channel out flat,
 xf[c, h*WP + w].  Compute the output on a "wide" grid of OH rows of WP columns, s = i*WP + j: then
@@ -19,11 +19,11 @@ The tiling.  Output channels go four at a time and taps four at a time: one pass
 shifted input runs into four output rows, a 4 x 4 block of weights held in registers
 (``c_m[s] += w_m0*x0[s] + w_m1*x1[s] + w_m2*x2[s] + w_m3*x3[s]``, 16 multiply-adds for 4 + 4 loads and
 4 stores).  The rows of one image's wide output (a few KB) stay in L1 while all taps stream by.
-Every output sums its taps in the order r = (c*KH + p)*KW + q, four at a time, as ``cpu_gemm.nn_rows``.
+Every output sums its taps in the order r = (c*KH + p)*KW + q, four at a time, as ``gemm_dot.nn_rows``.
 
 Gradient with respect to the input.  For stride 1, dL/dx is itself such a convolution: of dL/dy,
 padded by (KH-1-PH, KW-1-PW), with the kernel flipped and its two channel axes swapped,
-wf[c, o, u, v] = w[o, c, KH-1-u, KW-1-v]  ((K6): (K5) read as a forward convolution); ``cpu.py`` calls the same
+wf[c, o, u, v] = w[o, c, KH-1-u, KW-1-v]  ((K6): (K5) read as a forward convolution); ``conv.py`` calls the same
 kernels with those arguments.
 
 Parallel over images: worker t takes images t, t + T, ... with its own workspaces (the padded image

@@ -1,10 +1,10 @@
-"""Convolution on the CPU as matrix products (im2col + the register-tiled products of ``cpu_gemm.py``).
+"""Convolution on the CPU as matrix products (im2col + the register-tiled products of ``gemm_dot.py``).
 
 Derivation: derivations/04-conv2d.md; readable twins: ``reference.conv2d_forward``,
 ``reference.conv2d_grad_input``, ``reference.conv2d_grad_weight``.  Labels (K1)-(K5) are listed at the
 top of ``reference.py``; this file also cites (K7) im2col, y[n] = W2 . col[n] + b, and (K8) the
 gradients in that view, dL/dW2 = sum_n G[n] . col[n]^T and dL/dcol[n] = W2^T . G[n] (then "col2im").
-The public wrappers live in ``cpu.py``.
+The public wrappers live in ``conv.py``.
 
 With P = OH*OW output positions and R = C*KH*KW weights per output channel, unroll each image into
 
@@ -18,8 +18,8 @@ With P = OH*OW output positions and R = C*KH*KW weights per output channel, unro
                  into the input position it was copied from  (K5)
 
 All three products run along contiguous rows of length P: the forward pass adds rows of col into rows
-of y and grad-input adds rows of dL/dy[n] into rows of dcol (``cpu_gemm.nn_rows``); grad-weight takes
-dot products of rows of dL/dy[n] with rows of col (``cpu_gemm.nt_region``).
+of y and grad-input adds rows of dL/dy[n] into rows of dcol (``gemm_dot.nn_rows``); grad-weight takes
+dot products of rows of dL/dy[n] with rows of col (``gemm_dot.nt_region``).
 
 Legend: N batch, C input channels, H/W input size, O output channels, KH/KW kernel, OH/OW output,
 SH/SW stride, PH/PW padding.
@@ -27,7 +27,7 @@ SH/SW stride, PH/PW padding.
 import numpy as np
 from numba import njit, prange
 
-from .cpu_gemm import TILE, nn_rows, nt_region
+from .gemm_dot import TILE, nn_rows, nt_region
 
 # Helpers get ints as these or as computed values, never as the literals 0 and 1, and parallel loops pass
 # np.int64(t): Numba compiles a helper once per literal argument and once more for an unsigned prange index.
@@ -123,7 +123,7 @@ def conv2d_forward(x, w2, b, y3, ws, KH, KW, SH, SW, PH, PW, OH, OW, has_bias):
     Parallel over images: worker t (prange over the T = len(ws) workspaces) takes images t, t + T, ...,
     unrolls each into its own workspace ws[t] (R, P), allocated once by the caller and reused across
     training steps, and writes its own y3[n].  Each output-channel row is a running sum of rows of col,
-    four weights at a time (``cpu_gemm.nn_rows``): long contiguous passes over the P positions.  An
+    four weights at a time (``gemm_dot.nn_rows``): long contiguous passes over the P positions.  An
     image's result does not depend on which worker computed it, so neither does any output.
     """
     T = ws.shape[0]
@@ -168,7 +168,7 @@ def conv2d_grad_weight(x, gy3, gw2, KH, KW, SH, SW, PH, PW, OH, OW):
     Parallel over groups of RG weight taps (prange): each thread owns the columns r0:r0+RG of gw2 and
     sums over the whole batch itself, image after image, so no sum is split between threads.  For each
     image it unrolls only its own RG rows of col (small enough to stay in L1) and adds
-    gy3[n] . col_rows^T into its accumulator with the 4 x 4 register tiles of ``cpu_gemm.nt_region``
+    gy3[n] . col_rows^T into its accumulator with the 4 x 4 register tiles of ``gemm_dot.nt_region``
     (dot products of length P along contiguous rows).
     """
     for g in prange((gw2.shape[1] + RG - 1) // RG):
@@ -233,7 +233,7 @@ def conv2d_grad_input(gy3, w2t, gx, ws, KH, KW, SH, SW, PH, PW, OH, OW):
     Parallel over images, like the forward pass: worker t takes images t, t + T, ... and computes each
     image's unrolled gradient dcol (R, P) in its workspace ws[t], then adds it back into its own gx[n].
     Each row of dcol is a running sum of rows of dL/dy[n], four output channels at a time
-    (``cpu_gemm.nn_rows``): contiguous passes over the P positions.  Any stride and padding.
+    (``gemm_dot.nn_rows``): contiguous passes over the P positions.  Any stride and padding.
     """
     T = ws.shape[0]
     for t in prange(T):
