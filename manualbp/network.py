@@ -16,113 +16,22 @@ Each step of ``fit`` is the five lines every PyTorch tutorial writes, with torch
 
 It prints progress as the tutorials do (``Train Epoch: 3 [6400/50000 (13%)]\tLoss: 1.734210``), with
 a tqdm bar when the output is a terminal; after each epoch the running loss and a validation line.
+What ``fit`` does around those steps -- printing, checkpoints and resuming, Ctrl-C, the nan guard, the
+learning-rate schedule -- is done by small helpers in ``manualbp/training.py``, one job each.
 """
-import csv
-import json
-import math
-import os
-import signal
-import sys
-import threading
-import time
-
 import numpy as np
 
 from . import checkpoint as ckpt
 from . import data as data_mod
+from . import training
 from ._checks import describe, finite_array, non_negative_int, positive_int
 from .device import Uploader, item, module_device, to_numpy
 from .nn import CrossEntropyLoss, Module, Sequential
-from .optim import SGD, Optimizer
+from .optim import SGD
 from .summary import summary as _summary
+from .training import History, NonFiniteLossError, _DeferredInterrupt, _Interrupted, cosine_lr
 
 __all__ = ["History", "Network", "NonFiniteLossError", "cosine_lr"]
-
-EPOCH_FIELDS = ("epoch", "train_loss", "running_loss", "train_accuracy", "val_loss", "val_accuracy",
-                "seconds", "images_per_sec", "lr")
-
-
-class History:
-    """What ``fit`` records: one row per epoch (``epochs``) and the loss of every step (``steps``).
-
-    ``history["val_accuracy"]`` is that column over the epochs.  ``to_dict``/``from_dict`` make it
-    JSON (it travels inside every checkpoint); ``write_csv``/``write_json`` save it.
-    """
-
-    def __init__(self, epochs=None, steps=None):
-        self.epochs = list(epochs or [])
-        self.steps = list(steps or [])
-
-    def __getitem__(self, key):
-        return [row.get(key) for row in self.epochs]
-
-    def __len__(self):
-        return len(self.epochs)
-
-    def to_dict(self):
-        return {"epochs": self.epochs, "steps": self.steps}
-
-    @classmethod
-    def from_dict(cls, d):
-        d = d or {}
-        return cls(d.get("epochs"), d.get("steps"))
-
-    def write_json(self, path):
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=1)
-
-    def write_csv(self, path):
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=EPOCH_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            for row in self.epochs:
-                writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in EPOCH_FIELDS})
-
-    def __repr__(self):
-        return f"History({len(self.epochs)} epochs, {len(self.steps)} steps)"
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became nan or inf: training has diverged (``fit`` names the epoch, step and a remedy)."""
-
-
-class _Interrupted(Exception):
-    """Raised between two steps of ``fit`` after a Ctrl-C: where the epoch stood."""
-
-    def __init__(self, epoch, progress):
-        super().__init__(epoch)
-        self.epoch, self.progress = epoch, progress
-
-
-class _DeferredInterrupt:
-    """During ``fit``, the first Ctrl-C only sets ``requested``; ``fit`` stops at the next step boundary.
-
-    Stopping there, never half-way through ``optimizer.step()`` or a checkpoint write, is what makes the
-    saved state resumable.  A second Ctrl-C interrupts at once.  The handler is installed only from the
-    main thread and only over Python's default handler (a program with its own handler keeps it).
-    """
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)",
-              file=sys.stderr, flush=True)
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
 
 
 class Network:
@@ -288,178 +197,81 @@ class Network:
                              f"drop_last=True, so an epoch would have no batch; use batch_size <= {len(x)}")
         if val is not None:
             val = self._pair(val, "fit (val)")
-        loss_fn = self._check_loss(loss if loss is not None else CrossEntropyLoss(), who)
+        loss_fn = training.check_loss(loss if loss is not None else CrossEntropyLoss(), who)
         if optimizer is None:
             optimizer = SGD(self.model.parameters(), lr=0.01, momentum=0.9)
-        self._check_optimizer(optimizer, who)
+        training.check_optimizer(optimizer, self.model, who)
         if lr_schedule is not None and not callable(lr_schedule):
             raise TypeError(f"{who}: expected lr_schedule to be a function epoch -> lr, got {describe(lr_schedule)}")
         loader = data_mod.batches(x, y, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed)
-        history, first_epoch, progress_in_epoch = History(), 1, None
+
+        log = training.Progress(verbose, progress, log_interval)            # every line fit prints
+        saver = training.Checkpointer(self, optimizer, loader, checkpoint)  # last/best/interrupted.npz
+        guard = training.DivergenceGuard(self.model, optimizer, saver)      # nan/inf -> an error saying why
+        history, first_epoch, partial = History(), 1, None   # partial: an epoch that a Ctrl-C cut short
         if resume is not None:
-            header = self.load(resume, optimizer)
-            history = History.from_dict(header.get("history"))
-            first_epoch = int(header.get("epoch") or 0) + 1
-            if header.get("rng_state") is not None:
-                loader.rng.bit_generator.state = header["rng_state"]
-            progress_in_epoch = (header.get("extra") or {}).get("interrupted")
-            if progress_in_epoch and (progress_in_epoch.get("batch_size"), progress_in_epoch.get("samples")) != (
-                    batch_size, len(x)):
-                raise ValueError(
-                    f"{who}: {os.fspath(resume)} was saved part-way through an epoch of "
-                    f"{progress_in_epoch.get('samples')} samples in batches of {progress_in_epoch.get('batch_size')}; "
-                    f"resume it with the same data and batch_size (got {len(x)} samples, batch_size={batch_size})")
-            where = (f"during epoch {first_epoch}, after step {progress_in_epoch['step']}"
-                     if progress_in_epoch else f"after epoch {first_epoch - 1}")
-            self._say(verbose, f"Resumed from {os.fspath(resume)} {where}")
-        best = min((self._monitor(r) for r in history.epochs), default=np.inf)
+            history, first_epoch, partial = saver.resume(resume, batch_size, len(x), log)
         callbacks = list(callbacks or [])
         self.stop_training = False
         self.model.train()
-        last_good = {"path": None, "epoch": None}
-        with _DeferredInterrupt() as interrupt:
+        with _DeferredInterrupt() as interrupt:   # a Ctrl-C waits for the step under way to finish
             try:
                 for epoch in range(first_epoch, epochs + 1):
-                    if lr_schedule is not None:
-                        for group in optimizer.param_groups:
-                            group["lr"] = float(lr_schedule(epoch))
+                    training.set_lr(optimizer, lr_schedule, epoch)
                     try:
-                        row = self._train_epoch(epoch, loader, loss_fn, optimizer, history, log_interval, verbose,
-                                                progress, interrupt, progress_in_epoch)
+                        row = self._train_epoch(epoch, loader, loss_fn, optimizer, history, log, interrupt, partial)
                     except NonFiniteLossError as exc:
-                        raise self._diverged(exc, epoch, optimizer, checkpoint, last_good) from None
-                    progress_in_epoch = None
-                    self._check_finite_weights(epoch, optimizer, checkpoint, last_good)
+                        raise guard.diverged(exc, epoch) from None
+                    partial = None
+                    guard.check_weights(epoch)
                     if val is not None:
                         result = self.evaluate(val, loss=loss_fn, batch_size=max(batch_size, 256))
                         row.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
-                        acc = "" if result["accuracy"] is None else (
-                            f", Accuracy: {result['correct']}/{result['total']} "
-                            f"({100 * result['accuracy']:.2f}%)")
-                        self._say(verbose, f"Validation set: Average loss: {result['loss']:.4f}{acc}")
+                        log.validation(result)
                     history.epochs.append(row)
-                    if checkpoint is not None:
-                        state = {"optimizer": optimizer, "epoch": epoch, "history": history.to_dict(),
-                                 "rng_state": _jsonable(loader.rng.bit_generator.state)}
-                        self.save(os.path.join(checkpoint, "last.npz"), **state)
-                        last_good.update(path=os.path.join(checkpoint, "last.npz"), epoch=epoch)
-                        if self._monitor(row) < best:
-                            best = self._monitor(row)
-                            self.save(os.path.join(checkpoint, "best.npz"), **state)
+                    saver.end_of_epoch(epoch, history)
                     for cb in callbacks:
                         (cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb)(self, epoch, row)
-                    if interrupt.requested and epoch < epochs:
-                        raise _Interrupted(epoch + 1, {"step": 0, "rng_state": _jsonable(
-                            loader.rng.bit_generator.state)})
+                    interrupt.stop_between_epochs(epoch, epochs, loader)
                     if self.stop_training:
                         break
             except _Interrupted as stop:
-                self._save_interrupted(stop, optimizer, history, checkpoint, verbose)
+                saver.save_interrupted(stop, history)
                 raise KeyboardInterrupt from None
         return history
 
-    def _train_epoch(self, epoch, loader, loss_fn, optimizer, history, log_interval, verbose, progress,
-                     interrupt=None, resume_from=None):
-        """One pass over the batches.  ``resume_from`` continues an epoch interrupted part-way: its
-        generator state (before this epoch's shuffle), the number of steps done and their running sums."""
-        n, steps = loader.num_samples, len(loader)
-        first = 0
-        running, seen, correct, seconds_before = 0.0, 0, 0, 0.0
-        if resume_from:
-            loader.rng.bit_generator.state = resume_from["rng_state"]
-            first, running, seen = resume_from["step"], resume_from["running"], resume_from["seen"]
-            correct, seconds_before = resume_from["correct"], resume_from["seconds"]
-        rng_state = _jsonable(loader.rng.bit_generator.state)  # before the shuffle: replays this epoch's order
-        bar = _progress_bar(steps, epoch, verbose, progress)
-        say = bar.write if bar is not None else print
-        start = time.perf_counter()
-        for batch_idx, (xb, yb) in enumerate(loader.iter_from(first), start=first):
+    def _train_epoch(self, epoch, loader, loss_fn, optimizer, history, log, interrupt=None, resume_from=None):
+        """One pass over the batches: ``train_step`` on each, its loss counted and logged; returns the
+        epoch's row.  ``resume_from`` continues an epoch interrupted part-way (see ``EpochTally``).
+
+        The loop checks for a Ctrl-C only between steps, so a step is never left half-done.  A step
+        whose loss is nan or inf raises ``NonFiniteLossError`` with the step's number attached."""
+        log.start_epoch(epoch, len(loader))
+        tally = training.EpochTally(loader, resume_from)
+        for batch_idx, (xb, yb) in enumerate(loader.iter_from(tally.first), start=tally.first):
             if interrupt is not None and interrupt.requested:
-                if bar is not None:
-                    bar.close()
-                raise _Interrupted(epoch, {"step": batch_idx, "rng_state": rng_state, "running": running,
-                                           "seen": seen, "correct": correct,
-                                           "seconds": seconds_before + time.perf_counter() - start,
-                                           "batch_size": loader.batch_size, "samples": n})
+                log.stop_bar()
+                raise _Interrupted(epoch, tally.progress(batch_idx))
             try:
                 loss, out = self.train_step(xb, yb, loss_fn, optimizer)
             except NonFiniteLossError as exc:
-                if bar is not None:
-                    bar.close()
-                exc.step, exc.steps = batch_idx + 1, steps
+                log.stop_bar()
+                exc.step, exc.steps = batch_idx + 1, len(loader)
                 raise
             loss = item(loss)  # a NumPy scalar, or a (1,) device array on the GPU
-            running += loss
-            seen += len(xb)
-            correct += _correct(out, yb)
+            tally.add(loss, len(xb), training.count_correct(out, yb))
             history.steps.append(loss)
-            if verbose and log_interval and batch_idx % log_interval == 0:
-                say(f"Train Epoch: {epoch} [{batch_idx * loader.batch_size}/{n} "
-                    f"({100. * batch_idx / steps:.0f}%)]\tLoss: {loss:.6f}")
-            if bar is not None:
-                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        seconds = seconds_before + time.perf_counter() - start
-        row = {"epoch": epoch, "train_loss": running / max(steps, 1), "running_loss": running,
-               "train_accuracy": correct / seen if seen and _is_classification(loader.y) else None,
-               "val_loss": None, "val_accuracy": None, "seconds": seconds,
-               "images_per_sec": seen / seconds if seconds > 0 else None,
-               "lr": optimizer.param_groups[0].get("lr")}
-        acc = "" if row["train_accuracy"] is None else f", train accuracy {100 * row['train_accuracy']:.2f}%"
-        self._say(verbose, f"Epoch {epoch}: running loss {running:.4f} (mean {row['train_loss']:.6f}){acc}, "
-                           f"lr {row['lr']:.6g}, {seconds:.1f}s, {row['images_per_sec'] or 0:.0f} images/s")
+            log.step(epoch, batch_idx, loader, loss)
+        log.stop_bar()
+        row = tally.row(epoch, optimizer)
+        log.end_epoch(row)
         return row
-
-    # --- what fit does when things go wrong ---------------------------------------------------------
-    @staticmethod
-    def _last_good_note(checkpoint, last_good):
-        if last_good["path"] is not None:
-            return (f"The last good checkpoint, written after epoch {last_good['epoch']}, is "
-                    f"{last_good['path']}; it was left as it was.")
-        if checkpoint is not None and os.path.exists(os.path.join(checkpoint, "last.npz")):
-            return f"No epoch finished in this run; {os.path.join(checkpoint, 'last.npz')} was left as it was."
-        return "No checkpoint was written (pass checkpoint=folder to keep one after every epoch)."
-
-    def _diverged(self, exc, epoch, optimizer, checkpoint, last_good):
-        lr = optimizer.param_groups[0].get("lr")
-        step = getattr(exc, "step", "?")
-        steps = getattr(exc, "steps", "?")
-        return NonFiniteLossError(
-            f"Network.fit: training diverged: {exc} at epoch {epoch}, step {step} of {steps}. The weights "
-            f"were not updated with it. Try a smaller learning rate (lr is {lr:g}; try {lr / 10:g}), or check "
-            f"the data for extreme values. " + self._last_good_note(checkpoint, last_good))
-
-    def _check_finite_weights(self, epoch, optimizer, checkpoint, last_good):
-        """Refuse to checkpoint weights that hold nan/inf (the last step can overflow with a finite loss)."""
-        for name, p in self.model.named_parameters():
-            if not np.isfinite(to_numpy(p.data)).all():
-                raise self._diverged(NonFiniteLossError(f"parameter {name!r} holds nan or inf"), epoch,
-                                     optimizer, checkpoint, last_good)
-
-    def _save_interrupted(self, stop, optimizer, history, checkpoint, verbose):
-        """Write ``interrupted.npz`` (in ``checkpoint``, or the current folder) and say how to resume."""
-        path = os.path.join(checkpoint if checkpoint is not None else ".", "interrupted.npz")
-        progress = stop.progress
-        partial = None if progress["step"] == 0 else progress
-        self.save(path, optimizer, epoch=stop.epoch - 1, history=history.to_dict(),
-                  rng_state=progress["rng_state"], extra={"interrupted": partial})
-        where = (f"during epoch {stop.epoch}, after step {progress['step']}" if partial
-                 else f"after epoch {stop.epoch - 1}")
-        print(f"Interrupted {where}: saved {path}. Continue with fit(..., resume={path!r}) "
-              f"(manualbp train --resume {path}).", file=sys.stderr, flush=True)
-
-    @staticmethod
-    def _monitor(row):
-        value = row.get("val_loss")
-        return value if value is not None else row.get("train_loss", np.inf)
 
     # --- evaluation -----------------------------------------------------------------------------
     def evaluate(self, data, loss=None, batch_size=256):
         """Loss (mean over samples) and accuracy on ``data = (x, y)``, without updating anything."""
         x, y = self._pair(data, "evaluate")
-        loss_fn = self._check_loss(loss if loss is not None else CrossEntropyLoss(), "Network.evaluate")
+        loss_fn = training.check_loss(loss if loss is not None else CrossEntropyLoss(), "Network.evaluate")
         was_training = self.model.training
         self.model.eval()
         total_loss, correct = 0.0, 0
@@ -469,11 +281,11 @@ class Network:
                 out = self.model(xd)
                 value = item(loss_fn(out, yd))
                 total_loss += value if getattr(loss_fn, "reduction", "mean") == "sum" else value * len(xb)
-                correct += _correct(out, yb)
+                correct += training.count_correct(out, yb)
         finally:
             self.model.train(was_training)
         n = len(x)
-        return {"loss": total_loss / n, "accuracy": correct / n if _is_classification(y) else None,
+        return {"loss": total_loss / n, "accuracy": correct / n if training.is_classification(y) else None,
                 "correct": correct, "total": n}
 
     def predict(self, x, batch_size=256):
@@ -529,74 +341,3 @@ class Network:
             raise ValueError(f"Network.{who}: x has {len(x)} samples but y has "
                              f"{len(y) if y.ndim else 'none (a scalar)'}")
         return x, finite_array(y, f"Network.{who}", "y")
-
-    def _check_loss(self, loss_fn, who):
-        if isinstance(loss_fn, type):
-            raise TypeError(f"{who}: expected a loss module, got the class {loss_fn.__name__}; "
-                            f"pass an instance: {loss_fn.__name__}()")
-        if not isinstance(loss_fn, Module) or type(loss_fn).backward is Module.backward:
-            raise TypeError(f"{who}: expected loss to be a loss module such as nn.CrossEntropyLoss(), got "
-                            f"{describe(loss_fn)}")
-        if getattr(loss_fn, "reduction", "mean") == "none":
-            raise ValueError(f"{who}: the loss has reduction='none', but {who} needs one number per batch: "
-                             f"use reduction='mean' or 'sum'")
-        return loss_fn
-
-    def _check_optimizer(self, optimizer, who):
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"{who}: expected optimizer to be a manualbp.optim optimizer, e.g. "
-                            f"optim.SGD(net.parameters(), lr=0.01), got {describe(optimizer)}")
-        own = {id(p) for p in self.model.parameters()}
-        foreign = [p for p in optimizer._params() if id(p) not in own]
-        if foreign:
-            raise ValueError(f"{who}: the optimizer holds {len(foreign)} parameter(s) that are not this "
-                             f"model's (first of shape {foreign[0].shape}); was it built for another model? "
-                             f"Build it from this network: optim.SGD(net.parameters(), ...)")
-
-    @staticmethod
-    def _say(verbose, message):
-        if verbose:
-            print(message, flush=True)
-
-
-def cosine_lr(lr, epochs, min_lr=0.0):
-    """A schedule for ``fit(lr_schedule=...)``: ``lr`` at epoch 1, falling along half a cosine towards
-    ``min_lr`` after the last epoch (``CosineAnnealingLR`` stepped once per epoch)."""
-    def schedule(epoch):
-        return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
-    return schedule
-
-
-def _is_classification(y):
-    return np.asarray(y).dtype.kind in "iu"
-
-
-def _correct(out, y):
-    if not _is_classification(y) or out.ndim != 2 or np.asarray(y).ndim != 1:
-        return 0
-    out = to_numpy(out)  # logits on the GPU come back (N x C numbers) to be compared with y
-    return int((out.argmax(axis=1) == y).sum())
-
-
-def _jsonable(obj):
-    """A generator state with arrays turned into lists (PCG64's is plain ints already)."""
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
-def _progress_bar(steps, epoch, verbose, progress):
-    """A tqdm bar on a terminal (or when progress=True); None for plain lines."""
-    if not verbose or progress is False:
-        return None
-    if progress is None and not (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()):
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=steps, desc=f"Epoch {epoch}", unit="batch", leave=False, file=sys.stdout)
