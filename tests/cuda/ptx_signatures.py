@@ -6,10 +6,12 @@ and Python bools.
 """
 F1 = "float32[::1]"
 F2 = "float32[:, ::1]"
+F3 = "float32[:, :, ::1]"
 F4 = "float32[:, :, :, ::1]"
 I1 = "int64[::1]"
 I4 = "int64[:, :, :, ::1]"
 GEOM = "UniTuple(int64, 15)"
+SCALAR = (F1, "int64", "float32")  # a scalar-like argument: rows, step, scale (launch.scalar_like)
 
 
 def _sig(*args):
@@ -37,13 +39,27 @@ SIGNATURES = {
     "tanh_backward_kernel": _sig(F1, F1, F1),
     "bias_add_kernel": _sig(F1, F1, "int64"),
     "bias_grad_kernel": _sig(F1, "int64", F1, "boolean"),
+    "softmax_forward_kernel": _sig(F1, F1, "int64", "int64"),
+    "softmax_backward_kernel": _sig(F1, F1, "int64", "int64", F1),
+    "add_kernel": _sig(F1, F1),
+    "scale_kernel": _sig(F1, *SCALAR, F1),
     "sgd_update_kernel": _sig(F1, F1, F1, *["float32"] * 4, "boolean", "boolean"),
-    "cross_entropy_rows_kernel": _sig(F2, I1, "int64", F2, F1),
-    "cross_entropy_reduce_kernel": _sig(F1, I1, "int64", "boolean", F1, F1),
-    "cross_entropy_backward_kernel": _sig(F2, I1, "int64", F1, "int64", "float32", F1, F2),
-    "mse_none_kernel": _sig(F1, F1, F1),
-    "mse_reduce_kernel": _sig(F1, F1, "float32", F1),
-    "mse_backward_kernel": _sig(F1, F1, F1, "int64", "float32", F1),
+    # loss.py
+    "loss_sum_kernel": _sig(F1, F1, "float32", "boolean", F1),
+    "scalar_divide_kernel": _sig(F1, "float32", F1, "float32", F1),
+    "regression_forward_kernel": _sig(F1, F1, "int64", "float32", F1),
+    "regression_backward_kernel": _sig(*SCALAR, F1, F1, "int64", "float32", F1),
+    "bce_forward_kernel": _sig(F1, F1, F1, F1, "int64", F1),
+    "bce_backward_kernel": _sig(*SCALAR, F1, F1, F1, F1, "int64", F1),
+    # loss_class.py
+    "class_weight_sum_kernel": _sig(I1, F1, "int64", "boolean", F1),
+    "nll_forward_kernel": _sig(F3, I1, F1, "int64", F1),
+    "nll_backward_kernel": _sig(*SCALAR, I1, F1, "int64", F3),
+    "cross_entropy_forward_kernel": _sig(F3, I1, F1, "int64", "boolean", "float32", "float32", F1, F3),
+    "cross_entropy_backward_kernel": _sig(*SCALAR, F3, I1, F1, "int64", "float32", "float32", F3),
+    "cross_entropy_probs_forward_kernel": _sig(F3, F3, F1, "float32", "float32", F1, F3),
+    "cross_entropy_probs_backward_kernel": _sig(*SCALAR, F3, F3, F1, "float32", "float32", F3),
+    "cross_entropy_index_kernel": _sig(F2, I1, "int64", F1, F2),
 }
 for _cfg in ("small", "large"):
     for _t in ("nn", "nt", "tn", "tt"):

@@ -59,23 +59,22 @@ def _numba_type(value):
 def launches():
     """Record, for the whole session, the argument types of every kernel launch (for the PTX signatures)."""
     from manualbp.kernels import cuda as gpu
-    from manualbp.kernels import cuda_conv, cuda_elementwise, cuda_gemm, cuda_loss
 
     recorder = LaunchRecorder()
     name_of = {id(k): name for name, k in gpu.kernels().items()}  # before anything is wrapped
     saved = []
-    for module in (cuda_gemm, cuda_conv, cuda_elementwise, cuda_loss):
+    for module in gpu.FAMILIES:
         for attr, obj in list(vars(module).items()):
             if id(obj) in name_of:
                 saved.append((module, attr, obj))
                 setattr(module, attr, recorder.wrap(name_of[id(obj)], obj))
-    matmul_saved = dict(cuda_gemm.MATMUL_KERNELS)
+    matmul_saved = dict(gpu.gemm.MATMUL_KERNELS)
     for key, k in matmul_saved.items():
-        cuda_gemm.MATMUL_KERNELS[key] = recorder.wrap(name_of[id(k)], k)
+        gpu.gemm.MATMUL_KERNELS[key] = recorder.wrap(name_of[id(k)], k)
     yield recorder
     for module, name, obj in saved:
         setattr(module, name, obj)
-    cuda_gemm.MATMUL_KERNELS.update(matmul_saved)
+    gpu.gemm.MATMUL_KERNELS.update(matmul_saved)
 
 
 _deselected = []

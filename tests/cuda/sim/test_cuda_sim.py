@@ -14,7 +14,8 @@ from numba import cuda
 from numba.core import sigutils
 
 from manualbp.kernels import cuda as gpu
-from manualbp.kernels import cuda_gemm, reference
+from manualbp.kernels import reference
+from manualbp.kernels.cuda import gemm as cuda_gemm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ptx_signatures import SIGNATURES
@@ -253,78 +254,6 @@ def test_bias_grad_over_more_elements_than_threads():
     np.testing.assert_allclose(host(gpu.bias_grad(dev(g))), g.astype(np.float64).sum(axis=(0, 2, 3)), **F32)
 
 
-# --- losses -----------------------------------------------------------------------------------------------
-
-def ref_cross_entropy(z, y, ignore_index):
-    z = z.astype(np.float64)
-    m = z.max(axis=1, keepdims=True)
-    logsum = np.log(np.exp(z - m).sum(axis=1, keepdims=True)) + m
-    p = np.exp(z - logsum)
-    valid = y != ignore_index
-    safe = np.where(valid, y, 0)
-    ell = np.where(valid, logsum[:, 0] - z[np.arange(len(y)), safe], 0.0)
-    onehot = np.zeros_like(p)
-    onehot[np.arange(len(y)), safe] = 1
-    return p, ell, valid, np.where(valid[:, None], p - onehot, 0.0)
-
-
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_cross_entropy(reduction):
-    z = randn(7, 5) * 3
-    z[0] += 100  # large logits: the max is subtracted
-    y = np.array([0, 4, 2, -100, 1, 3, 4], np.int64)
-    p, ell, valid, g = ref_cross_entropy(z, y, -100)
-    loss, probs, denom = gpu.cross_entropy_forward(dev(z), dev(y, np.int64), reduction)
-    np.testing.assert_allclose(host(probs), p, rtol=1e-5, atol=1e-7)
-    if reduction == "none":
-        np.testing.assert_allclose(host(loss), ell, rtol=1e-5, atol=1e-6)
-        gout = randn(7)
-        grad = gpu.cross_entropy_backward(probs, dev(y, np.int64), denom, dev(gout))
-        np.testing.assert_allclose(host(grad), g * gout[:, None], rtol=1e-5, atol=1e-6)
-        return
-    count = valid.sum() if reduction == "mean" else 1
-    np.testing.assert_allclose(host(loss), [ell.sum() / count], rtol=1e-5)
-    grad = gpu.cross_entropy_backward(probs, dev(y, np.int64), denom, 2.0)
-    np.testing.assert_allclose(host(grad), 2.0 * g / count, rtol=1e-5, atol=1e-6)
-
-
-def test_cross_entropy_matches_the_worked_numbers_and_a_long_batch():
-    z = np.array([[0.1, 0.2, 0.3], [2.0, 1.0, 0.1]], np.float32)
-    loss, _, _ = gpu.cross_entropy_forward(dev(z), dev([1, 0], np.int64), "none")
-    np.testing.assert_allclose(host(loss), [1.1019, 0.4170], atol=1e-4)  # the tutorials' numbers
-    z = randn(300, 3)  # more rows than threads in the reducing block
-    y = RNG.integers(0, 3, size=300).astype(np.int64)
-    loss, _, _ = gpu.cross_entropy_forward(dev(z), dev(y, np.int64))
-    np.testing.assert_allclose(host(loss), [ref_cross_entropy(z, y, -100)[1].mean()], rtol=1e-5)
-
-
-def test_cross_entropy_bad_class_gives_nan_not_a_stray_read():
-    loss, _, _ = gpu.cross_entropy_forward(dev(randn(2, 3)), dev([0, 3], np.int64), "none")
-    assert np.isnan(host(loss)[1]) and not np.isnan(host(loss)[0])
-
-
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_mse(reduction):
-    x, t = randn(3, 4, 5), randn(3, 4, 5)  # 60 elements
-    d = x.astype(np.float64) - t
-    loss = host(gpu.mse_forward(dev(x), dev(t), reduction))
-    scale = 1.0 / d.size if reduction == "mean" else 1.0
-    if reduction == "none":
-        np.testing.assert_allclose(loss, d * d, **F32)
-        gout = randn(3, 4, 5)
-        grad = host(gpu.mse_backward(dev(x), dev(t), reduction, dev(gout)))
-        np.testing.assert_allclose(grad, 2 * d * gout, **F32)
-    else:
-        np.testing.assert_allclose(loss, [(d * d).sum() * scale], rtol=1e-5)
-        grad = host(gpu.mse_backward(dev(x), dev(t), reduction, 0.5))
-        np.testing.assert_allclose(grad, 2 * d * 0.5 * scale, **F32)
-
-
-def test_mse_worked_number():
-    loss = gpu.mse_forward(dev([1.0, 2.0, 3.0]), dev([1.0, 2.0, 5.0]))
-    np.testing.assert_allclose(host(loss), [4 / 3], rtol=1e-6)  # 1.3333, as in the tutorials
-
-
 # --- SGD --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("momentum,dampening,nesterov,weight_decay", [
@@ -340,8 +269,8 @@ def test_sgd_update_matches_torch(momentum, dampening, nesterov, weight_decay):
     for step, g in enumerate(grads):
         tp.grad = torch.from_numpy(g.copy())
         opt.step()
-        gpu.sgd_update(p, dev(g), buf if momentum else None, 0.1, momentum, dampening, nesterov, weight_decay,
-                       first_step=step == 0)
+        gpu.sgd_update(p, dev(g), buf if momentum else None, 0.1, momentum, dampening, weight_decay, nesterov,
+                       step == 0)
         np.testing.assert_allclose(host(p), tp.detach().numpy(), rtol=1e-6, atol=1e-7)
 
 
@@ -356,23 +285,24 @@ def test_training_step_matches_torch():
 
     # manualbp on the (simulated) GPU
     dx_, dw1, db1, dw2, db2 = dev(x), dev(w1), dev(b1), dev(w2), dev(b2)
+    dt = dev(y.reshape(2, 1), np.int64)
     h = gpu.conv2d_forward(dx_, dw1, db1, 1, 1)  # (2, 2, 6, 6)
     a = gpu.relu_forward(h)
     pooled, idx = gpu.maxpool2d_forward(a, 3, 3, 0)  # (2, 2, 2, 2) -> 8 features
     feats = pooled.reshape(2, 8)
-    logits = gpu.matmul(feats, dw2, transpose_b=True)
-    gpu.bias_add(logits, db2)
-    loss, probs, denom = gpu.cross_entropy_forward(logits, dev(y, np.int64))
-    g_logits = gpu.cross_entropy_backward(probs, dev(y, np.int64), denom)
+    logits = gpu.linear_forward(feats, dw2, db2)
+    ell, denom, probs = gpu.cross_entropy(logits.reshape(2, 3, 1), dt, None, -100, 0.0)
+    loss = gpu.loss_reduce(ell, "mean", denom)
+    s = gpu.loss_upstream(1.0, "mean", denom)
+    g_logits = gpu.cross_entropy_backward(s, probs, dt, None, -100, 0.0).reshape(2, 3)
     g_w2 = gpu.matmul(g_logits, feats, transpose_a=True)
     g_b2 = gpu.bias_grad(g_logits)
     g_feats = gpu.matmul(g_logits, dw2)
     g_a = gpu.maxpool2d_backward(g_feats.reshape(2, 2, 2, 2), idx, a.shape, 3, 3, 0)
     g_h = gpu.relu_backward(g_a, h)
-    g_w1 = gpu.conv2d_grad_weight(g_h, dx_, w1.shape, 1, 1)
-    g_b1 = gpu.bias_grad(g_h)
+    g_w1, g_b1 = gpu.conv2d_grad_params(g_h, dx_, w1.shape, 1, 1, True)
     for param, grad in ((dw1, g_w1), (db1, g_b1), (dw2, g_w2), (db2, g_b2)):
-        gpu.sgd_update(param, grad, None, 0.5)
+        gpu.sgd_update(param, grad, None, 0.5, 0.0, 0.0, 0.0, False, True)
 
     # torch on the CPU
     tw1, tb1, tw2, tb2 = (torch.tensor(v, requires_grad=True) for v in (w1, b1, w2, b2))

@@ -1,6 +1,6 @@
 """Host-side helpers shared by the CUDA kernel files: argument checks, grid sizes, small constants.
 
-Nothing here runs on the GPU.  The wrappers in ``cuda_*.py`` take numba device arrays
+Nothing here runs on the GPU.  The wrappers of this package's files take numba device arrays
 (``numba.cuda.to_device(x)``, or arrays a previous wrapper returned), check them here, work out
 the launch grid, launch, and return device arrays: data stays on the GPU between calls.
 
@@ -87,18 +87,29 @@ def empty_f32():
     return _constants["empty"]
 
 
-def scalar_gradient(grad, n, who):
-    """(rows, step, scale) so that a kernel reads the upstream gradient of element i as rows[i*step]*scale.
+def scalar_like(s, n, who, name="s"):
+    """(rows, step, scale) so that a kernel reads the value for element i as rows[i*step] * scale.
 
-    ``grad`` is a Python float (the usual 1.0 of ``loss.backward()``): one cached device ``[1.0]``,
-    step 0, scale = grad; or a float32 device array of shape (1,) (step 0) or (n,) (step 1, the
-    per-element gradient of ``reduction='none'``).
+    ``s`` is a Python or NumPy number (or a 1-element NumPy array; the usual 1.0 of ``loss.backward()``):
+    one cached device ``[1.0]``, step 0, scale = s; or a float32 device array of shape (1,) (step 0,
+    read on the GPU: nothing is copied back) or of ``n`` elements (step 1, one value per element, as
+    the upstream gradient of ``reduction='none'``).  Multiplying by an exact 1.0 changes nothing, so
+    the kernel's product is the same float32 product the NumPy twin computes.
     """
-    if isinstance(grad, (int, float, np.floating, np.integer)) and not isinstance(grad, bool):
-        return device_constant(1.0), 0, np.float32(grad)
-    device_f32(grad, who, "grad_output")
-    if grad.size == 1:
-        return flat(grad), 0, np.float32(1.0)
-    if grad.size != n:
-        raise ValueError(f"{who}: expected grad_output with 1 or {n} elements, got shape {tuple(grad.shape)}")
-    return flat(grad), 1, np.float32(1.0)
+    if isinstance(s, (int, float, np.floating, np.integer)) and not isinstance(s, bool):
+        return device_constant(1.0), 0, np.float32(s)
+    if isinstance(s, np.ndarray) and s.size == 1:
+        return device_constant(1.0), 0, np.float32(s.reshape(()))
+    device_f32(s, who, name)
+    if s.size == 1:
+        return flat(s), 0, np.float32(1.0)
+    if s.size != n:
+        raise ValueError(f"{who}: expected {name} with 1 or {n} elements, got shape {tuple(s.shape)}")
+    return flat(s), 1, np.float32(1.0)
+
+
+def optional_f32(x, who, name, shape):
+    """``x`` checked as a float32 device array of ``shape``, flattened; ``empty_f32()`` for None."""
+    if x is None:
+        return empty_f32()
+    return flat(device_f32(x, who, name, shape=shape))

@@ -12,8 +12,10 @@ Derivation: derivations/11-gpu-tiled-matmul.md (the tiled matrix product and wha
 Every wrapper below takes numba device arrays, checks their dtype (float32; class targets and
 max-pool indices int64) and shapes on the host, computes the launch grid, launches and returns
 device arrays, so that parameters, activations and gradients stay on the GPU across a whole step.
-Each wrapper's docstring names its NumPy twin (mostly in ``kernels/reference.py``), which is the
-specification the tests hold it to.
+Each operation of ``kernels/__init__.py`` is here under the same name, with the same positional
+arguments as its NumPy twin ``kernels.reference.<name>``, which is the specification the tests hold
+it to.  Scalar-like arguments (a loss's divisor, the upstream gradient) may be numbers or float32
+device arrays of shape (1,), read on the GPU; a reduced loss comes back as a (1,) device array.
 
 The layers, losses and SGD call these wrappers themselves when the model is on the GPU
 (``model.to("cuda")``; see ``manualbp/device.py``): most users never call them directly.
@@ -23,12 +25,15 @@ signature would need a driver at import).  ``import manualbp`` never imports it.
 kernels still run under numba's simulator (``NUMBA_ENABLE_CUDASIM=1`` set before numba is imported)
 and compile to PTX with ``numba.cuda.compile_ptx``: that is how ``tests/cuda/`` checks them.
 
-Files, by op family:
-  cuda_gemm.py         the tiled matrix product (shared-memory tiles + a register tile per thread)
-  cuda_conv.py         conv2d forward / grad-input / grad-weight as implicit GEMM; max-pooling
-  cuda_elementwise.py  activations, bias add / bias gradient, the SGD update, the block reduction
-  cuda_loss.py         fused softmax-cross-entropy, MSE
-  cuda_launch.py       host-side checks and grid sizes
+Files, by op family (the same families, and the same function names, as ``kernels/cpu/``):
+  gemm.py         the tiled matrix product (shared-memory tiles + a register tile per thread)
+  conv.py         conv2d forward / grad-input / grad-weight as implicit GEMM, grad-params
+  pool.py         max-pooling
+  elementwise.py  activations, softmax, add / scale, linear, bias add / bias gradient, the block reduction
+  loss.py         the reduction, the regression losses and binary cross-entropy
+  loss_class.py   NLL and softmax-cross-entropy (class indices or probabilities)
+  optim.py        the optimizer's update, empty_like
+  launch.py       host-side checks, grid sizes, scalar-like arguments
 
 Rules every kernel follows (the Numba habits of the design notes): float32 literals only
 (``float32(0.5)``, never a bare ``0.5``, which is float64); loops around ``cuda.syncthreads()`` have
@@ -39,49 +44,105 @@ fixed by the shapes (no float atomics), so gradients are bit-for-bit reproducibl
 Legend: N batch, C input channels, H/W input height/width, O output channels, KH/KW kernel size,
 OH/OW output size, SH/SW stride, PH/PW padding; M, N, K the sizes of a matrix product.
 """
-from . import cuda_conv, cuda_elementwise, cuda_gemm, cuda_loss
-from .cuda_conv import conv2d_forward, conv2d_grad_input, conv2d_grad_weight, maxpool2d_backward, maxpool2d_forward
-from .cuda_elementwise import (
+from . import conv, elementwise, gemm, loss, loss_class, optim, pool
+from .conv import conv2d_forward, conv2d_grad_input, conv2d_grad_params, conv2d_grad_weight
+from .elementwise import (
+    add_,
     bias_add,
     bias_grad,
     leaky_relu_backward,
     leaky_relu_forward,
+    linear_forward,
     relu_backward,
     relu_forward,
-    sgd_update,
+    scale,
     sigmoid_backward,
     sigmoid_forward,
+    softmax_backward,
+    softmax_forward,
     tanh_backward,
     tanh_forward,
 )
-from .cuda_gemm import LARGE, SMALL, TileConfig, matmul
-from .cuda_loss import cross_entropy_backward, cross_entropy_forward, mse_backward, mse_forward
+from .gemm import LARGE, SMALL, TileConfig, matmul
+from .loss import (
+    bce_loss,
+    bce_loss_backward,
+    bce_with_logits_loss,
+    bce_with_logits_loss_backward,
+    huber_loss,
+    huber_loss_backward,
+    l1_loss,
+    l1_loss_backward,
+    loss_reduce,
+    loss_upstream,
+    mse_loss,
+    mse_loss_backward,
+    smooth_l1_loss,
+    smooth_l1_loss_backward,
+)
+from .loss_class import (
+    cross_entropy,
+    cross_entropy_backward,
+    cross_entropy_index,
+    cross_entropy_probs,
+    cross_entropy_probs_backward,
+    nll_loss,
+    nll_loss_backward,
+)
+from .optim import empty_like, sgd_update
+from .pool import maxpool2d_backward, maxpool2d_forward
+
+FAMILIES = (gemm, conv, pool, elementwise, loss, loss_class, optim)  # the files that hold kernels
 
 __all__ = [
     "LARGE",
     "SMALL",
     "TileConfig",
+    "add_",
+    "bce_loss",
+    "bce_loss_backward",
+    "bce_with_logits_loss",
+    "bce_with_logits_loss_backward",
     "benchmark_matmul",
     "bias_add",
     "bias_grad",
     "conv2d_forward",
     "conv2d_grad_input",
+    "conv2d_grad_params",
     "conv2d_grad_weight",
+    "cross_entropy",
     "cross_entropy_backward",
-    "cross_entropy_forward",
+    "cross_entropy_index",
+    "cross_entropy_probs",
+    "cross_entropy_probs_backward",
+    "empty_like",
+    "huber_loss",
+    "huber_loss_backward",
     "kernels",
+    "l1_loss",
+    "l1_loss_backward",
     "leaky_relu_backward",
     "leaky_relu_forward",
+    "linear_forward",
+    "loss_reduce",
+    "loss_upstream",
     "matmul",
     "maxpool2d_backward",
     "maxpool2d_forward",
-    "mse_backward",
-    "mse_forward",
+    "mse_loss",
+    "mse_loss_backward",
+    "nll_loss",
+    "nll_loss_backward",
     "relu_backward",
     "relu_forward",
+    "scale",
     "sgd_update",
     "sigmoid_backward",
     "sigmoid_forward",
+    "smooth_l1_loss",
+    "smooth_l1_loss_backward",
+    "softmax_backward",
+    "softmax_forward",
     "tanh_backward",
     "tanh_forward",
 ]
@@ -93,11 +154,11 @@ def kernels():
     The PTX tests compile each one for real with ``numba.cuda.compile_ptx(k.py_func, signature)``.
     """
     found = {}
-    for module in (cuda_gemm, cuda_conv, cuda_elementwise, cuda_loss):
+    for module in FAMILIES:
         for name, obj in vars(module).items():
             if name.endswith("_kernel") and hasattr(obj, "py_func"):
                 found[name] = obj
-    for (cfg, ta, tb), k in cuda_gemm.MATMUL_KERNELS.items():
+    for (cfg, ta, tb), k in gemm.MATMUL_KERNELS.items():
         found[f"matmul_{cfg}_{'t' if ta else 'n'}{'t' if tb else 'n'}_kernel"] = k
     return found
 

@@ -26,7 +26,7 @@ TX = BN / TN and TY = BM / TM threads per block along n and m; S the number of K
 import numpy as np
 from numba import cuda, float32
 
-from .cuda_launch import THREADS, blocks, device_f32, empty_f32, flat, output
+from .launch import THREADS, blocks, device_f32, empty_f32, flat, output
 
 
 class TileConfig:
