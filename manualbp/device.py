@@ -121,7 +121,7 @@ def to_device(x, device="cuda", dtype=None):
         return x
     cuda = require_cuda("to_device")
     host = np.asarray(x)
-    return cuda.to_device(np.ascontiguousarray(host, dtype=dtype or _gpu_dtype(host.dtype)))
+    return cuda.to_device(np.asarray(host, dtype=dtype or _gpu_dtype(host.dtype), order="C"))  # a 0-d array stays 0-d
 
 
 def _gpu_dtype(dtype):

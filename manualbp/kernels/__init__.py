@@ -14,9 +14,10 @@ where they are running.  Each function looks at the arrays it is given:
 
 Every implementation takes C-contiguous arrays of one float dtype (float32 or float64 on the CPU,
 float32 on the GPU) and never validates: the layers check shapes and dtypes before they get here.
-Each docstring gives the operation's equation and the derivation label it computes: derivations/01-chain-rule.md
-(C*), 03-linear.md (L*), 04-conv2d.md (K*), 05-maxpool.md (P*), 06-activations.md (A*), 09-sgd-momentum.md
-(O*); the losses' operations are in ``losses.py``.
+Each docstring gives the operation's equation and the derivation label it computes, from
+derivations/01-chain-rule.md (C*), derivations/03-linear.md (L*), derivations/04-conv2d.md (K*),
+derivations/05-maxpool.md (P*), derivations/06-activations.md (A*) and derivations/09-sgd-momentum.md (O*);
+the losses' operations are in ``losses.py``.
 
 Dimension letters used in every kernel file:
   N batch, C input channels (or classes), H/W input height/width, O output channels, KH/KW kernel

@@ -48,7 +48,7 @@ class Linear(Module):
 
     def forward(self, x):
         x = float_array(x, "Linear", min_ndim=1, dtype=self.weight.dtype, like=self.weight.data)
-        if x.shape[-1] != self.in_features:
+        if tuple(x.shape)[-1] != self.in_features:
             raise ValueError(
                 f"Linear({self.in_features}, {self.out_features}): expected input with last dimension "
                 f"{self.in_features}, got shape {tuple(x.shape)}")

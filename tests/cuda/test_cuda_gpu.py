@@ -89,11 +89,14 @@ def test_losses_and_activations_match_torch(torch):
     tz = torch.tensor(z, device="cuda", requires_grad=True)
     tloss = F.cross_entropy(tz, torch.from_numpy(y).cuda())
     tloss.backward()
-    loss, probs, denom = gpu.cross_entropy_forward(dev(z), dev(y, np.int64))
-    close(loss, tloss.reshape(1), rtol=1e-5)
-    close(gpu.cross_entropy_backward(probs, dev(y, np.int64), denom), tz.grad, rtol=1e-5, atol=1e-7)
+    t2 = dev(y.reshape(-1, 1), np.int64)
+    ell, denom, probs = gpu.cross_entropy(dev(z).reshape(z.shape[0], z.shape[1], 1), t2, None, -100, 0.0)
+    close(gpu.loss_reduce(ell, "mean", denom), tloss.reshape(1), rtol=1e-5)
+    s = gpu.loss_upstream(1.0, "mean", denom)
+    close(gpu.cross_entropy_backward(s, probs, t2, None, -100, 0.0).reshape(z.shape), tz.grad, rtol=1e-5, atol=1e-7)
     x, t = randn(64, 33), randn(64, 33)
-    close(gpu.mse_forward(dev(x), dev(t)), F.mse_loss(torch.from_numpy(x), torch.from_numpy(t)).reshape(1), 1e-5)
+    close(gpu.loss_reduce(gpu.mse_loss(dev(x), dev(t)), "mean", x.size),
+          F.mse_loss(torch.from_numpy(x), torch.from_numpy(t)).reshape(1), 1e-5)
     tx = torch.from_numpy(x).cuda()
     close(gpu.relu_forward(dev(x)), F.relu(tx), 0, 0)
     close(gpu.leaky_relu_forward(dev(x), 0.2), F.leaky_relu(tx, 0.2), 1e-6, 1e-7)
@@ -122,15 +125,17 @@ def test_training_steps_match_torch(torch):
         feats = pooled.reshape(64, 512)
         logits = gpu.matmul(feats, dw2, transpose_b=True)
         gpu.bias_add(logits, db2)
-        loss, probs, denom = gpu.cross_entropy_forward(logits, dy)
-        g_logits = gpu.cross_entropy_backward(probs, dy, denom)
+        total, count, _, g_fused = gpu.cross_entropy_index(logits, dy, -100)
+        loss = gpu.loss_reduce(total, "mean", count)
+        g_logits = gpu.scale(g_fused, gpu.loss_upstream(1.0, "mean", count))
         grads = [None, None, gpu.matmul(g_logits, feats, transpose_a=True), gpu.bias_grad(g_logits)]
         g_a = gpu.maxpool2d_backward(gpu.matmul(g_logits, dw2).reshape(pooled.shape), idx, a.shape, 2, 2, 0)
         g_h = gpu.relu_backward(g_a, h)
         grads[0] = gpu.conv2d_grad_weight(g_h, dx_, w1.shape, 1, 1)
         grads[1] = gpu.bias_grad(g_h)
         for p, g, buf in zip(params, grads, bufs):
-            gpu.sgd_update(p, g, buf, first_step=step == 0, **hyper)
+            gpu.sgd_update(p, g, buf, hyper["lr"], hyper["momentum"], 0.0, hyper["weight_decay"], hyper["nesterov"],
+                           step == 0)
 
         opt.zero_grad()
         tw1, tb1, tw2, tb2 = tparams

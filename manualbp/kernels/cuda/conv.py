@@ -1,6 +1,7 @@
 """Convolution on the GPU.
 
-Derivation: derivations/11-gpu-tiled-matmul.md (the tiled product and implicit GEMM, (G8))
+Derivations: derivations/11-gpu-tiled-matmul.md (the tiled product and implicit GEMM, (G8)),
+derivations/04-conv2d.md (the three passes, (K1), (K3)-(K5))
 
 The three convolution passes are matrix products whose matrices are never built (implicit GEMM):
 the tiled kernel of ``gemm.py`` fetches each element straight from the image, the weights or

@@ -1,7 +1,8 @@
 """Element-by-element kernels on the GPU: activations, softmax, bias, add and scale; and the block reduction.
 
 Derivations: derivations/06-activations.md (A1-A11), derivations/03-linear.md (the bias, (L1)),
-derivations/01-chain-rule.md ((C3): gradients add), derivations/11-gpu-tiled-matmul.md (syncthreads).
+derivations/01-chain-rule.md ((C3): gradients add), derivations/04-conv2d.md (the bias gradient, (K3)),
+derivations/11-gpu-tiled-matmul.md (syncthreads).
 
 One thread per element, ``i = cuda.grid(1)``, for everything but softmax (one thread per line along
 its axis) and the reductions.  Those (the bias
