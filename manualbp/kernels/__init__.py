@@ -24,8 +24,6 @@ Dimension letters used in every kernel file:
   height/width, OH/OW output height/width, SH/SW stride, PH/PW zero padding; S the positions of a
   sample beyond the class axis (d1*d2*...) in the class losses.
 """
-import numbers
-
 import numpy as np
 
 from ..backend import get_backend
@@ -53,21 +51,36 @@ def _cuda():
     return gpu
 
 
-def _is_array(a):
-    return a is not None and not isinstance(a, (numbers.Number, np.generic)) and hasattr(a, "shape")
-
-
 def _impl(op, *arrays):
-    """The module that runs ``op`` on these arrays: kernels.cuda, kernels.cpu or kernels.reference."""
-    on_gpu = [is_cuda_array(a) for a in arrays if _is_array(a)]
-    if any(on_gpu):
-        if not all(on_gpu):
+    """The module that runs ``op`` on these arrays: kernels.cuda, kernels.cpu or kernels.reference.
+
+    Called for every operation of every step, so it only looks at types: NumPy arrays (and scalars,
+    None, Python numbers, which go anywhere) say nothing more; a device array says GPU.
+    """
+    on_gpu = on_cpu = False
+    for a in arrays:
+        kind = type(a)
+        if kind is np.ndarray:
+            on_cpu = True
+        elif a is None or kind in _ANYWHERE or isinstance(a, np.generic):
+            continue
+        elif is_cuda_array(a):
+            on_gpu = True
+        else:
+            on_cpu = True
+    if on_gpu:
+        if on_cpu:
             raise TypeError(
                 f"kernels.{op}: some arrays are numba.cuda device arrays on the GPU and some are NumPy arrays "
                 f"on the CPU; keep a step on one device: move the batch with manualbp.to_device(x) (Network.fit "
                 f"does it for you), or bring the model back with model.to('cpu')")
-        return _cuda()
-    return reference if get_backend() == "numpy" else _cpu()
+        return _modules.get("cuda") or _cuda()
+    if get_backend() == "numpy":
+        return reference
+    return _modules.get("cpu") or _cpu()
+
+
+_ANYWHERE = (bool, int, float, str, tuple)  # scalars and shapes: not arrays
 
 
 def like(ref, a):
