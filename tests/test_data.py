@@ -2,6 +2,7 @@
 import hashlib
 import pickle
 import struct
+import urllib.error
 
 import numpy as np
 import pytest
@@ -190,3 +191,52 @@ def test_mnist_adapter_reads_idx_files(tmp_path):
     np.testing.assert_array_equal(x[:, 0], expected["train"][0].astype(np.float32) / 255)
     np.testing.assert_array_equal(y, expected["train"][1])
     assert data.mnist(tmp_path, train=False)[0].shape == (3, 1, 28, 28)
+
+
+# --- a download that fails: one sentence, nothing left behind ---------------------------------------------
+
+
+def cut_off_network(monkeypatch):
+    """Point torchvision's CIFAR-10 and MNIST addresses at a closed local port: every download fails at
+    once, as it does on a machine without a network."""
+    import torchvision.datasets as tvd
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(tvd.CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    monkeypatch.setattr(tvd.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+
+
+@pytest.mark.parametrize("loader", [data.cifar10, data.mnist])
+def test_a_failed_download_says_so_in_one_sentence_and_removes_the_folders_it_made(tmp_path, monkeypatch,
+                                                                                  capsys, loader):
+    cut_off_network(monkeypatch)
+    root = tmp_path / "new" / "data"
+    with pytest.raises(data.DownloadError, match=r"could not download it into '.*data' \(.*\); check the "
+                                                 r"network connection, or ") as info:
+        loader(root, train=True, download=True)
+    assert isinstance(info.value, FileNotFoundError) and "\n" not in str(info.value)
+    assert not (tmp_path / "new").exists()   # both folders were made by the download: both are gone
+    assert capsys.readouterr().out == ""     # no "Downloading ..." chatter from torchvision
+
+
+@pytest.mark.parametrize("loader, made", [(data.cifar10, "cifar-10-python.tar.gz"), (data.mnist, "MNIST")])
+def test_a_failed_download_into_a_folder_that_was_there_removes_only_what_it_wrote(tmp_path, monkeypatch,
+                                                                                  loader, made):
+    import torchvision.datasets.utils as tvu
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "mine.txt").write_text("keep me")
+    written = []
+
+    def half_a_download(url, filename, chunk_size=32768):   # the connection drops part-way
+        with open(filename, "wb") as f:
+            f.write(b"the first bytes")
+        written.append(filename)
+        raise urllib.error.URLError("connection reset by peer")
+
+    monkeypatch.setattr(tvu, "_get_redirect_url", lambda url, max_hops=3: url)
+    monkeypatch.setattr(tvu, "_urlretrieve", half_a_download)
+    with pytest.raises(data.DownloadError, match=r"\(connection reset by peer\)"):
+        loader(root, train=True, download=True)
+    assert written and any(made in str(w) for w in written)
+    assert sorted(p.name for p in root.iterdir()) == ["mine.txt"] and (root / "mine.txt").read_text() == "keep me"
