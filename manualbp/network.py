@@ -159,12 +159,17 @@ class Network:
     def fit(self, train, epochs=1, batch_size=64, loss=None, optimizer=None, val=None, shuffle=True,
             callbacks=None, checkpoint=None, resume=None, log_interval=100, seed=None, drop_last=False,
             lr_schedule=None, verbose=True, progress=None):
-        """Train on ``train = (x, y)`` for ``epochs`` epochs; return a ``History``.
+        """Train on ``train`` for ``epochs`` epochs; return a ``History``.
 
         Args:
-            train, val: ``(x, y)`` array pairs; ``val`` is evaluated after every epoch.
+            train, val: an ``(x, y)`` pair of arrays, a ``manualbp.data.DataLoader``, or any other iterable
+                of ``(x, y)`` batches -- torch's own DataLoader included (its tensors are read as NumPy
+                arrays), or a list of pairs.  ``val`` is evaluated after every epoch.
             epochs: the epoch to stop after (with ``resume``, counted from the start of the run).
-            batch_size, shuffle, drop_last: how batches are drawn (``manualbp.data.batches``).
+            batch_size, shuffle, drop_last, seed: how batches are drawn from an ``(x, y)`` pair
+                (``manualbp.data.batches``); a DataLoader or other iterable brings its own, and these
+                must then be left at their defaults.  ``seed``: an int for a private shuffling
+                generator; by default shuffling draws from ``manualbp.random.get_generator()``.
             loss: a loss module (default ``nn.CrossEntropyLoss()``).
             optimizer: default ``optim.SGD(lr=0.01, momentum=0.9)``, the tutorials' choice.
             callbacks: callables ``cb(network, epoch, logs)`` (or objects with ``on_epoch_end`` of
@@ -172,13 +177,14 @@ class Network:
             checkpoint: a folder; after every epoch ``last.npz`` is written there, and ``best.npz``
                 when the validation loss (training loss without ``val``) is the lowest so far.
             resume: a checkpoint written by ``fit``: restores weights, optimizer buffers, history and
-                the shuffling generator's state, and continues with the next epoch -- the result is
-                the same, bit for bit, as a run that was never interrupted.
+                the shuffling generator's state, and continues with the next epoch.  Over ``(x, y)``
+                arrays or a manualbp DataLoader the result is the same, bit for bit, as a run that was
+                never interrupted.  A generic iterable (torch's DataLoader) shuffles with a generator
+                fit cannot save: its run resumes at epoch boundaries only, in whatever order it draws.
             log_interval: print a ``Train Epoch`` line every this many batches (0: never).
-            seed: an int for a private shuffling generator; by default shuffling draws from
-                ``manualbp.random.get_generator()`` (seeded by ``manualbp.manual_seed``).
             lr_schedule: a function epoch -> learning rate, set on every parameter group at the start
                 of each epoch (e.g. ``cosine_lr(0.01, epochs)``); default: the optimizer's lr throughout.
+                A resumed run goes on along the cosine it began with, over the epochs it began with.
             verbose: print progress; progress: a tqdm bar (default: when stdout is a terminal).
 
         When the loss becomes nan or inf, ``fit`` stops before that step's update and raises
@@ -191,11 +197,8 @@ class Network:
         epochs = positive_int(epochs, who, "epochs")
         batch_size = positive_int(batch_size, who, "batch_size")
         log_interval = non_negative_int(log_interval, who, "log_interval")
-        x, y = self._pair(train, "fit")
-        if batch_size > len(x) and drop_last:   # without drop_last: one smaller batch, as torch's DataLoader
-            raise ValueError(f"{who}: batch_size={batch_size} is larger than the {len(x)} training samples and "
-                             f"drop_last=True, so an epoch would have no batch; use batch_size <= {len(x)}")
-        if val is not None:
+        loader = self._loader(train, epochs, batch_size, shuffle, drop_last, seed)
+        if val is not None and not training.is_batches(val):
             val = self._pair(val, "fit (val)")
         loss_fn = training.check_loss(loss if loss is not None else CrossEntropyLoss(), who)
         if optimizer is None:
@@ -203,14 +206,13 @@ class Network:
         training.check_optimizer(optimizer, self.model, who)
         if lr_schedule is not None and not callable(lr_schedule):
             raise TypeError(f"{who}: expected lr_schedule to be a function epoch -> lr, got {describe(lr_schedule)}")
-        loader = data_mod.batches(x, y, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed)
 
-        log = training.Progress(verbose, progress, log_interval)            # every line fit prints
-        saver = training.Checkpointer(self, optimizer, loader, checkpoint)  # last/best/interrupted.npz
+        log = training.Progress(verbose, progress, log_interval, compiles=self.device == "cpu")  # what fit prints
+        saver = training.Checkpointer(self, optimizer, loader, checkpoint, lr_schedule)  # last/best/interrupted.npz
         guard = training.DivergenceGuard(self.model, optimizer, saver)      # nan/inf -> an error saying why
         history, first_epoch, partial = History(), 1, None   # partial: an epoch that a Ctrl-C cut short
         if resume is not None:
-            history, first_epoch, partial = saver.resume(resume, batch_size, len(x), log)
+            history, first_epoch, partial, lr_schedule = saver.resume(resume, log, lr_schedule, epochs)
         callbacks = list(callbacks or [])
         self.stop_training = False
         self.model.train()
@@ -240,28 +242,50 @@ class Network:
                 raise KeyboardInterrupt from None
         return history
 
+    def _loader(self, train, epochs, batch_size, shuffle, drop_last, seed):
+        """The batches of ``train``: an (x, y) pair through ``data.batches`` (checked once, whole), a
+        DataLoader or other iterable as it is (each batch checked as it comes)."""
+        who = "Network.fit"
+        if training.is_batches(train):
+            given = {"batch_size": (batch_size, 64), "shuffle": (shuffle, True), "drop_last": (drop_last, False),
+                     "seed": (seed, None)}
+            for name, (value, default) in given.items():
+                if value is not default and value != default:
+                    raise ValueError(f"{who}: {name}={value!r} is for (x, y) arrays; a {type(train).__name__} "
+                                     f"brings its own batches (set {name} where it is made, e.g. DataLoader(...))")
+            return training.as_loader(train, who, epochs)
+        x, y = self._pair(train, "fit")
+        if batch_size > len(x) and drop_last:   # without drop_last: one smaller batch, as torch's DataLoader
+            raise ValueError(f"{who}: batch_size={batch_size} is larger than the {len(x)} training samples and "
+                             f"drop_last=True, so an epoch would have no batch; use batch_size <= {len(x)}")
+        loader = data_mod.batches(x, y, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed)
+        loader.checked = True   # x and y were checked whole: the batches need no second look
+        return loader
+
     def _train_epoch(self, epoch, loader, loss_fn, optimizer, history, log, interrupt=None, resume_from=None):
         """One pass over the batches: ``train_step`` on each, its loss counted and logged; returns the
         epoch's row.  ``resume_from`` continues an epoch interrupted part-way (see ``EpochTally``).
 
         The loop checks for a Ctrl-C only between steps, so a step is never left half-done.  A step
         whose loss is nan or inf raises ``NonFiniteLossError`` with the step's number attached."""
-        log.start_epoch(epoch, len(loader))
+        log.start_epoch(epoch, loader)
         tally = training.EpochTally(loader, resume_from)
-        for batch_idx, (xb, yb) in enumerate(loader.iter_from(tally.first), start=tally.first):
+        checked = getattr(loader, "checked", False)
+        for batch_idx, batch in enumerate(loader.iter_from(tally.first), start=tally.first):
             if interrupt is not None and interrupt.requested:
                 log.stop_bar()
                 raise _Interrupted(epoch, tally.progress(batch_idx))
+            xb, yb = batch if checked else self._pair(batch, "fit (batch)")
             try:
                 loss, out = self.train_step(xb, yb, loss_fn, optimizer)
             except NonFiniteLossError as exc:
                 log.stop_bar()
-                exc.step, exc.steps = batch_idx + 1, len(loader)
+                exc.step, exc.steps = batch_idx + 1, training.length(loader) or "?"
                 raise
             loss = item(loss)  # a NumPy scalar, or a (1,) device array on the GPU
-            tally.add(loss, len(xb), training.count_correct(out, yb))
+            tally.add(loss, len(xb), training.count_correct(out, yb), training.is_classification(yb))
             history.steps.append(loss)
-            log.step(epoch, batch_idx, loader, loss)
+            log.step(epoch, batch_idx, len(xb), loss)
         log.stop_bar()
         row = tally.row(epoch, optimizer)
         log.end_epoch(row)
@@ -269,23 +293,33 @@ class Network:
 
     # --- evaluation -----------------------------------------------------------------------------
     def evaluate(self, data, loss=None, batch_size=256):
-        """Loss (mean over samples) and accuracy on ``data = (x, y)``, without updating anything."""
-        x, y = self._pair(data, "evaluate")
+        """Loss (mean over samples) and accuracy on ``data``, without updating anything.
+
+        ``data`` is an ``(x, y)`` pair (taken ``batch_size`` samples at a time), a DataLoader or any
+        other iterable of ``(x, y)`` batches (taken as they come)."""
+        if training.is_batches(data):
+            source = training.as_loader(data, "Network.evaluate")
+            batches = (self._pair(b, "evaluate (batch)") for b in source.iter_from(0))
+        else:
+            x, y = self._pair(data, "evaluate")
+            batches = data_mod.batches(x, y, batch_size, shuffle=False)
         loss_fn = training.check_loss(loss if loss is not None else CrossEntropyLoss(), "Network.evaluate")
         was_training = self.model.training
         self.model.eval()
-        total_loss, correct = 0.0, 0
+        total_loss, correct, n, classifier = 0.0, 0, 0, False
         try:
-            for xb, yb in data_mod.batches(x, y, batch_size, shuffle=False):
+            for xb, yb in batches:
                 xd, yd = self._on_device(xb, yb)
                 out = self.model(xd)
                 value = item(loss_fn(out, yd))
                 total_loss += value if getattr(loss_fn, "reduction", "mean") == "sum" else value * len(xb)
                 correct += training.count_correct(out, yb)
+                n, classifier = n + len(xb), training.is_classification(yb)
         finally:
             self.model.train(was_training)
-        n = len(x)
-        return {"loss": total_loss / n, "accuracy": correct / n if training.is_classification(y) else None,
+        if n == 0:
+            raise ValueError("Network.evaluate: the data gave no batch at all")
+        return {"loss": total_loss / n, "accuracy": correct / n if classifier else None,
                 "correct": correct, "total": n}
 
     def predict(self, x, batch_size=256):

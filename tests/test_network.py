@@ -180,3 +180,50 @@ def test_regression_with_mse_has_no_accuracy(capsys):
     h = net.fit((x, y), epochs=3, batch_size=10, loss=nn.MSELoss(), val=(x, y), log_interval=0)
     assert h["val_accuracy"] == [None] * 3 and h["val_loss"][-1] < h["val_loss"][0]
     assert "Validation set: Average loss: " in capsys.readouterr().out
+
+
+def test_cosine_lr_never_climbs_back_after_its_epochs():
+    schedule = cosine_lr(0.1, 4)
+    assert schedule(1) == 0.1 and schedule(2) > schedule(3) > schedule(4) > 0
+    assert schedule(5) == schedule(9) == schedule(4)
+    assert schedule.config == {"name": "cosine", "lr": 0.1, "epochs": 4, "min_lr": 0.0}
+
+
+def test_a_resumed_run_keeps_the_cosine_it_began_with(tmp_path, capsys):
+    run(tmp_path, "sched", epochs=3)
+    net = Network(conv_net(nn))
+    opt = optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    h = net.fit(toy_data(40, dtype=np.float32), epochs=5, batch_size=16, optimizer=opt, checkpoint=tmp_path / "sched",
+                resume=tmp_path / "sched" / "last.npz", lr_schedule=cosine_lr(0.05, 5), log_interval=0, progress=False)
+    began = cosine_lr(0.05, 3)
+    assert h["lr"] == [began(1), began(2), began(3), began(3), began(3)]
+    assert "goes on along the cosine the run began with (lr 0.05 over 3 epochs)" in capsys.readouterr().out
+    header = net.load(tmp_path / "sched" / "last.npz")
+    assert header["extra"]["lr_schedule"]["epochs"] == 3   # and so it stays, however often it is resumed
+
+
+def test_fit_says_when_the_first_step_compiles_the_kernels(monkeypatch, capsys):
+    from manualbp.training import progress
+    monkeypatch.setattr(progress, "kernel_cache_is_empty", lambda: True)
+    manualbp.manual_seed(0)
+    Network(conv_net(nn)).fit(toy_data(20, dtype=np.float32), epochs=2, batch_size=8, log_interval=1, progress=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "compiling kernels (first run only) ..."
+    assert re.fullmatch(r"compiled in \d+\.\ds \(Numba caches the kernels: later runs start at once\)", lines[1])
+    assert lines[2].startswith("Train Epoch: 1 [0/20 (0%)]")
+    assert sum("compil" in line for line in lines) == 2   # said once, not again in epoch 2
+
+
+def test_a_slow_first_step_over_a_partly_filled_cache_is_explained(monkeypatch):
+    from manualbp.training import progress
+    monkeypatch.setattr(progress, "kernel_cache_is_empty", lambda: False)
+    said = []
+    log = type("Log", (), {"say": lambda self, message: said.append(message)})()
+    note = progress.CompileNote(log)
+    note.before_step()
+    note._start -= 3.0          # the first step took over 3 s ...
+    assert note.after_step() is note
+    note.before_step()          # ... the second almost nothing
+    assert note.after_step() is None
+    assert len(said) == 1 and re.fullmatch(r"the first step took \d+\.\ds: Numba compiled the kernels it had not "
+                                           r"cached yet", said[0])
