@@ -1,4 +1,4 @@
-"""``python -m manualbp train`` / ``python -m manualbp explain``: the same as the ``manualbp`` command."""
+"""``python -m manualbp train`` / ``explain`` / ``bench``: the same as the ``manualbp`` command."""
 import sys
 
 from .cli import main

@@ -3,15 +3,17 @@ import csv
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
-from test_data import install_fake_cifar10, write_fake_mnist
+from test_data import cut_off_network, install_fake_cifar10, write_fake_mnist
 
-from manualbp import cli, explain, models
-from manualbp.network import Network
+from manualbp import cli, explain, models, training
+from manualbp.network import History, Network
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,12 +47,38 @@ def test_train_mlp_on_flat_digits_and_resume(tmp_path, capsys):
     assert cli.main(["train", "--model", "mlp", "--epochs", "1", "--out", str(out), "--no-progress",
                      "--lr", "0.1"]) == 0
     text = capsys.readouterr().out
-    assert "mlp on digits (1437 training / 360 test samples of 64)" in text and "Total params: 296" in text
+    assert "mlp on digits (1437 training / 360 test samples of 64)" in text and "Total params: 4,810" in text
     assert cli.main(["train", "--model", "mlp", "--epochs", "2", "--out", str(out), "--no-progress", "--lr", "0.1",
                      "--resume", str(out / "last.npz")]) == 0
     text = capsys.readouterr().out
     assert "Resumed from" in text and "Train Epoch: 2 [0/1437 (0%)]" in text and "Train Epoch: 1 " not in text
     assert len(json.loads((out / "history.json").read_text())["epochs"]) == 2
+
+
+def test_the_mlp_learns_the_digits(tmp_path, capsys):
+    """``manualbp train --model mlp`` with the defaults: a hidden layer of 64 ReLUs, >= 90% on the digits."""
+    out = tmp_path / "mlp"
+    assert cli.main(["train", "--model", "mlp", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "Linear-1                   [-1, 64]" in text and "ReLU-2" in text
+    assert json.loads((out / "history.json").read_text())["epochs"][-1]["val_accuracy"] >= 0.90, text[-1500:]
+
+
+def test_resuming_with_more_epochs_goes_on_along_the_same_schedule(tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["train", "--model", "mlp", "--out", str(out), "--no-progress", "--log-interval", "0"]
+    assert cli.main(common + ["--epochs", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "Finished 3 epochs in " in text and "in all" not in text
+    assert cli.main(common + ["--epochs", "5", "--resume", str(out / "last.npz")]) == 0
+    text = capsys.readouterr().out
+    assert "5 epochs (resuming after epoch 3)" in text
+    assert "goes on along the cosine the run began with (lr 0.01 over 3 epochs)" in text
+    assert re.search(r"^Finished 2 epochs \(4-5\) in \d+\.\ds, 5 in all\. Test accuracy", text, re.MULTILINE), text
+    lrs = [row["lr"] for row in json.loads((out / "history.json").read_text())["epochs"]]
+    assert lrs[0] == 0.01 and lrs[0] > lrs[1] > lrs[2] == lrs[3] == lrs[4]   # never climbs back
+    assert cli.main(common + ["--epochs", "5", "--resume", str(out / "last.npz")]) == 1
+    assert "has finished 5 epochs already, and --epochs counts from the start" in capsys.readouterr().err
 
 
 def test_train_on_mnist_and_cifar10_folders_through_torchvision(tmp_path, monkeypatch, capsys):
@@ -73,6 +101,70 @@ def test_missing_cifar10_without_download_is_a_clear_error(tmp_path, capsys):
                      str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 1 and "download=False" in err and "--download" in err and str(tmp_path / "none") in err
+
+
+def test_download_without_a_network_is_one_sentence_and_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cut_off_network(monkeypatch)
+    assert cli.main(["train", "--dataset", "cifar10", "--download"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert captured.err.startswith("manualbp train: cifar10: could not download it into 'data' (")
+    assert list(tmp_path.iterdir()) == []   # neither ./data nor runs/
+
+
+def test_download_without_a_network_from_the_command_line(tmp_path):
+    """The whole of stderr, and the exit status, of a process that finds no network."""
+    code = ("import sys, torchvision.datasets as tvd\n"
+            "tvd.MNIST.mirrors = ['http://127.0.0.1:9/']\n"
+            "from manualbp.cli import main\n"
+            "sys.exit(main(['train', '--dataset', 'mnist', '--download']))\n")
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    result = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "mnist: could not download it into 'data'" in result.stderr and result.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_without_torch_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)   # import torch now fails, as where it is not installed
+    assert cli.main(["bench", "--quick"]) == 1
+    err = capsys.readouterr().err
+    assert "PyTorch, which is not installed: pip install torch" in err
+    assert "--index-url https://download.pytorch.org/whl/cpu" in err and "Traceback" not in err
+
+
+def test_a_first_run_says_it_compiles_the_kernels_and_how_long_it_took(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(training, "kernel_cache_is_empty", lambda: True)
+    assert cli.main(["train", "--epochs", "1", "--limit", "64", "--out", str(tmp_path), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"^compiling kernels \(first run only\) \.\.\. done in \d+\.\ds", text, re.MULTILINE), text
+    assert text.index("compiling kernels") < text.index("Layer (type)") < text.index("Train Epoch: 1")
+
+
+def test_an_empty_numba_cache_is_noticed():
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with tempfile.TemporaryDirectory() as cache:
+        env["NUMBA_CACHE_DIR"] = cache
+        code = "from manualbp import training; print(training.kernel_cache_is_empty())"
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                                check=False)
+    assert result.stdout.strip() == "True", result.stderr
+
+
+def test_the_curve_has_a_title_and_a_one_epoch_run_shows_markers(tmp_path):
+    history = History([{"epoch": 1, "train_loss": 1.0, "val_loss": 1.2, "train_accuracy": 0.5, "val_accuracy": 0.4}],
+                      [2.0, 1.5, 1.0])
+    fig = cli.curve_figure(history, "lenet5 on digits, SGD(lr=0.01, momentum=0.9, cosine schedule)")
+    assert fig._suptitle.get_text() == "lenet5 on digits, SGD(lr=0.01, momentum=0.9, cosine schedule)"
+    per_epoch = [line for ax in fig.axes for line in ax.lines if len(line.get_xdata()) == 1]
+    assert len(per_epoch) == 4 and all(line.get_marker() not in (None, "None", "") for line in per_epoch)
+    assert cli.write_curve(history, tmp_path / "c.png", "title")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_explain_is_delegated(monkeypatch):
