@@ -13,6 +13,7 @@
 On a GPU: ``model.to("cuda")`` and ``manualbp.to_device(x)`` (or ``Network(model, device="cuda")``, whose
 fit/evaluate/predict move the batches); ``manualbp.to_numpy`` brings results back.  See ``manualbp/device.py``.
 """
+from . import cuda as cuda
 from . import data as data
 from . import device as device
 from . import models as models
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
            "Network",
            "__version__",
+           "cuda",
            "data",
            "device",
            "get_backend",

@@ -4,12 +4,17 @@ Numba kernels do not check bounds: an array of the wrong shape does not raise
 inside a kernel, it reads or writes the wrong memory.  So every public entry
 point validates here first and raises a ``TypeError``/``ValueError`` that names
 who is complaining, what was expected and what was received.
+
+What a learner hands in may be a NumPy array, a torch tensor or anything with ``__array__`` /
+``__dlpack__`` (on the GPU: a numba.cuda device array or anything with ``__cuda_array_interface__``):
+the checks read it with ``device.as_array`` first, without a copy where none is needed, and torch is
+never imported.
 """
 import numbers
 
 import numpy as np
 
-from .device import is_cuda_array, mixed_message, to_numpy
+from .device import as_array, is_cuda_array, mixed_message, to_numpy
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -23,6 +28,13 @@ def describe(x):
     return f"{type(x).__name__}"
 
 
+def expected_array(who, name, x):
+    """The TypeError message for something that is not an array at all (a list, a number, None)."""
+    return (f"{who}: expected {name} to be a numpy array, a torch tensor or anything with __array__ / "
+            f"__dlpack__ (a model on the GPU: a numba.cuda device array or anything with "
+            f"__cuda_array_interface__), got {describe(x)}")
+
+
 def same_device(x, like, who, name):
     """Refuse an array on one device when ``like`` (a parameter, or what forward saved) is on the other,
     with a message that says how to move the batch."""
@@ -33,8 +45,9 @@ def same_device(x, like, who, name):
 def float_array(x, who, name="input", ndim=None, min_ndim=None, dtype=None, allow_empty=False, like=None):
     """Check that ``x`` is a floating array and return it C-contiguous (and, on the CPU, writeable).
 
-    ``x`` may be a NumPy array or a numba.cuda device array (a model on the GPU): the checks read shape,
-    ndim and dtype, which both have.  ``like`` (a parameter's data, or an array forward saved) says which
+    ``x`` may be a NumPy array or a numba.cuda device array (a model on the GPU), or anything ``as_array``
+    reads into one (a torch tensor: a view of its memory): the checks read shape, ndim and dtype.
+    ``like`` (a parameter's data, or an array forward saved) says which
     device ``x`` must be on.  ``ndim``/``min_ndim`` constrain the number of dimensions; ``dtype`` (when
     given) is the dtype ``x`` must already have (a layer's parameter dtype).  A zero-sized array (an empty
     batch, or a zero-sized spatial dimension) is refused unless ``allow_empty``: it would give a silent
@@ -42,9 +55,11 @@ def float_array(x, who, name="input", ndim=None, min_ndim=None, dtype=None, allo
     and read-only arrays are accepted and copied, so every kernel sees one memory layout (and Numba
     compiles one specialisation per dtype, not one per flag); on the GPU they are refused (no hidden copy).
     """
+    if type(x) is not np.ndarray:  # (the common case skips the call: this runs for every layer, every step)
+        x = as_array(x, who, name)
     on_gpu = is_cuda_array(x)
     if not on_gpu and not isinstance(x, np.ndarray):
-        raise TypeError(f"{who}: expected {name} to be a numpy array, got {describe(x)}")
+        raise TypeError(expected_array(who, name, x))
     same_device(x, like, who, name)
     if on_gpu and x.dtype != np.float32:
         raise TypeError(f"{who}: expected {name} of dtype float32 on the GPU (its kernels compute in float32), "
@@ -155,6 +170,7 @@ def reduction(value, who):
 def scalar_multiplier(grad, who, reduction, dtype, like=None):
     """The gradient of a scalar loss ('mean'/'sum'): a number (returned in ``dtype``), a 0-d NumPy array,
     or, for a loss on the GPU, a one-element float32 device array (returned as it is)."""
+    grad = as_array(grad, who, "grad")
     if is_cuda_array(grad) and grad.size == 1:
         same_device(grad, like, who, "grad")
         return float_array(grad, who, "grad")
@@ -172,8 +188,9 @@ def same_shape_target(x, target, who, finite=True):
     torch would broadcast a differently shaped target for the regression losses (with a warning
     that the result is probably wrong); here that is an error.
     """
+    target = as_array(target, who, "target")
     if not isinstance(target, np.ndarray) and not is_cuda_array(target):
-        raise TypeError(f"{who}: expected target to be a numpy array, got {describe(target)}")
+        raise TypeError(expected_array(who, "target", target))
     same_device(target, x, who, "the target")
     if target.dtype.kind not in "fiub":
         raise TypeError(f"{who}: expected a real-valued target, got dtype {target.dtype}")

@@ -19,6 +19,12 @@ Derivation: derivations/11-gpu-tiled-matmul.md (the kernels a model on the GPU r
     opt.step()                                # one sgd_update kernel per parameter
     print(manualbp.to_numpy(loss)[0])         # the only copy back to the host
 
+What a learner hands in may be a NumPy array, a torch tensor (CPU; on the GPU a CUDA tensor), a numba.cuda
+device array, or anything with ``__array__`` / ``__dlpack__`` / ``__cuda_array_interface__``: every public
+entry point reads it with ``as_array``, without a copy where none is needed (a torch CPU tensor becomes a
+NumPy view of its memory, a CUDA tensor a numba.cuda device array over its memory).  What comes back is
+always NumPy arrays on the CPU and numba.cuda device arrays on the GPU; torch is never imported.
+
 What runs on the GPU: everything -- every layer, activation and loss (with all its options) and SGD,
 through the same ``forward``/``backward`` as on the CPU: a layer never asks where it runs; the operations
 it calls (``manualbp/kernels/__init__.py``) run where their arrays are.  The GPU kernels compute in float32
@@ -35,8 +41,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["DEVICES", "Uploader", "cast", "device_of", "is_cuda_array", "item", "module_device", "normalize",
-           "require_cuda", "to_device", "to_numpy"]
+__all__ = ["DEVICES", "Uploader", "as_array", "assign", "cast", "device_of", "host_array", "is_cuda_array", "item",
+           "module_device", "normalize", "parse_to", "require_cuda", "to_device", "to_numpy"]
 
 DEVICES = ("cpu", "cuda")
 
@@ -54,16 +60,65 @@ def device_of(x):
 
 
 def normalize(device):
-    """``"cpu"`` or ``"cuda"`` from ``"cpu"``, ``"cuda"``, ``"cuda:0"`` or ``"gpu"``; ValueError otherwise."""
-    if not isinstance(device, str):
-        raise TypeError(f"expected a device string 'cpu' or 'cuda', got {type(device).__name__}")
-    name = device.strip().lower()
-    if name in ("cpu", "cuda", "gpu", "cuda:0"):
-        return "cpu" if name == "cpu" else "cuda"
-    if name.startswith("cuda:"):
-        raise ValueError(f"unsupported device {device!r}: manualbp uses the current CUDA device only; "
-                         f"pick the GPU with CUDA_VISIBLE_DEVICES and pass 'cuda'")
-    raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
+    """``"cpu"`` or ``"cuda"`` from ``"cpu"``, ``"cuda"``, ``"cuda:0"``, ``"gpu"``, a ``torch.device`` or anything
+    with a ``.type`` of ``"cpu"``/``"cuda"`` (and an ``.index`` of None or 0); ValueError for another device."""
+    if isinstance(device, str):
+        name = device.strip().lower()
+        if name in ("cpu", "cuda", "gpu", "cuda:0", "cpu:0"):
+            return "cpu" if name.startswith("cpu") else "cuda"
+        if name.startswith("cuda:"):
+            raise ValueError(f"unsupported device {device!r}: manualbp uses the current CUDA device only; "
+                             f"pick the GPU with CUDA_VISIBLE_DEVICES and pass 'cuda'")
+        raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
+    kind = getattr(device, "type", None)
+    if isinstance(kind, str):  # torch.device("cuda", 0), or any object that says which device it means
+        index = getattr(device, "index", None)
+        if kind.lower() not in DEVICES:
+            raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
+        if index not in (None, 0):
+            raise ValueError(f"unsupported device {device!r} (index {index!r}): manualbp uses the current CUDA "
+                             f"device only; pick the GPU with CUDA_VISIBLE_DEVICES and pass 'cuda'")
+        return kind.lower()
+    raise TypeError(f"expected a device string 'cpu' or 'cuda', a torch.device or an object with a .type "
+                    f"attribute, got {type(device).__name__}")
+
+
+def _is_dtype(value):
+    """A NumPy dtype or scalar type, or a torch dtype (``torch.float64``, recognised by its name)."""
+    return (isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic))
+            or (not isinstance(value, str) and str(value).startswith("torch.")))
+
+
+def _float_dtype(value, who):
+    """np.float32/np.float64 from a NumPy or torch dtype; TypeError for any other."""
+    name = str(value)
+    try:
+        dtype = np.dtype(name[len("torch."):] if name.startswith("torch.") else value)
+    except TypeError:
+        dtype = None
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"{who}: expected dtype float32 or float64, got {value!r}")
+    return dtype
+
+
+def parse_to(args, kwargs, who):
+    """``(device, dtype)`` from the arguments of ``.to(...)``, as torch takes them: ``to(device)``,
+    ``to(dtype)``, ``to(device, dtype)`` or the keywords ``device=``, ``dtype=`` (``non_blocking`` is
+    accepted: every copy here is synchronous).  Either may be None; the device comes back normalized."""
+    kwargs = dict(kwargs)
+    kwargs.pop("non_blocking", None)
+    unknown = sorted(set(kwargs) - {"device", "dtype"})
+    if unknown:
+        raise TypeError(f"{who}: unexpected keyword argument(s) {unknown}")
+    device, dtype = kwargs.get("device"), kwargs.get("dtype")
+    for arg in args:
+        if _is_dtype(arg) and dtype is None:
+            dtype = arg
+        elif not _is_dtype(arg) and device is None:
+            device = arg
+        else:
+            raise TypeError(f"{who}: expected a device and/or a dtype, got {args!r}")
+    return (None if device is None else normalize(device)), (None if dtype is None else _float_dtype(dtype, who))
 
 
 def require_cuda(who="manualbp"):
@@ -97,17 +152,90 @@ def _why_unavailable():
     return "numba.cuda.is_available() is False"
 
 
+def _protocols(x):
+    """Does ``x`` offer a way to be read as an array (checked on its class for the CUDA one: torch's
+    property refuses on a CPU tensor, and reading it would raise)?"""
+    return (hasattr(type(x), "__cuda_array_interface__") or hasattr(x, "__array__")
+            or hasattr(x, "__array_interface__") or hasattr(x, "__array_struct__") or hasattr(x, "__dlpack__"))
+
+
+def as_array(x, who="manualbp", name="input"):
+    """``x`` as the array manualbp computes with, without a copy where none is needed; anything else as it is.
+
+    NumPy arrays and numba.cuda device arrays are returned unchanged.  Otherwise, in this order:
+
+    - ``__cuda_array_interface__`` (a torch CUDA tensor, CuPy): a numba.cuda device array over the same
+      memory (``numba.cuda.as_cuda_array``; numba.cuda is imported only when such an object is seen);
+    - ``__array__`` / ``__array_interface__`` (a torch CPU tensor, pandas): ``np.asarray``, a view;
+    - ``__dlpack__`` (JAX and others): ``np.from_dlpack``, a view.
+
+    A torch tensor that requires grad refuses these protocols; its ``.detach()`` (the same memory, no
+    gradient tracking) is read instead.  A list, a number, a NumPy scalar or None comes back as it is,
+    so that the caller's check refuses (or accepts) it with its own message.
+    """
+    if isinstance(x, (np.ndarray, np.generic)) or is_cuda_array(x) or not _protocols(x):
+        return x
+    try:
+        try:
+            on_gpu = x.__cuda_array_interface__ is not None
+        except AttributeError:  # torch declares it on every tensor; a CPU tensor refuses with AttributeError
+            on_gpu = False
+        if not on_gpu:
+            if hasattr(x, "__array__") or hasattr(x, "__array_interface__") or hasattr(x, "__array_struct__"):
+                return np.asarray(x)
+            return np.from_dlpack(x)
+    except (RuntimeError, BufferError, TypeError, ValueError) as exc:
+        detach = getattr(x, "detach", None)
+        if callable(detach) and getattr(x, "requires_grad", False):  # torch: "Use tensor.detach()"
+            return as_array(detach(), who, name)
+        raise TypeError(f"{who}: cannot read {name} ({type(x).__name__}) as an array: "
+                        f"{' '.join(str(exc).split()) or type(exc).__name__}") from exc
+    return _from_cuda_interface(x)  # outside the try: without a GPU, require_cuda's RuntimeError says why
+
+
+class _HostMemory:
+    """A NumPy view of memory described by a ``__cuda_array_interface__`` (for the simulator, see below)."""
+
+    def __init__(self, interface, owner):
+        self.owner = owner  # keeps the memory alive as long as the view
+        typestr = interface["typestr"]
+        self.__array_interface__ = {"version": 3, "shape": tuple(interface["shape"]), "typestr": typestr,
+                                    "data": tuple(interface["data"]), "strides": interface.get("strides"),
+                                    "descr": interface.get("descr") or [("", typestr)]}
+
+
+def _from_cuda_interface(x):
+    """A numba.cuda device array over the memory of ``x`` (no copy)."""
+    cuda = require_cuda("as_array")
+    as_cuda_array = getattr(cuda, "as_cuda_array", None)
+    if as_cuda_array is not None:
+        return as_cuda_array(x)
+    # numba's CUDA simulator has no as_cuda_array: its "device" memory is host memory, so a NumPy view of
+    # the interface's pointer, in the simulator's device-array wrapper, is the same array without a copy
+    return cuda.devicearray.FakeCUDAArray(np.asarray(_HostMemory(x.__cuda_array_interface__, x)))
+
+
+def host_array(x, who="manualbp", name="input"):
+    """``as_array(x)`` brought to the host: a device array (a CUDA tensor) is copied to a NumPy array."""
+    x = as_array(x, who, name)
+    return x.copy_to_host() if is_cuda_array(x) else x
+
+
 def to_numpy(x):
-    """A NumPy array from a device array (one copy to the host), a NumPy array (itself) or a scalar."""
+    """A NumPy array from a device array (one copy to the host), a NumPy array (itself), a torch tensor
+    (CPU: a view; CUDA: a copy), anything ``as_array`` reads, or a scalar or list."""
     if is_cuda_array(x):
         return x.copy_to_host()
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, for convenience in comparisons
+    if hasattr(x, "detach") and hasattr(x, "cpu") and hasattr(x, "numpy"):  # torch, on either device
         return x.detach().cpu().numpy()
-    return np.asarray(x)
+    return np.asarray(host_array(x, "to_numpy"))
 
 
 def to_device(x, device="cuda", dtype=None):
     """``x`` on ``device``: a numba.cuda device array for ``"cuda"``, a NumPy array for ``"cpu"``.
+
+    ``x`` may be anything ``as_array`` reads (a NumPy array, a torch tensor, a device array); ``device``
+    anything ``normalize`` reads (``"cuda"``, ``"cuda:0"``, a ``torch.device``).
 
     Going to the GPU, floating data becomes float32 and integer data int64 (what the GPU kernels
     take: values, and class indices) unless ``dtype`` says otherwise.  An array already on the
@@ -117,6 +245,7 @@ def to_device(x, device="cuda", dtype=None):
     if where == "cpu":
         host = to_numpy(x)
         return host if dtype is None else host.astype(dtype, copy=False)
+    x = as_array(x, "to_device", "x")  # a CUDA tensor becomes a device array over its memory: already there
     if is_cuda_array(x):
         return x
     cuda = require_cuda("to_device")
@@ -173,6 +302,16 @@ def cast(a, dtype, who):
                             f".to('cpu') before .double()")
         return a
     return np.ascontiguousarray(a, dtype=dtype)
+
+
+def assign(dst, values):
+    """Write ``values`` (host values, broadcast to ``dst``'s shape) into the array ``dst`` in place, on its device."""
+    if is_cuda_array(dst):
+        host = np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype=dst.dtype), tuple(dst.shape)))
+        dst.copy_to_device(host)
+    else:
+        np.copyto(dst, values, casting="same_kind")
+    return dst
 
 
 def move(a, device):

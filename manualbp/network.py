@@ -25,7 +25,7 @@ from . import checkpoint as ckpt
 from . import data as data_mod
 from . import training
 from ._checks import describe, finite_array, non_negative_int, positive_int
-from .device import Uploader, item, module_device, to_numpy
+from .device import Uploader, host_array, item, module_device, to_numpy
 from .nn import CrossEntropyLoss, Module, Sequential
 from .optim import SGD
 from .summary import summary as _summary
@@ -353,6 +353,7 @@ class Network:
     # --- bookkeeping ----------------------------------------------------------------------------
     def _input(self, x, who):
         where = f"Network.{who}"
+        x = host_array(x, where, "x")  # a torch tensor (or anything with __array__ / __dlpack__): a view
         if not isinstance(x, np.ndarray):
             raise TypeError(f"{where}: expected x to be a numpy array, got {type(x).__name__}")
         if x.dtype.kind != "f":
@@ -367,7 +368,7 @@ class Network:
     def _pair(self, pair, who):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise TypeError(f"Network.{who}: expected an (x, y) pair of arrays, got {type(pair).__name__}")
-        x, y = self._input(pair[0], who), np.asarray(pair[1])
+        x, y = self._input(pair[0], who), np.asarray(host_array(pair[1], f"Network.{who}", "y"))
         if y.dtype.kind not in "fiub":
             raise TypeError(f"Network.{who}: expected y of integer class indices or float targets, got "
                             f"dtype {y.dtype}")

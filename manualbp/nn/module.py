@@ -10,13 +10,16 @@ backwards in reverse order: that loop *is* backpropagation.
 Derivation: derivations/01-chain-rule.md (the chain rule (C2), applied one layer
 at a time; gradients add where a value is used more than once (C3)).
 """
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 
 from .. import kernels
-from ..device import cast, move, normalize, require_cuda, to_numpy
+from ..device import cast, host_array, move, parse_to, require_cuda, to_numpy
 from .parameter import Parameter
+
+# What load_state_dict returns, under torch's name and fields (a tuple: ``missing, unexpected = ...`` works).
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
 class Module:
@@ -130,28 +133,37 @@ class Module:
         """Convert every parameter (and gradient) to float64, in place."""
         return self._cast(np.float64)
 
-    def to(self, device):
-        """Move every parameter (``.data`` and ``.grad``) to ``"cuda"`` or ``"cpu"``, in place; returns self.
+    def to(self, *args, **kwargs):
+        """Move every parameter (``.data`` and ``.grad``) to a device and/or convert it to a dtype, in place;
+        returns self.  As torch: ``to("cuda")``, ``to("cuda:0")``, ``to(torch.device("cuda"))`` (or any
+        object with ``.type``/``.index``), ``to(np.float64)`` or ``to(torch.float64)``, ``to(device, dtype)``.
 
         On the GPU the parameters are numba.cuda device arrays, and every layer's forward and backward
         runs the CUDA kernels of ``manualbp/kernels/cuda/``: see ``manualbp/device.py``.  Moving to
         ``"cuda"`` without a GPU is a RuntimeError that names what is missing.  float32 only.
         """
-        where = normalize(device)
-        params = list(self.parameters())
+        who = f"{type(self).__name__}.to"
+        where, dtype = parse_to(args, kwargs, who)
+        if where == "cpu":
+            self._move("cpu")
+        if dtype is not None:
+            self._cast(dtype)
         if where == "cuda":
             require_cuda(f"{type(self).__name__}.to('cuda')")
             for name, p in self.named_parameters():
                 if p.dtype != np.float32:
                     raise TypeError(f"{type(self).__name__}.to('cuda'): parameter {name!r} is {p.dtype}, but "
                                     f"the GPU kernels compute in float32; call .float() first")
-        for p in params:
-            p.data, p.grad = move(p.data, where), move(p.grad, where)
+            self._move("cuda")
         return self
 
-    def cuda(self):
-        """``to("cuda")``."""
-        return self.to("cuda")
+    def _move(self, where):
+        for p in self.parameters():
+            p.data, p.grad = move(p.data, where), move(p.grad, where)
+
+    def cuda(self, device=None):
+        """``to("cuda")`` (``device``: None, 0, ``"cuda:0"`` or a ``torch.device``: the current GPU)."""
+        return self.to("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
 
     def cpu(self):
         """``to("cpu")``."""
@@ -159,16 +171,24 @@ class Module:
 
     # --- state ------------------------------------------------------------
     def state_dict(self):
-        """An ordered ``{name: array copy}`` with PyTorch's keys and shapes (NumPy copies, wherever the model is)."""
+        """An ordered ``{name: array copy}`` with PyTorch's keys and shapes (NumPy copies, wherever the model is).
+
+        To hand the weights to torch, write them with ``manualbp.save_safetensors(model, path)`` and read
+        them with ``safetensors.torch.load_file(path)``: ``torch.load`` (weights_only, its default) refuses
+        a pickle of NumPy arrays.
+        """
         return OrderedDict((name, np.array(to_numpy(p.data), copy=True)) for name, p in self.named_parameters())
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters; keys and shapes are checked as torch does.
 
-        Values may be NumPy arrays or anything ``np.asarray`` accepts (a CPU
-        torch tensor's ``.numpy()``).  Each value is cast to the parameter's
-        dtype.  With ``strict=True`` missing or unexpected keys are an error;
-        a shape mismatch is always an error.
+        Values may be NumPy arrays, torch tensors (a torch model's ``state_dict()`` as it is, or
+        ``safetensors.torch.load_file``), or anything ``manualbp.device.as_array`` reads; each is cast
+        to the parameter's dtype and copied where the parameter is.  With ``strict=True`` missing or
+        unexpected keys are an error (a torch BatchNorm's running statistics, if this model has no such
+        buffer, are unexpected keys); a shape mismatch is always an error.  Nothing changes unless every
+        value fits.  Returns ``(missing_keys, unexpected_keys)``, a named tuple as torch's.
+        ``manualbp.load_safetensors(path)`` reads a file torch wrote with ``safetensors.torch.save_file``.
         """
         if not hasattr(state_dict, "items"):
             raise TypeError(f"load_state_dict expected a mapping of name -> array, got {type(state_dict).__name__}")
@@ -183,7 +203,7 @@ class Module:
         for name, p in own.items():
             if name not in state_dict:
                 continue
-            value = np.asarray(state_dict[name])
+            value = np.asarray(host_array(state_dict[name], "load_state_dict", repr(name)))
             if value.shape != p.data.shape:
                 raise ValueError(
                     f"Error loading state_dict into {type(self).__name__}: {name!r} expected shape "
@@ -193,7 +213,7 @@ class Module:
             updates.append((p, value))
         for p, value in updates:  # checked everything first: no half-loaded model
             p.data = kernels.like(p.data, np.array(value, dtype=p.data.dtype, order="C", copy=True))  # stays put
-        return missing, unexpected
+        return IncompatibleKeys(missing, unexpected)
 
     # --- printing ---------------------------------------------------------
     def extra_repr(self):
