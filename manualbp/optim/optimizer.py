@@ -3,7 +3,7 @@ import numbers
 
 import numpy as np
 
-from ..device import to_numpy
+from ..device import host_array, to_numpy
 from ..nn.parameter import Parameter
 
 
@@ -11,7 +11,8 @@ class Optimizer:
     """Holds parameter groups (lists of Parameters with their own hyper-parameters) and per-parameter state.
 
     ``params`` is an iterable of Parameters, or of dicts ``{"params": [...], "lr": ...}`` whose
-    keys override ``defaults`` for that group, as in torch.optim.
+    keys override ``defaults`` for that group, as in torch.optim.  A step updates a parameter only when
+    it has a gradient and ``requires_grad`` is True (a frozen parameter keeps its values).
     """
 
     def __init__(self, params, defaults):
@@ -102,7 +103,7 @@ class Optimizer:
             p = params[i]
             entry = {}
             for bname, value in buffers.items():
-                value = np.asarray(value)
+                value = np.asarray(host_array(value, f"{name}.load_state_dict", bname))  # NumPy or a tensor
                 if value.shape != p.shape:
                     raise ValueError(f"{name}.load_state_dict: {bname} of parameter {i} has shape {value.shape}, "
                                      f"expected {p.shape}")

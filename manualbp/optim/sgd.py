@@ -54,12 +54,12 @@ class SGD(Optimizer):
             raise ValueError("SGD: Nesterov momentum requires a momentum > 0 and zero dampening")
 
     def step(self):
-        """Update every parameter that has a gradient, in place."""
+        """Update every parameter that has a gradient, in place; a frozen one (``requires_grad=False``) is skipped."""
         for group in self.param_groups:
             lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
             wd, nesterov = group["weight_decay"], group["nesterov"]
             for p in group["params"]:
-                if p.grad is None:
+                if p.grad is None or not p.requires_grad:  # no gradient yet, or frozen
                     continue
                 if tuple(p.grad.shape) != tuple(p.data.shape) or p.grad.dtype != p.data.dtype:
                     raise ValueError(f"SGD: gradient of shape {tuple(p.grad.shape)}/{p.grad.dtype} does not "
