@@ -19,6 +19,8 @@ from . import device as device
 from . import models as models
 from . import nn, optim
 from .backend import get_backend, set_backend
+from .checkpoint import load_safetensors as load_safetensors
+from .checkpoint import save_safetensors as save_safetensors
 from .device import to_device as to_device
 from .device import to_numpy as to_numpy
 from .network import Network as Network
@@ -35,10 +37,12 @@ __all__ = [
            "device",
            "get_backend",
            "get_generator",
+           "load_safetensors",
            "manual_seed",
            "models",
            "nn",
            "optim",
+           "save_safetensors",
            "set_backend",
            "summary",
            "to_device",

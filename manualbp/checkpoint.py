@@ -14,6 +14,13 @@ code (``torch.load`` of an untrusted ``.pth`` can).  Writing goes to a temporary
 is flushed to disk, then renamed over the target (``os.replace`` is atomic): a crash mid-write leaves the
 previous checkpoint as it was.  Loading checks everything -- readable zip, checksum, architecture, every
 shape -- before it changes the model or the optimizer, so a bad file leaves them untouched too.
+
+Weights alone, to share with torch (and back): ``save_safetensors(model, path)`` writes a
+``.safetensors`` file (the ``safetensors`` package; ``pip install safetensors``) under torch's
+state_dict keys, which ``torch_model.load_state_dict(safetensors.torch.load_file(path))`` reads;
+``load_safetensors(path)`` reads one that torch wrote with ``safetensors.torch.save_file``.  A pickle
+would not do: ``torch.load`` (weights_only, its default) refuses pickled NumPy arrays, and unpickling an
+untrusted file can run code.
 """
 import hashlib
 import json
@@ -21,6 +28,7 @@ import os
 import tempfile
 import time
 import zipfile
+from collections import OrderedDict
 
 import numpy as np
 
@@ -28,7 +36,7 @@ FORMAT = "manualbp-checkpoint"
 FORMAT_VERSION = 1
 HEADER_KEY = "__header__"
 
-__all__ = ["FORMAT_VERSION", "load", "read", "save"]
+__all__ = ["FORMAT_VERSION", "load", "load_safetensors", "read", "save", "save_safetensors"]
 
 # mkstemp creates files readable by their owner only; a checkpoint gets the mode an ordinary
 # open() would give it (0o666 less the umask).  The umask can only be read by setting it.
@@ -68,6 +76,11 @@ def _remove_stale_temps(folder, prefix, before):
 
 def _atomic_write(path, arrays):
     """np.savez into a temp file beside ``path``, fsync, then rename it over ``path``."""
+    _atomic_write_with(path, lambda f: np.savez(f, **arrays))
+
+
+def _atomic_write_with(path, write):
+    """``write(file)`` into a temp file beside ``path``, fsync, then rename it over ``path``."""
     path = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
@@ -76,7 +89,7 @@ def _atomic_write(path, arrays):
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
@@ -245,3 +258,75 @@ def load(path, model, optimizer=None, strict=True):
             raise ValueError(f"checkpoint {path!r}: optimizer state does not fit this optimizer: {exc}") from exc
     model.load_state_dict(saved)   # already checked: cannot fail half-way
     return header
+
+
+# --- weights alone, in the safetensors format torch reads ---------------------------------------------------
+
+def _safetensors_numpy(who):
+    try:
+        import safetensors.numpy
+    except ImportError as exc:
+        raise ImportError(f"{who} needs the safetensors package: pip install safetensors "
+                          f"(or pip install 'manualbp[train]')") from exc
+    return safetensors.numpy
+
+
+def save_safetensors(model_or_state_dict, path, metadata=None):
+    """Write a model's weights (or a state_dict of arrays or tensors) to a ``.safetensors`` file, atomically.
+
+    The keys are torch's (``"0.weight"``) and the shapes its layouts, so torch reads the file as it is::
+
+        manualbp.save_safetensors(model, "lenet5.safetensors")
+        torch_model.load_state_dict(safetensors.torch.load_file("lenet5.safetensors"))
+
+    Args:
+        model_or_state_dict: a ``manualbp.nn.Module`` (or ``Network``), or a mapping name -> array
+            (NumPy arrays, torch tensors, device arrays: copied to the host).
+        path: the file to write; its folder is created if needed.  A temp file beside it is renamed
+            over it once complete, so a crash leaves the previous file as it was.
+        metadata: optional ``{str: str}`` stored in the file's header (``"format": "pt"`` is added: the
+            names and layouts are torch's, and tools that read torch checkpoints look for it).
+    """
+    from .device import host_array
+
+    st = _safetensors_numpy("save_safetensors")
+    state = model_or_state_dict.state_dict() if hasattr(model_or_state_dict, "state_dict") else model_or_state_dict
+    if not hasattr(state, "items"):
+        raise TypeError(f"save_safetensors: expected a Module or a mapping of name -> array, "
+                        f"got {type(model_or_state_dict).__name__}")
+    arrays = {}
+    for name, value in state.items():
+        a = np.asarray(host_array(value, "save_safetensors", repr(name)))
+        if not isinstance(name, str) or a.dtype.kind not in "fiub":
+            raise TypeError(f"save_safetensors: expected str names and numeric arrays, got {name!r}: {a.dtype}")
+        arrays[name] = np.asarray(a, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
+    info = {"format": "pt"}
+    info.update({str(k): str(v) for k, v in (metadata or {}).items()})
+    blob = st.save(arrays, metadata=info)
+    _atomic_write_with(path, lambda f: f.write(blob))
+    return path
+
+
+def load_safetensors(path, model=None, strict=True):
+    """Read a ``.safetensors`` file into an ordered ``{name: NumPy array}``; with ``model``, also load it.
+
+    Reads what ``save_safetensors`` or torch's ``safetensors.torch.save_file(torch_model.state_dict(),
+    path)`` wrote.  With ``model`` the weights go through ``model.load_state_dict(..., strict)``: names
+    and shapes are checked before anything changes.  A missing file is a FileNotFoundError; a file that is
+    not a complete safetensors file is a ValueError.
+    """
+    st = _safetensors_numpy("load_safetensors")
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"safetensors file {path!r} does not exist")
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        arrays = st.load(raw)
+    except Exception as exc:  # safetensors' own error type (SafetensorError) is not exported everywhere
+        raise ValueError(f"{path!r} is not a readable safetensors file; it is truncated or corrupted "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())})") from exc
+    state = OrderedDict(arrays)
+    if model is not None:
+        model.load_state_dict(state, strict=strict)
+    return state
