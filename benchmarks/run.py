@@ -118,18 +118,31 @@ class Row:
 # --- what the machine can do -------------------------------------------------------------------------
 
 
+# AMD's CPU families: which Zen a figure was measured on (the same EPYC name covers several)
+ZEN = {23: "Zen/Zen 2", 25: "Zen 3/Zen 4", 26: "Zen 5"}
+
+
 def machine():
-    model = platform.processor() or "unknown"
+    fields = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())  # the first processor's
     except OSError:
         pass
-    return {"cpu": model, "logical_cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version()}
+    family = fields.get("cpu family")
+    return {"cpu": fields.get("model name") or platform.processor() or "unknown",
+            "cpu_family": int(family) if family and family.isdigit() else None,
+            "logical_cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+
+
+def _cpu_line(m):
+    family = m.get("cpu_family")
+    if family is None:
+        return m["cpu"]
+    zen = f" ({ZEN[family]})" if "AMD" in m["cpu"] and family in ZEN else ""
+    return f"{m['cpu']}, CPU family {family}{zen}"
 
 
 def fma_probe(quick):
@@ -606,7 +619,7 @@ def render(rows, profiles, meta, chart_name, notes):
                "All figures below come from this one run.")
     out += ["", "## Machine and versions", ""]
     m = meta["machine"]
-    out.append(f"- CPU: {m['cpu']}, {m['logical_cores']} logical cores; {m['platform']}")
+    out.append(f"- CPU: {_cpu_line(m)}, {m['logical_cores']} logical cores; {m['platform']}")
     out.append(f"- threads: {meta['threads']} (numba.get_num_threads(); torch.set_num_threads the same), "
                f"Numba threading layer {meta['threading_layer']}")
     out.append(f"- FMA probe (float32, all threads): {meta['peak']:.1f} GFLOP/s; machine load average at the start "
