@@ -24,6 +24,7 @@ from .checkpoint import save_safetensors as save_safetensors
 from .device import to_device as to_device
 from .device import to_numpy as to_numpy
 from .network import Network as Network
+from .nn.saved import enable_grad, is_grad_enabled, no_grad
 from .random import get_generator, manual_seed
 from .summary import summary as summary
 
@@ -35,12 +36,15 @@ __all__ = [
            "cuda",
            "data",
            "device",
+           "enable_grad",
            "get_backend",
            "get_generator",
+           "is_grad_enabled",
            "load_safetensors",
            "manual_seed",
            "models",
            "nn",
+           "no_grad",
            "optim",
            "save_safetensors",
            "set_backend",

@@ -11,6 +11,7 @@ the checks read it with ``device.as_array`` first, without a copy where none is 
 never imported.
 """
 import numbers
+import warnings
 
 import numpy as np
 
@@ -86,7 +87,7 @@ def float_array(x, who, name="input", ndim=None, min_ndim=None, dtype=None, allo
         return x
     if not x.flags.writeable:
         return np.array(x, order="C", copy=True)
-    return np.ascontiguousarray(x)
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)  # (ascontiguousarray would make 0-d 1-d)
 
 
 def is_array(x):
@@ -204,3 +205,34 @@ def same_shape_target(x, target, who, finite=True):
     if is_cuda_array(target):
         return target
     return np.asarray(target, dtype=x.dtype, order="C")  # (ascontiguousarray would make 0-d 1-d)
+
+
+def legacy_reduction(size_average, reduce, reduction):
+    """torch's old ``size_average``/``reduce`` arguments mapped onto ``reduction``, with torch's warning:
+    both unset -> ``reduction`` as given; else 'mean' (both true), 'sum' (reduce only) or 'none'."""
+    if size_average is None and reduce is None:
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    result = "mean" if size_average and reduce else ("sum" if reduce else "none")
+    warnings.warn(f"size_average and reduce args will be deprecated, please use reduction='{result}' instead.",
+                  UserWarning, stacklevel=4)
+    return result
+
+
+def float_dtype(dtype, who):
+    """The parameter dtype a constructor's ``dtype=`` asks for: None (float32), float32 or float64, given as a
+    NumPy dtype, a string or a torch dtype (read by its name, without importing torch)."""
+    if dtype is None:
+        return np.dtype(np.float32)
+    name = str(dtype).replace("torch.", "")
+    names = {"float32": np.float32, "float": np.float32, "float64": np.float64, "double": np.float64}
+    if name in names:
+        return np.dtype(names[name])
+    try:
+        found = None if isinstance(dtype, (bool, numbers.Number)) else np.dtype(dtype)
+    except (TypeError, ValueError):
+        found = None
+    if found is not None and found in FLOAT_DTYPES:  # (np.dtype == None is true for float64: NumPy's default)
+        return found
+    raise TypeError(f"{who}: expected dtype float32 or float64 (None: float32), got {dtype!r}")

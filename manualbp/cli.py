@@ -152,9 +152,12 @@ def _compile_kernels(net, train_data, test_data, args):
     print("compiling kernels (first run only) ...", end=" ", flush=True)
     start = time.perf_counter()
     scratch = Network(copy.deepcopy(net.model))
-    x, y = train_data[0][:args.batch_size].astype(scratch.dtype), train_data[1][:args.batch_size]
-    scratch.train_step(x, y, nn.CrossEntropyLoss(), optim.SGD(scratch.parameters(), lr=args.lr, momentum=args.momentum))
-    scratch.evaluate((test_data[0][:256], test_data[1][:256]))
+    opt = optim.SGD(scratch.parameters(), lr=args.lr, momentum=args.momentum)
+    (x, y), (xt, yt), b = train_data, test_data, args.batch_size
+    for size in sorted({min(b, len(x)), len(x) % b} - {0}):   # a full batch and the epoch's last one
+        scratch.train_step(x[:size].astype(scratch.dtype), y[:size], nn.CrossEntropyLoss(), opt)
+    b = max(b, 256)   # fit evaluates in batches of this many, then the rest
+    scratch.evaluate((xt[:b + len(xt) % b], yt[:b + len(xt) % b]), batch_size=b)
     print(f"done in {time.perf_counter() - start:.1f}s (Numba caches them: later runs start at once)", flush=True)
 
 

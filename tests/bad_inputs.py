@@ -56,6 +56,17 @@ CASES = [
      "layer.backward(np.ones((1, 2, 3, 3)))"),
     ("Backward", "Flatten grad of the wrong shape", "flat = nn.Flatten()\nflat(np.ones((2, 3, 4), np.float32))",
      "flat.backward(np.ones((2, 3, 4), np.float32))"),
+    ("Backward", "a second backward of one forward", "layer = nn.Linear(4, 2)\nlayer(np.ones((3, 4), np.float32))\n"
+     "layer.backward(np.ones((3, 2), np.float32))", "layer.backward(np.ones((3, 2), np.float32))"),
+    ("Backward", "backward after a forward in eval mode", "layer = nn.Linear(4, 2).eval()\n"
+     "layer(np.ones((3, 4), np.float32))", "layer.backward(np.ones((3, 2), np.float32))"),
+    ("Backward", "the gradient of an earlier forward", "model = nn.Sequential(nn.Linear(4, 2))\n"
+     "loss_fn = nn.MSELoss()\nloss_fn(model(np.ones((3, 4), np.float32)), np.zeros((3, 2), np.float32))\n"
+     "model(np.zeros((3, 4), np.float32))", "model.backward(loss_fn.backward())"),
+    ("Backward", "a Module whose forward is not a chain, without backward",
+     "class Twice(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(2, 2)\n"
+     "    def forward(self, x):\n        return self.fc(x) + x\nmodel = Twice()\nmodel(np.ones((1, 2), np.float32))",
+     "model.backward(np.ones((1, 2), np.float32))"),
     # --- losses --------------------------------------------------------------------------------------
     ("Losses", "class index out of range", "", "nn.CrossEntropyLoss()(np.zeros((2, 3), np.float32), np.array([0, 3]))"),
     ("Losses", "negative class index", "", "nn.CrossEntropyLoss()(np.zeros((2, 3), np.float32), np.array([-1, 0]))"),

@@ -15,11 +15,21 @@ PACKAGE = ROOT / "manualbp"
 NOT_OPERATIONS = {"like", "empty_like"}  # helpers of the dispatcher itself, not arithmetic
 
 
+def _dispatcher_module(module):
+    """kernels/__init__.py and the files of dispatchers it imports (losses.py, ...), not the implementations."""
+    if module == "manualbp.kernels":
+        return True
+    parts = module.split(".")
+    return (len(parts) == 3 and parts[:2] == ["manualbp", "kernels"] and not parts[2].startswith("reference")
+            and parts[2] not in ("cpu", "cuda"))
+
+
 def operations():
-    """Every operation the layers may call: the public functions of kernels/__init__.py and losses.py."""
+    """Every operation the layers may call: the public functions of kernels/__init__.py and of the dispatcher
+    files it imports (losses.py, ...)."""
     names = []
     for name, obj in vars(kernels).items():
-        if (inspect.isfunction(obj) and obj.__module__ in ("manualbp.kernels", "manualbp.kernels.losses")
+        if (inspect.isfunction(obj) and _dispatcher_module(obj.__module__)
                 and not name.startswith("_") and name not in NOT_OPERATIONS):
             names.append(name)
     return sorted(names)

@@ -21,8 +21,8 @@ the losses' operations are in ``losses.py``.
 
 Dimension letters used in every kernel file:
   N batch, C input channels (or classes), H/W input height/width, O output channels, KH/KW kernel
-  height/width, OH/OW output height/width, SH/SW stride, PH/PW zero padding; S the positions of a
-  sample beyond the class axis (d1*d2*...) in the class losses.
+  height/width, OH/OW output height/width, SH/SW stride, PH/PW zero padding, DH/DW dilation, G groups;
+  S the positions of a sample beyond the class axis (d1*d2*...) in the class losses.
 """
 import numpy as np
 
@@ -115,36 +115,52 @@ def bias_grad(grad_y):
     return _impl("bias_grad", grad_y).bias_grad(grad_y)
 
 
-def conv2d_forward(x, w, b, stride, padding):
-    """y[n,o,i,j] = b[o] + sum_{c,p,q} w[o,c,p,q] * xpad[n,c,i*SH+p,j*SW+q].  (N,C,H,W) -> (N,O,OH,OW).  (K1)"""
-    return _impl("conv2d_forward", x, w, b).conv2d_forward(x, w, b, stride, padding)
+def conv2d_forward(x, w, b, stride, padding, dilation=(1, 1), groups=1):
+    """y[n,o,i,j] = b[o] + sum_{c,p,q} w[o,c,p,q] * xpad[n,g(o)*C/G+c,i*SH+p*DH,j*SW+q*DW].
+    (N,C,H,W), w (O,C/G,KH,KW) -> (N,O,OH,OW).  (K1), (K10)"""
+    return _impl("conv2d_forward", x, w, b).conv2d_forward(x, w, b, stride, padding, dilation, groups)
 
 
-def conv2d_grad_input(grad_y, w, x_shape, stride, padding):
-    """dL/dx from dL/dy: each gradient flows back along the weight that carried it. -> (N,C,H,W).  (K5)"""
-    return _impl("conv2d_grad_input", grad_y, w).conv2d_grad_input(grad_y, w, x_shape, stride, padding)
+def conv2d_grad_input(grad_y, w, x_shape, stride, padding, dilation=(1, 1), groups=1):
+    """dL/dx from dL/dy: each gradient flows back along the weight that carried it. -> (N,C,H,W).  (K5), (K13)"""
+    return _impl("conv2d_grad_input", grad_y, w).conv2d_grad_input(grad_y, w, x_shape, stride, padding,
+                                                                    dilation, groups)
 
 
-def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
-    """dL/dw[o,c,p,q] = sum_{n,i,j} grad_y[n,o,i,j] * xpad[n,c,i*SH+p,j*SW+q]. -> (O,C,KH,KW).  (K4)"""
-    return _impl("conv2d_grad_weight", grad_y, x).conv2d_grad_weight(grad_y, x, w_shape, stride, padding)
+def conv2d_grad_weight(grad_y, x, w_shape, stride, padding, dilation=(1, 1), groups=1):
+    """dL/dw[o,c,p,q] = sum_{n,i,j} grad_y[n,o,i,j] * xpad[n,g(o)*C/G+c,i*SH+p*DH,j*SW+q*DW]. -> (O,C/G,KH,KW).
+    (K4), (K12)"""
+    return _impl("conv2d_grad_weight", grad_y, x).conv2d_grad_weight(grad_y, x, w_shape, stride, padding,
+                                                                      dilation, groups)
 
 
-def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias):
-    """(dL/dw, dL/db or None): the weight gradient (K4) and, if ``with_bias``, the bias's (K3)."""
+def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias, dilation=(1, 1), groups=1):
+    """(dL/dw, dL/db or None): the weight gradient (K4), (K12) and, if ``with_bias``, the bias's (K3)."""
     return _impl("conv2d_grad_params", grad_y, x).conv2d_grad_params(grad_y, x, w_shape, stride, padding,
-                                                                      with_bias)
+                                                                      with_bias, dilation, groups)
 
 
-def maxpool2d_forward(x, kernel_size, stride, padding):
-    """(y, indices): window maxima (P1) and, per output, the flat index h*W+w of the first maximum (P3)."""
-    return _impl("maxpool2d_forward", x).maxpool2d_forward(x, kernel_size, stride, padding)
+def pad2d(x, pads, mode):
+    """x padded by pads = (left, right, top, bottom) with mode 'zeros', 'reflect', 'replicate' or 'circular':
+    xpad[n,c,u,v] = x[n,c,rho_H(u),rho_W(v)], a gather.  (N,C,H,W) -> (N,C,top+H+bottom,left+W+right).  (K15)"""
+    return _impl("pad2d", x).pad2d(x, pads, mode)
 
 
-def maxpool2d_backward(grad_y, indices, x_shape, kernel_size, stride, padding):
+def pad2d_backward(grad_y, x_shape, pads, mode):
+    """dL/dx of ``pad2d``: each padded pixel's gradient added back into the pixel it copied. -> x_shape.  (K16)"""
+    return _impl("pad2d_backward", grad_y).pad2d_backward(grad_y, x_shape, pads, mode)
+
+
+def maxpool2d_forward(x, kernel_size, stride, padding, dilation=(1, 1), ceil_mode=False):
+    """(y, indices): window maxima (P1), (P6) and, per output, the flat index h*W+w of the first maximum (P3);
+    OH, OW by (P5)."""
+    return _impl("maxpool2d_forward", x).maxpool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def maxpool2d_backward(grad_y, indices, x_shape, kernel_size, stride, padding, dilation=(1, 1), ceil_mode=False):
     """Each output gradient goes to the input that won its max, summed where windows overlap.  (P4)"""
-    return _impl("maxpool2d_backward", grad_y, indices).maxpool2d_backward(grad_y, indices, x_shape,
-                                                                           kernel_size, stride, padding)
+    return _impl("maxpool2d_backward", grad_y, indices).maxpool2d_backward(grad_y, indices, x_shape, kernel_size,
+                                                                           stride, padding, dilation, ceil_mode)
 
 
 # --- element by element (derivations 06, 01) ---------------------------------------------------------------
@@ -197,6 +213,16 @@ def softmax_forward(x, axis):
 def softmax_backward(grad_y, p, axis):
     """dL/dx = p * (g - sum_j g_j p_j) along ``axis``.  (A11)"""
     return _impl("softmax_backward", grad_y, p).softmax_backward(grad_y, p, axis)
+
+
+def log_softmax_forward(x, axis):
+    """log p_i = x_i - m - log sum_j e^{x_j - m} along ``axis``, m the maximum.  (A12)"""
+    return _impl("log_softmax_forward", x).log_softmax_forward(x, axis)
+
+
+def log_softmax_backward(grad_y, y, axis):
+    """dL/dx = g - e^y sum_j g_j along ``axis``, from the output y = log p.  (A13)"""
+    return _impl("log_softmax_backward", grad_y, y).log_softmax_backward(grad_y, y, axis)
 
 
 def add_(a, b):

@@ -1,6 +1,6 @@
 """manualbp.nn: layers, activations, losses and initialisers with torch.nn's names."""
 from . import init
-from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .conv import Conv2d
 from .linear import Flatten, Identity, Linear
 from .loss_binary import BCELoss, BCEWithLogitsLoss
@@ -21,6 +21,7 @@ __all__ = [
     "L1Loss",
     "LeakyReLU",
     "Linear",
+    "LogSoftmax",
     "MSELoss",
     "MaxPool2d",
     "Module",

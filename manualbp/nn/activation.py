@@ -8,6 +8,8 @@ Jacobian of an element-wise function is diagonal, so the chain rule needs no
 matrix product).  Softmax is the exception: every output depends on every
 input along ``dim``, see (A9)-(A11).
 """
+import warnings
+
 import numpy as np
 
 from .. import kernels
@@ -34,8 +36,8 @@ class ReLU(_Elementwise):
         super().__init__()
         self._x = None  # the input: where x > 0 decides the local derivative of (A2)
 
-    def forward(self, x):
-        self._x = float_array(x, "ReLU")
+    def forward(self, input):
+        self._x = float_array(input, "ReLU")
         return kernels.relu_forward(self._x)  # (A1)
 
     def backward(self, grad_output):
@@ -51,8 +53,8 @@ class LeakyReLU(_Elementwise):
         self.negative_slope = real_number(negative_slope, "LeakyReLU", "negative_slope")
         self._x = None  # the input: where x > 0 decides (A4)
 
-    def forward(self, x):
-        self._x = float_array(x, "LeakyReLU")
+    def forward(self, input):
+        self._x = float_array(input, "LeakyReLU")
         return kernels.leaky_relu_forward(self._x, self.negative_slope)  # (A3)
 
     def backward(self, grad_output):
@@ -66,12 +68,12 @@ class LeakyReLU(_Elementwise):
 class Sigmoid(_Elementwise):
     """s = 1 / (1 + e^-x)  (A5);  ds/dx = s (1 - s)  (A6): backward needs only the output."""
 
-    def __init__(self):
+    def __init__(self, *args, **kwargs):  # torch's signature: it takes (and ignores) any arguments
         super().__init__()
         self._s = None  # the output s, for (A6)
 
-    def forward(self, x):
-        self._s = kernels.sigmoid_forward(float_array(x, "Sigmoid"))  # (A5), without overflow
+    def forward(self, input):
+        self._s = kernels.sigmoid_forward(float_array(input, "Sigmoid"))  # (A5), without overflow
         return self._s
 
     def backward(self, grad_output):
@@ -82,12 +84,12 @@ class Sigmoid(_Elementwise):
 class Tanh(_Elementwise):
     """t = tanh(x)  (A7);  dt/dx = 1 - t^2  (A8)."""
 
-    def __init__(self):
+    def __init__(self, *args, **kwargs):  # torch's signature: it takes (and ignores) any arguments
         super().__init__()
         self._t = None  # the output t, for (A8)
 
-    def forward(self, x):
-        self._t = kernels.tanh_forward(float_array(x, "Tanh"))  # (A7)
+    def forward(self, input):
+        self._t = kernels.tanh_forward(float_array(input, "Tanh"))  # (A7)
         return self._t
 
     def backward(self, grad_output):
@@ -110,14 +112,16 @@ class Softmax(_Elementwise):
         self._p = None  # the output p, for (A11)
 
     def _axis(self, x):
-        if self.dim is None:  # torch's legacy rule for an unspecified dim
+        if self.dim is None:  # torch's legacy rule for an unspecified dim, with torch's warning
+            warnings.warn("Implicit dimension choice for softmax has been deprecated. Change the call to include "
+                          "dim=X as an argument.", UserWarning, stacklevel=4)
             return 0 if x.ndim in (0, 1, 3) else 1
         if not -x.ndim <= self.dim < max(x.ndim, 1):
             raise ValueError(f"Softmax(dim={self.dim}): dim out of range for input of shape {tuple(x.shape)}")
         return self.dim % max(x.ndim, 1)
 
-    def forward(self, x):
-        x = float_array(x, "Softmax")
+    def forward(self, input):
+        x = float_array(input, "Softmax")
         self._axis_used = self._axis(x)
         self._p = kernels.softmax_forward(x, self._axis_used)  # (A9), the maximum subtracted first
         return self._p
@@ -128,3 +132,22 @@ class Softmax(_Elementwise):
 
     def extra_repr(self):
         return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    """log p_i = x_i - m - log sum_j e^{x_j - m} along ``dim``, m the maximum  (A12): the log of a softmax
+    without ever taking the log of a rounded 0 (feed it to NLLLoss; CrossEntropyLoss does both at once).
+
+    Backward from the output y = log p: dL/dx = g - e^y sum_j g_j  (A13), what (A11) becomes once the
+    log's derivative 1/p is folded in.
+    """
+
+    def forward(self, input):
+        x = float_array(input, "LogSoftmax")
+        self._axis_used = self._axis(x)
+        self._p = kernels.log_softmax_forward(x, self._axis_used)  # (A12); kept for (A13)
+        return self._p
+
+    def backward(self, grad_output):
+        y = self._saved(self._p, "its output")
+        return kernels.log_softmax_backward(self._check_grad(grad_output, y), y, self._axis_used)  # (A13)

@@ -9,7 +9,7 @@ are flattened to rows and restored, as torch allows.
 import numpy as np
 
 from .. import kernels
-from .._checks import float_array, positive_int
+from .._checks import float_array, float_dtype, positive_int
 from . import init
 from .module import Module
 from .parameter import Parameter
@@ -22,6 +22,7 @@ class Linear(Module):
         in_features: size of each input row.
         out_features: size of each output row.
         bias: learn an additive bias (default True).
+        device, dtype: where the parameters live and their dtype (float32 by default, or float64), as torch.
 
     Shape:
         input (N, *, in_features) -> output (N, *, out_features).
@@ -37,17 +38,20 @@ class Linear(Module):
 
     _skips_input_grad = True  # backward understands input_grad=False
 
-    def __init__(self, in_features, out_features, bias=True):
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
         self.in_features = positive_int(in_features, "Linear", "in_features")
         self.out_features = positive_int(out_features, "Linear", "out_features")
-        self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=np.float32))
-        self.bias = Parameter(np.empty(self.out_features, dtype=np.float32)) if bias else None
+        dt = float_dtype(dtype, "Linear")
+        self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=dt))
+        self.bias = Parameter(np.empty(self.out_features, dtype=dt)) if bias else None
         init.default_init_(self.weight, self.bias)
+        if device is not None:
+            self.to(device)
         self._x = None  # the input rows (N, in_features): dL/dW needs them, eq. (L3)
 
-    def forward(self, x):
-        x = float_array(x, "Linear", min_ndim=1, dtype=self.weight.dtype, like=self.weight.data)
+    def forward(self, input):
+        x = float_array(input, "Linear", min_ndim=1, dtype=self.weight.dtype, like=self.weight.data)
         if tuple(x.shape)[-1] != self.in_features:
             raise ValueError(
                 f"Linear({self.in_features}, {self.out_features}): expected input with last dimension "
@@ -94,8 +98,8 @@ class Flatten(Module):
         self.start_dim, self.end_dim = int(start_dim), int(end_dim)
         self._shape = None  # the input shape, to undo the reshape in backward, eq. (L5)
 
-    def forward(self, x):
-        x = float_array(x, "Flatten")
+    def forward(self, input):
+        x = float_array(input, "Flatten")
         nd = max(x.ndim, 1)
         s = self.start_dim + nd if self.start_dim < 0 else self.start_dim
         e = self.end_dim + nd if self.end_dim < 0 else self.end_dim
@@ -126,8 +130,8 @@ class Identity(Module):
     def __init__(self, *args, **kwargs):
         super().__init__()
 
-    def forward(self, x):
-        return x
+    def forward(self, input):
+        return input
 
     def backward(self, grad_output):
         return grad_output

@@ -21,15 +21,17 @@ Labels cited here (derivations/07-regression-losses.md):
 import numpy as np
 
 from .. import kernels
-from .._checks import float_array, scalar_multiplier
+from .._checks import float_array, legacy_reduction, scalar_multiplier
 from .._checks import reduction as check_reduction
 from .module import Module
+from .saved import note_origin
 
 
 class _Loss(Module):
     """Base class of the losses: ``loss_fn(input, target)`` then ``loss_fn.backward()``.
 
     Args:
+        size_average, reduce: torch's deprecated pair, mapped onto ``reduction`` with torch's warning.
         reduction: ``'mean'`` (default), ``'sum'`` or ``'none'``, as in torch.
 
     Returns from ``forward``: a NumPy scalar of the input's dtype (``np.float32``/``np.float64``)
@@ -48,8 +50,13 @@ class _Loss(Module):
         ``_backward(s) -> grad_x``          s = dL/d(ell) of (R2), a scalar or an array of ell's shape.
     """
 
-    def __init__(self, reduction="mean"):
+    # A loss has no parameters, so a second backward changes nothing: it may be asked again (with another
+    # upstream gradient, say); its own check below still refuses a backward before any forward.
+    _consumes_saved_state = False
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
         super().__init__()
+        reduction = legacy_reduction(size_average, reduce, reduction)  # torch's deprecated pair, with its warning
         self.reduction = check_reduction(reduction, type(self).__name__)
         self._loss_shape = None  # shape of the unreduced loss ell; grad must match it, eq. (R2)
         self._input_shape = None  # dL/d(input) is returned in this shape
@@ -57,9 +64,6 @@ class _Loss(Module):
         self._denom = None  # D of the 'mean' reduction, eq. (R1)
 
     # --- the two passes -----------------------------------------------------------------------
-    def __call__(self, input, target):
-        return self.forward(input, target)
-
     def forward(self, input, target):
         who = type(self).__name__
         self._loss_shape = None  # a forward that raises leaves nothing stale for backward
@@ -69,6 +73,7 @@ class _Loss(Module):
         ell, denom = self._forward(x, t)  # the unreduced loss, and D of 'mean' (None: its size)
         self._dtype, self._input_shape, self._loss_shape = x.dtype.type, tuple(x.shape), tuple(ell.shape)
         self._like = x  # backward's grad must be on the input's device
+        self._origin = input  # the array this loss is of: its backward's result is dL/d(it) (nn/saved.py)
         self._denom = ell.size if denom is None else denom
         return kernels.loss_reduce(ell, self.reduction, self._denom)  # (R1)
 
@@ -81,7 +86,9 @@ class _Loss(Module):
         grad_x = self._backward(s)
         if isinstance(grad_x, np.generic):  # NumPy's 0-d result is a scalar: hand back an array
             grad_x = np.asarray(grad_x)
-        return grad_x.reshape(self._input_shape)  # no cast: the math stays in the input's dtype
+        grad_x = grad_x.reshape(self._input_shape)  # no cast: the math stays in the input's dtype
+        note_origin(grad_x, self._origin)  # the model's backward checks it belongs to its last forward
+        return grad_x
 
     # --- bookkeeping --------------------------------------------------------------------------
     def _upstream(self, grad):

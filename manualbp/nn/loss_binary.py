@@ -50,8 +50,8 @@ class BCELoss(_Loss):
     BCEWithLogitsLoss after a Sigmoid: it never takes the log of a rounded 0.
     """
 
-    def __init__(self, weight=None, reduction="mean"):
-        super().__init__(reduction)
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
         self.weight = weight_array(weight, "BCELoss")
 
     def _prepare(self, x, target):
@@ -85,8 +85,8 @@ class BCEWithLogitsLoss(_Loss):
     Backward: w [(1 + (p - 1) y) s(z) - p y], i.e. s(z) - y without weights  (B5).
     """
 
-    def __init__(self, weight=None, reduction="mean", pos_weight=None):
-        super().__init__(reduction)
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean", pos_weight=None):
+        super().__init__(size_average, reduce, reduction)
         self.weight = weight_array(weight, "BCEWithLogitsLoss")
         self.pos_weight = weight_array(pos_weight, "BCEWithLogitsLoss", "pos_weight")
 

@@ -108,8 +108,8 @@ def _check_ignore_index(value, who):
 class _ClassLoss(_Loss):
     """Bookkeeping common to NLLLoss and CrossEntropyLoss: weight, ignore_index, the loss's shape."""
 
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
-        super().__init__(reduction)
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
         who = type(self).__name__
         self.weight = weight_array(weight, who, ndim=1)
         self.ignore_index = _check_ignore_index(ignore_index, who)
@@ -147,8 +147,8 @@ class NLLLoss(_ClassLoss):
     Backward: -weight[y] * dL/d(ell) at the target class, 0 elsewhere  (S4).
     """
 
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
-        super().__init__(weight, ignore_index, reduction)
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
+        super().__init__(weight, size_average, ignore_index, reduce, reduction)
 
     def _forward(self, x, t):
         x3 = _three_d(x)
@@ -184,8 +184,9 @@ class CrossEntropyLoss(_ClassLoss):
     in the plain case.  No softmax Jacobian is formed.
     """
 
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-        super().__init__(weight, ignore_index, reduction)
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
+                 label_smoothing=0.0):
+        super().__init__(weight, size_average, ignore_index, reduce, reduction)
         self.label_smoothing = real_number(label_smoothing, "CrossEntropyLoss", "label_smoothing",
                                            low=0.0, high=1.0)
         self._probs = None  # is the target class probabilities (a float array of the input's shape)?
@@ -198,6 +199,7 @@ class CrossEntropyLoss(_ClassLoss):
         # which at batch 1 is several times faster than the general path below.  Anything else, and any
         # input the kernel finds wrong, takes the general path, which also raises the errors.
         self._fused_grad = None
+        self._origin = input
         if (self.weight is None and self.label_smoothing == 0 and self.reduction != "none"
                 and getattr(input, "ndim", 0) == 2 and getattr(input, "size", 0) > 0
                 and getattr(input, "dtype", None) in (np.float32, np.float64)

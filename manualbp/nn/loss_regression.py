@@ -85,8 +85,8 @@ class SmoothL1Loss(_Elementwise):
     Backward: d / beta inside the zone, sign(d) outside (and at |d| = beta)  (R8).
     """
 
-    def __init__(self, reduction="mean", beta=1.0):
-        super().__init__(reduction)
+    def __init__(self, size_average=None, reduce=None, reduction="mean", beta=1.0):
+        super().__init__(size_average, reduce, reduction)
         self.beta = real_number(beta, "SmoothL1Loss", "beta", low=0.0)
 
     def _forward(self, x, t):
@@ -115,7 +115,7 @@ class HuberLoss(_Elementwise):
     """
 
     def __init__(self, reduction="mean", delta=1.0):
-        super().__init__(reduction)
+        super().__init__(reduction=reduction)
         self.delta = real_number(delta, "HuberLoss", "delta", low=0.0, low_open=True)
 
     def _forward(self, x, t):

@@ -10,6 +10,7 @@ backwards in reverse order: that loop *is* backpropagation.
 Derivation: derivations/01-chain-rule.md (the chain rule (C2), applied one layer
 at a time; gradients add where a value is used more than once (C3)).
 """
+import weakref
 from collections import OrderedDict, namedtuple
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from .. import kernels
 from ..device import cast, host_array, move, parse_to, require_cuda, to_numpy
 from .parameter import Parameter
+from .saved import TAPE, checked_backward, replay_backward, restore, saves, snapshot
 
 # What load_state_dict returns, under torch's name and fields (a tuple: ``missing, unexpected = ...`` works).
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -57,14 +59,65 @@ class Module:
         object.__delattr__(self, name)
 
     # --- the two passes ---------------------------------------------------
-    def forward(self, x):
+    def forward(self, input):
         raise TypeError(f"{type(self).__name__} does not define forward()")
 
-    def backward(self, grad_output):
-        raise TypeError(f"{type(self).__name__} does not define backward()")
+    def _replayed_backward(self, grad_output):
+        """With no backward of its own: the forward's chain of child calls, replayed in reverse (saved.py)."""
+        return replay_backward(self, grad_output)
+
+    backward = checked_backward(_replayed_backward)
+    _replays = True  # this class's backward is the replay: its forward records its child calls
+    _consumes_saved_state = True  # a backward uses up what its forward saved (losses: no parameters, no need)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("backward")
+        if own is not None and cls._consumes_saved_state and not hasattr(own, "__wrapped_backward__"):
+            cls.backward = checked_backward(own)  # the saved-state bookkeeping of saved.py around it
+        cls._replays = cls.backward is Module.backward
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        """``forward``, with the bookkeeping of what it saves (manualbp/nn/saved.py)."""
+        d = self.__dict__
+        if not saves(self):  # eval mode or no_grad: whatever forward sets is put back as it was
+            state = snapshot(self)
+            try:
+                return self.forward(*args, **kwargs)
+            finally:
+                restore(self, state)
+                d["_ever_called"] = True
+        frames = TAPE.frames
+        parent = frames[-1] if frames else False
+        if parent is False:  # called from outside any forward: a new root call
+            TAPE.root_calls += 1
+            d["_saved_stack"] = None
+        elif d.get("_pending") and d.get("_root_id") == TAPE.root_calls:  # again within the same forward
+            stack = d.get("_saved_stack")
+            if stack is None:
+                stack = d["_saved_stack"] = []
+            stack.append(snapshot(self))  # the earlier call's state, for the backward that comes after
+        else:
+            d["_saved_stack"] = None  # a state from an earlier forward that no backward took: obsolete
+        root = TAPE.root_calls
+        own = [] if self._replays else None
+        frames.append(own)
+        try:
+            out = self.forward(*args, **kwargs)
+        finally:
+            frames.pop()
+        d["_pending"], d["_root_id"], d["_ever_saved"] = 1, root, True
+        first = args[0] if args else next(iter(kwargs.values()), None)
+        if own is not None:
+            d["_calls"], d["_io"] = own, (first, out)
+        if parent is False:
+            try:
+                d["_root_out"] = weakref.ref(out)
+            except TypeError:  # a NumPy scalar (a loss): nothing to check against
+                d["_root_out"] = None
+        elif parent is not None:
+            parent.append((self, first, out))
+        return out
 
     def _saved(self, value, what="its input"):
         """Return a value saved by forward, or explain that backward came first."""
@@ -238,18 +291,19 @@ class Sequential(Module):
     Indexable (``model[0]``, ``model[1:3]``), iterable, and ``len(model)`` works.
     """
 
-    def __init__(self, *layers):
+    def __init__(self, *args):
         super().__init__()
-        if len(layers) == 1 and isinstance(layers[0], OrderedDict):
-            items = list(layers[0].items())
+        if len(args) == 1 and isinstance(args[0], OrderedDict):
+            items = list(args[0].items())
         else:
-            items = [(str(i), layer) for i, layer in enumerate(layers)]
+            items = [(str(i), layer) for i, layer in enumerate(args)]
         for name, layer in items:
             if not isinstance(layer, Module):
                 raise TypeError(f"Sequential expected Module layers, got {type(layer).__name__} at position {name}")
             setattr(self, name, layer)
 
-    def forward(self, x):
+    def forward(self, input):
+        x = input
         for layer in self._modules.values():
             x = layer(x)
         return x

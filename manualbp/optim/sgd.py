@@ -17,8 +17,10 @@ class SGD(Optimizer):
         lr: learning rate (> 0).
         momentum: momentum factor mu in [0, 1) (default 0).
         dampening: dampening tau for momentum (default 0).
-        nesterov: use Nesterov momentum (needs momentum > 0 and dampening 0).
         weight_decay: L2 penalty lambda (default 0).
+        nesterov: use Nesterov momentum (needs momentum > 0 and dampening 0).
+        maximize, foreach, differentiable, fused: torch's keyword-only options; foreach/fused are accepted
+            (they pick torch's implementation), maximize/differentiable=True are refused.
 
     Algorithm, for each parameter theta with gradient g, at step t (O3-O6)::
 
@@ -36,7 +38,14 @@ class SGD(Optimizer):
     also differ at the first step when dampening != 0: torch's first buffer is g undamped.
     """
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *, maximize=False,
+                 foreach=None, differentiable=False, fused=None):
+        # torch's keyword-only options: foreach and fused choose torch's own implementations (one kernel does
+        # it here), so any value is accepted; maximize and differentiable change the math: refused by name
+        for name, value in (("maximize", maximize), ("differentiable", differentiable)):
+            if value:
+                raise ValueError(f"SGD: {name}=True is not supported (manualbp's SGD minimises, without a graph "
+                                 f"through the update); leave {name}=False")
         super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
                                       "nesterov": nesterov, "weight_decay": weight_decay})
 

@@ -11,7 +11,8 @@ Files, by op family:
   gemm.py          ``matmul``: picks the dot-product kernels of ``gemm_dot.py`` for short products, or
                    the packed panels of ``gemm_packed.py`` on the 8 x 32 register tile of ``tile.py``
   conv.py          the convolution wrappers: the tile (``conv_packed.py``), shifted rows of the padded
-                   image (``conv_direct.py``) or im2col (``conv_im2col.py``), chosen from the shapes
+                   image (``conv_direct.py``) or im2col (``conv_im2col.py``), chosen from the shapes;
+                   ``conv_pad.py``: the padding modes (reflect, replicate, circular) as a gather
   pool.py          max-pooling
   elementwise.py   activations, softmax, bias (NumPy: one pass each, nothing to fuse yet)
   loss.py          the fused softmax-cross-entropy of a training step; the other losses' element math
@@ -43,6 +44,7 @@ Legend: N batch, C input channels, H/W input size, O output channels, KH/KW kern
 SH/SW stride, PH/PW padding.
 """
 from .conv import conv2d_forward, conv2d_grad_input, conv2d_grad_params, conv2d_grad_weight
+from .conv_pad import pad2d, pad2d_backward
 from .elementwise import *
 from .gemm import matmul
 from .loss import *
@@ -50,4 +52,4 @@ from .optim import sgd_update
 from .pool import maxpool2d_backward, maxpool2d_forward, pool_index_dtype
 
 __all__ = ["conv2d_forward", "conv2d_grad_input", "conv2d_grad_params", "conv2d_grad_weight", "matmul",
-           "maxpool2d_backward", "maxpool2d_forward", "pool_index_dtype", "sgd_update"]
+           "maxpool2d_backward", "maxpool2d_forward", "pad2d", "pad2d_backward", "pool_index_dtype", "sgd_update"]

@@ -5,6 +5,9 @@ Derivation: derivations/04-conv2d.md ((K1)-(K9)); readable twins: ``reference.co
 (``tests/test_kernels.py`` and ``tests/test_packed.py`` hold them equal).
 
 Which kernel runs, from the shapes only (so the rounding never depends on the thread count):
+- groups > 1: each group on its own, as a convolution of its C/G input and O/G output channels (K10),
+  its channels sliced out contiguous, through the choice below; the results side by side;
+- a dilation other than 1: im2col (``conv_im2col.py``, whose windows take the dilation, (K10));
 - stride 1, at least 32 output channels and 128 taps: the 8 x 32 tiles of ``conv_packed.py``
   (output positions x output channels), reading the padded image in place;
 - stride 1, 128 taps or more but fewer channels: the same tile turned around (``conv_packed.conv2d_rows``);
@@ -13,8 +16,12 @@ Which kernel runs, from the shapes only (so the rounding never depends on the th
 Grad-input of a stride-1 convolution is a convolution of dL/dy with the flipped kernel (K6), so it goes
 through the same choice.  Each kernel has a serial twin run below ``PARALLEL_MIN_MACS`` multiply-adds.
 
+An empty batch (N = 0) gives empty outputs and a zero weight gradient (a sum over no images), as torch.
+
+Padding modes other than zeros are a gather before the convolution: ``conv_pad.py``.
+
 Legend: N batch, C input channels, H/W input size, O output channels, KH/KW kernel, OH/OW output,
-SH/SW stride, PH/PW padding.
+SH/SW stride, PH/PW padding, DH/DW dilation, G groups.
 """
 import functools
 
@@ -121,45 +128,66 @@ def _rows(x, w2, b, y, KH, KW, PH, PW):
     kernel(x, wr, bias8, y, PH, PW, offs, xf, yw)
 
 
-def conv2d_forward(x, w, b, stride, padding):
-    """(N, C, H, W) -> (N, O, OH, OW), eq. (K1).  Twin of reference.conv2d_forward; see its docstring."""
+def _groups(C, O, groups):
+    """(slice of the C/G input channels, slice of the O/G output channels) of each group, (K10)."""
+    Cg, Og = C // groups, O // groups
+    return [(slice(g * Cg, (g + 1) * Cg), slice(g * Og, (g + 1) * Og)) for g in range(groups)]
+
+
+def conv2d_forward(x, w, b, stride, padding, dilation=(1, 1), groups=1):
+    """(N, C, H, W) -> (N, O, OH, OW), eqs. (K1), (K10).  Twin of reference.conv2d_forward; see its docstring."""
     x = np.ascontiguousarray(x)
     N, C, H, W = x.shape
     O, _, KH, KW = w.shape
     SH, SW = _ints(stride)
     PH, PW = _ints(padding)
-    OH = (H + 2 * PH - KH) // SH + 1  # (K2)
-    OW = (W + 2 * PW - KW) // SW + 1
+    DH, DW = _ints(dilation)
+    OH = (H + 2 * PH - DH * (KH - 1) - 1) // SH + 1  # (K11); (K2) for dilation 1
+    OW = (W + 2 * PW - DW * (KW - 1) - 1) // SW + 1
+    if N == 0:
+        return np.zeros((0, O, OH, OW), dtype=x.dtype)
+    if groups != 1:  # each group is a convolution of its own channels (K10)
+        return np.concatenate([
+            conv2d_forward(x[:, cs], w[os], None if b is None else b[os], stride, padding, dilation)
+            for cs, os in _groups(C, O, groups)], axis=1)
     w2 = np.ascontiguousarray(w, dtype=x.dtype).reshape(O, C * KH * KW)  # W2[o] = w[o].ravel()
     y = np.empty((N, O, OH, OW), dtype=x.dtype)
     has_bias = b is not None
     # Always pass an array for b: one specialisation per dtype, with or without bias.
     bias = np.ascontiguousarray(b, dtype=x.dtype) if has_bias else np.zeros(O, dtype=x.dtype)
-    if _use_packed((SH, SW), O, C * KH * KW):  # 8 x 32 tiles reading the padded image in place
+    undilated = DH == 1 and DW == 1  # the stride-1 kernels read taps side by side; a dilated one goes to im2col
+    if undilated and _use_packed((SH, SW), O, C * KH * KW):  # 8 x 32 tiles reading the padded image in place
         _packed(x, w2, bias, y, KH, KW, PH, PW)
         return y
-    if _use_rows((SH, SW), C * KH * KW):  # 8 channels x 32 wide outputs per tile, image read in place
+    if undilated and _use_rows((SH, SW), C * KH * KW):  # 8 channels x 32 wide outputs per tile, read in place
         _rows(x, w2, bias, y, KH, KW, PH, PW)
         return y
-    if _use_direct((SH, SW)):  # shifted rows of the padded image instead of im2col (conv_direct.py)
+    if undilated and _use_direct((SH, SW)):  # shifted rows of the padded image instead of im2col (conv_direct.py)
         _direct(x, w2, bias, y, KH, KW, PH, PW, has_bias)
         return y
     T = workers(N, N * O * w2.shape[1] * OH * OW)
     ws = workspace("col", (T, w2.shape[1], OH * OW), x.dtype)  # one unrolled image (R, P) per worker
     kernel = conv_im2col.conv2d_forward if T > 1 else conv_im2col.conv2d_forward_serial
-    kernel(x, w2, bias, y.reshape(N, O, OH * OW), ws, KH, KW, SH, SW, PH, PW, OH, OW, has_bias)
+    kernel(x, w2, bias, y.reshape(N, O, OH * OW), ws, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, has_bias)
     return y
 
 
-def conv2d_grad_input(grad_y, w, x_shape, stride, padding):
-    """dL/dx, (N, C, H, W), eqs. (K8), (K5).  Twin of reference.conv2d_grad_input; see its docstring."""
+def conv2d_grad_input(grad_y, w, x_shape, stride, padding, dilation=(1, 1), groups=1):
+    """dL/dx, (N, C, H, W), eqs. (K8), (K5), (K13).  Twin of reference.conv2d_grad_input; see its docstring."""
     gy = np.ascontiguousarray(grad_y)
     N, O, OH, OW = gy.shape
     _, C, KH, KW = w.shape
     SH, SW = _ints(stride)
     PH, PW = _ints(padding)
+    DH, DW = _ints(dilation)
+    if N == 0:
+        return np.zeros(tuple(int(s) for s in x_shape), dtype=gy.dtype)
+    if groups != 1:  # each group's outputs flow back into its own input channels only (K13)
+        shape = (N, C, int(x_shape[2]), int(x_shape[3]))
+        return np.concatenate([conv2d_grad_input(gy[:, os], w[os], shape, stride, padding, dilation)
+                               for _, os in _groups(C * groups, O, groups)], axis=1)
     gx = np.empty(tuple(int(s) for s in x_shape), dtype=gy.dtype)
-    if _use_direct((SH, SW)) and PH < KH and PW < KW:
+    if DH == 1 and DW == 1 and _use_direct((SH, SW)) and PH < KH and PW < KW:
         # For stride 1, dL/dx is the convolution of dL/dy, padded by (KH-1-PH, KW-1-PW), with the kernel
         # flipped and its channel axes swapped: wf[c, o, u, v] = w[o, c, KH-1-u, KW-1-v] (conv_direct.py).
         wf = np.ascontiguousarray(np.asarray(w, dtype=gy.dtype).transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
@@ -176,7 +204,7 @@ def conv2d_grad_input(grad_y, w, x_shape, stride, padding):
     T = workers(N, N * O * w2t.shape[0] * OH * OW)
     ws = workspace("col", (T, w2t.shape[0], OH * OW), gy.dtype)  # one unrolled gradient (R, P) per worker
     kernel = conv_im2col.conv2d_grad_input if T > 1 else conv_im2col.conv2d_grad_input_serial
-    kernel(gy.reshape(N, O, OH * OW), w2t, gx, ws, KH, KW, SH, SW, PH, PW, OH, OW)
+    kernel(gy.reshape(N, O, OH * OW), w2t, gx, ws, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW)
     return gx
 
 
@@ -198,9 +226,9 @@ def _bias_sums(g3, out):
         out[o] = total
 
 
-def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias):
-    """(dL/dw, dL/db or None), eqs. (K4), (K3).  Twin of reference.conv2d_grad_params."""
-    gw = conv2d_grad_weight(grad_y, x, w_shape, stride, padding)
+def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias, dilation=(1, 1), groups=1):
+    """(dL/dw, dL/db or None), eqs. (K4), (K12), (K3).  Twin of reference.conv2d_grad_params."""
+    gw = conv2d_grad_weight(grad_y, x, w_shape, stride, padding, dilation, groups)
     if not with_bias:
         return gw, None
     gy = np.ascontiguousarray(grad_y)
@@ -212,18 +240,26 @@ def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias):
     return gw, gb
 
 
-def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
-    """dL/dw, (O, C, KH, KW), eqs. (K4), (K8).  Twin of reference.conv2d_grad_weight; see its docstring."""
+def conv2d_grad_weight(grad_y, x, w_shape, stride, padding, dilation=(1, 1), groups=1):
+    """dL/dw, (O, C/G, KH, KW), eqs. (K4), (K8), (K12).  Twin of reference.conv2d_grad_weight; see its docstring."""
     gy = np.ascontiguousarray(grad_y)
     x = np.ascontiguousarray(x, dtype=gy.dtype)
     N, O, OH, OW = gy.shape
     _, C, KH, KW = (int(s) for s in w_shape)
     SH, SW = _ints(stride)
     PH, PW = _ints(padding)
+    DH, DW = _ints(dilation)
+    if N == 0:
+        return np.zeros((O, C, KH, KW), dtype=gy.dtype)  # a sum over no images
+    if groups != 1:  # each group's weights see its own channels only (K12)
+        shape = (O // groups, C, KH, KW)
+        return np.concatenate([conv2d_grad_weight(gy[:, os], x[:, cs], shape, stride, padding, dilation)
+                               for cs, os in _groups(x.shape[1], O, groups)], axis=0)
     gw = np.empty((O, C * KH * KW), dtype=gy.dtype)
     parallel = N * O * C * KH * KW * OH * OW >= PARALLEL_MIN_MACS
     H, W = x.shape[2], x.shape[3]
-    if _use_packed((SH, SW), O, C * KH * KW):  # 8 x 32 tiles on channels-last images (conv_packed.py)
+    undilated = DH == 1 and DW == 1
+    if undilated and _use_packed((SH, SW), O, C * KH * KW):  # 8 x 32 tiles on channels-last images (conv_packed.py)
         HP, WP = H + 2 * PH, W + 2 * PW
         SP, OP = _up(KW * C, MR), _up(O, NR)
         xh = workspace("channels-last", (N, HP * WP * C + MR), gy.dtype)
@@ -236,7 +272,7 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
             conv_packed.conv2d_packed_grad_weight_serial(x, gy, dWt, xh, gb, PH, PW, *visits)
         # dWt[p, q*C + c, o] = dL/dw[o, c, p, q]
         return np.ascontiguousarray(dWt[:, :KW * C, :O].reshape(KH, KW, C, O).transpose(3, 2, 0, 1))
-    if _use_rows((SH, SW), C * KH * KW):  # the tile turned around: 8 channels x 32 taps (conv_packed.py)
+    if undilated and _use_rows((SH, SW), C * KH * KW):  # the tile turned around: 8 channels x 32 taps
         HP, WP = H + 2 * PH, W + 2 * PW
         O8, SP = _up(O, MR), _up(KW * C, NR)
         xh = workspace("channels-last-rows", (N, HP * WP * C + NR), gy.dtype)
@@ -249,7 +285,7 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
             conv_packed.conv2d_rows_grad_weight_serial(x, gy, dWr, xh, g8, PH, PW, *visits)
         # dWr[p, o, q*C + c] = dL/dw[o, c, p, q]
         return np.ascontiguousarray(dWr[:, :O, :KW * C].reshape(KH, O, KW, C).transpose(1, 3, 0, 2))
-    if _use_direct((SH, SW)):  # shifted runs of the padded images instead of im2col (conv_direct.py)
+    if undilated and _use_direct((SH, SW)):  # shifted runs of the padded images instead of im2col
         HP, WP = H + 2 * PH, W + 2 * PW
         O4, R4 = _up4(O), _up4(C * KH * KW)  # whole 4 x 4 tiles: zero rows, repeated taps, dropped after
         L = _up(OH * WP, 16)  # whole 16-float vectors, as in _direct
@@ -260,7 +296,7 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding):
         kernel(x, gy, gw4, xf, KH, KW, PH, PW, T, L)
         return np.ascontiguousarray(gw4[:O, :C * KH * KW]).reshape(O, C, KH, KW)
     kernel = conv_im2col.conv2d_grad_weight if parallel else conv_im2col.conv2d_grad_weight_serial
-    kernel(x, gy.reshape(N, O, OH * OW), gw, KH, KW, SH, SW, PH, PW, OH, OW)
+    kernel(x, gy.reshape(N, O, OH * OW), gw, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW)
     return gw.reshape(O, C, KH, KW)
 
 

@@ -8,9 +8,10 @@ The public wrappers live in ``conv.py``.
 
 With P = OH*OW output positions and R = C*KH*KW weights per output channel, unroll each image into
 
-    col[r, s] = xpad[c, i*SH + p, j*SW + q]     r = (c, p, q) = (c*KH + p)*KW + q,   s = i*OW + j   (K7)
+    col[r, s] = xpad[c, i*SH + p*DH, j*SW + q*DW]     r = (c, p, q) = (c*KH + p)*KW + q,   s = i*OW + j   (K7)
 
-(0 where the position lies in the padding) and view w as W2 (O, R).  Then
+(0 where the position lies in the padding; DH, DW the dilation, 1 but for a dilated convolution, (K10))
+and view w as W2 (O, R).  Then
 
     forward      y[n] (O, P)  = W2 . col[n]                  (K7), which is (K1)
     grad-weight  dw (O, R)    = sum_n dL/dy[n] . col[n]^T    (K8), which is (K4)
@@ -22,7 +23,7 @@ of y and grad-input adds rows of dL/dy[n] into rows of dcol (``gemm_dot.nn_rows`
 dot products of rows of dL/dy[n] with rows of col (``gemm_dot.nt_region``).
 
 Legend: N batch, C input channels, H/W input size, O output channels, KH/KW kernel, OH/OW output,
-SH/SW stride, PH/PW padding.
+SH/SW stride, PH/PW padding, DH/DW dilation.
 """
 import numpy as np
 from numba import njit, prange
@@ -56,8 +57,8 @@ def _valid_range(out_size, tap, pad, stride, in_size):
 
 
 @njit(cache=True)
-def _im2col(xn, col, r0, KH, KW, SH, SW, PH, PW, OH, OW):
-    """col[r - r0, i*OW + j] = xpad[c, i*SH+p, j*SW+q] for r = (c*KH + p)*KW + q in [r0, r0 + len(col)).
+def _im2col(xn, col, r0, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW):
+    """col[r - r0, i*OW + j] = xpad[c, i*SH+p*DH, j*SW+q*DW] for r = (c*KH + p)*KW + q in [r0, r0 + len(col)).
 
     One weight tap per row, for one image xn (C, H, W): the row lists every input that tap touches, in
     output order, which is the order of dL/dy[n, o].ravel().  (K7) with all rows is col = rows [0, R).
@@ -67,8 +68,8 @@ def _im2col(xn, col, r0, KH, KW, SH, SW, PH, PW, OH, OW):
     for rr in range(col.shape[0]):
         r = r0 + rr
         c = r // (KH * KW)
-        p = (r // KW) % KH
-        q = r % KW
+        p = ((r // KW) % KH) * DH  # the tap's offset in the (dilated) window
+        q = (r % KW) * DW
         j_lo, j_hi = _valid_range(OW, q, PW, SW, W)  # outputs j whose input column is not padding
         width = j_hi - j_lo
         row = col[rr]
@@ -97,7 +98,7 @@ def _im2col(xn, col, r0, KH, KW, SH, SW, PH, PW, OH, OW):
 
 
 @njit(cache=True, fastmath=True)
-def _forward_images(x, w2, b, y3, col, n0, step, KH, KW, SH, SW, PH, PW, OH, OW, has_bias):
+def _forward_images(x, w2, b, y3, col, n0, step, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, has_bias):
     """y3[n] = W2 . col[n] (+ b) for images n = n0, n0 + step, ... : one worker's share of the batch.
 
     ``col`` (R, P) is the worker's own unrolled image, reused from one image to the next.
@@ -105,7 +106,7 @@ def _forward_images(x, w2, b, y3, col, n0, step, KH, KW, SH, SW, PH, PW, OH, OW,
     O = w2.shape[0]
     P = y3.shape[2]
     for n in range(n0, x.shape[0], step):
-        _im2col(x[n], col, ZERO, KH, KW, SH, SW, PH, PW, OH, OW)
+        _im2col(x[n], col, ZERO, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW)
         yn = y3[n]  # (O, P)
         nn_rows(w2, col, yn, ZERO, O)  # W2 . col[n] = sum_{c,p,q} w * xpad, eqs. (K7), (K1)
         if has_bias:
@@ -117,7 +118,7 @@ def _forward_images(x, w2, b, y3, col, n0, step, KH, KW, SH, SW, PH, PW, OH, OW,
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def conv2d_forward(x, w2, b, y3, ws, KH, KW, SH, SW, PH, PW, OH, OW, has_bias):
+def conv2d_forward(x, w2, b, y3, ws, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, has_bias):
     """y3[n] (O, P) = W2 (O, R) . col[n] (R, P) (+ b), eqs. (K7), (K1).  Twin: reference.conv2d_forward.
 
     Parallel over images: worker t (prange over the T = len(ws) workspaces) takes images t, t + T, ...,
@@ -128,13 +129,13 @@ def conv2d_forward(x, w2, b, y3, ws, KH, KW, SH, SW, PH, PW, OH, OW, has_bias):
     """
     T = ws.shape[0]
     for t in prange(T):
-        _forward_images(x, w2, b, y3, ws[t], np.int64(t), T, KH, KW, SH, SW, PH, PW, OH, OW, has_bias)
+        _forward_images(x, w2, b, y3, ws[t], np.int64(t), T, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, has_bias)
 
 
 @njit(cache=True, fastmath=True)
-def conv2d_forward_serial(x, w2, b, y3, ws, KH, KW, SH, SW, PH, PW, OH, OW, has_bias):
+def conv2d_forward_serial(x, w2, b, y3, ws, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, has_bias):
     """``conv2d_forward`` on the calling thread alone (small batches): all images through ws[0]."""
-    _forward_images(x, w2, b, y3, ws[0], ZERO, ONE, KH, KW, SH, SW, PH, PW, OH, OW, has_bias)
+    _forward_images(x, w2, b, y3, ws[0], ZERO, ONE, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, has_bias)
 
 
 # --- grad-weight ------------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ RG = 2 * TILE  # weight taps (rows of col) per grad-weight task: whole 4 x 4 til
 
 
 @njit(cache=True, fastmath=True)
-def _grad_weight_group(x, gy3, gw2, g, KH, KW, SH, SW, PH, PW, OH, OW):
+def _grad_weight_group(x, gy3, gw2, g, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW):
     """Columns r0 = RG*g ... r0+RG of gw2, summed over the whole batch, image after image."""
     N = x.shape[0]
     O, R = gw2.shape
@@ -154,7 +155,7 @@ def _grad_weight_group(x, gy3, gw2, g, KH, KW, SH, SW, PH, PW, OH, OW):
     col = np.empty((nr, P), dtype=x.dtype)  # rows r0:r0+nr of image n's col
     acc = np.zeros((O, nr), dtype=x.dtype)  # dL/dW2[:, r0:r0+nr]
     for n in range(N):
-        _im2col(x[n], col, r0, KH, KW, SH, SW, PH, PW, OH, OW)
+        _im2col(x[n], col, r0, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW)
         nt_region(gy3[n], col, acc, 0, O, 0, nr, n > 0)  # + G[n] . col[n]^T, eq. (K8)
     for o in range(O):
         for rr in range(nr):
@@ -162,7 +163,7 @@ def _grad_weight_group(x, gy3, gw2, g, KH, KW, SH, SW, PH, PW, OH, OW):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def conv2d_grad_weight(x, gy3, gw2, KH, KW, SH, SW, PH, PW, OH, OW):
+def conv2d_grad_weight(x, gy3, gw2, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW):
     """gw2 (O, R) = sum_n gy3[n] (O, P) . col[n]^T, eqs. (K8), (K4).  Twin: reference.conv2d_grad_weight.
 
     Parallel over groups of RG weight taps (prange): each thread owns the columns r0:r0+RG of gw2 and
@@ -172,22 +173,23 @@ def conv2d_grad_weight(x, gy3, gw2, KH, KW, SH, SW, PH, PW, OH, OW):
     (dot products of length P along contiguous rows).
     """
     for g in prange((gw2.shape[1] + RG - 1) // RG):
-        _grad_weight_group(x, gy3, gw2, np.int64(g), KH, KW, SH, SW, PH, PW, OH, OW)
+        _grad_weight_group(x, gy3, gw2, np.int64(g), KH, KW, SH, SW, PH, PW, DH, DW, OH, OW)
 
 
 @njit(cache=True, fastmath=True)
-def conv2d_grad_weight_serial(x, gy3, gw2, KH, KW, SH, SW, PH, PW, OH, OW):
+def conv2d_grad_weight_serial(x, gy3, gw2, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW):
     """``conv2d_grad_weight`` on the calling thread alone (same groups, same sums)."""
     for g in range((gw2.shape[1] + RG - 1) // RG):
-        _grad_weight_group(x, gy3, gw2, g, KH, KW, SH, SW, PH, PW, OH, OW)
+        _grad_weight_group(x, gy3, gw2, g, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW)
 
 
 # --- grad-input ------------------------------------------------------------------------------------
 
 
 @njit(cache=True)
-def _col2im(dcol, gxn, KH, KW, SH, SW, PH, PW, OH, OW):
-    """gxn[c, i*SH+p-PH, j*SW+q-PW] += dcol[(c*KH + p)*KW + q, i*OW + j], skipping the padding, eq. (K5).
+def _col2im(dcol, gxn, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW):
+    """gxn[c, i*SH+p*DH-PH, j*SW+q*DW-PW] += dcol[(c*KH + p)*KW + q, i*OW + j], skipping the padding,
+    eqs. (K5), (K13).
 
     The reverse of ``_im2col``: every entry of the unrolled gradient goes back to the input position it
     was copied from; where windows overlap, the contributions add up.  gxn (C, H, W) is zeroed first.
@@ -201,8 +203,8 @@ def _col2im(dcol, gxn, KH, KW, SH, SW, PH, PW, OH, OW):
                 row[v] = zero
     for r in range(dcol.shape[0]):
         c = r // (KH * KW)
-        p = (r // KW) % KH
-        q = r % KW
+        p = ((r // KW) % KH) * DH  # the tap's offset in the (dilated) window
+        q = (r % KW) * DW
         i_lo, i_hi = _valid_range(OH, p, PH, SH, H)  # outputs whose input row is not padding
         j_lo, j_hi = _valid_range(OW, q, PW, SW, W)  # ... and whose input column is not padding
         width = j_hi - j_lo
@@ -218,29 +220,29 @@ def _col2im(dcol, gxn, KH, KW, SH, SW, PH, PW, OH, OW):
 
 
 @njit(cache=True, fastmath=True)
-def _grad_input_images(gy3, w2t, gx, dcol, n0, step, KH, KW, SH, SW, PH, PW, OH, OW):
+def _grad_input_images(gy3, w2t, gx, dcol, n0, step, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW):
     """gx[n] for images n = n0, n0 + step, ... through the worker's own dcol (R, P)."""
     R = w2t.shape[0]
     for n in range(n0, gy3.shape[0], step):
         nn_rows(w2t, gy3[n], dcol, 0, R)  # dL/dcol[n] = W2^T . G[n], eq. (K8)
-        _col2im(dcol, gx[n], KH, KW, SH, SW, PH, PW, OH, OW)  # back to the input positions, eq. (K5)
+        _col2im(dcol, gx[n], KH, KW, SH, SW, PH, PW, DH, DW, OH, OW)  # back to the input positions, eq. (K5)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def conv2d_grad_input(gy3, w2t, gx, ws, KH, KW, SH, SW, PH, PW, OH, OW):
+def conv2d_grad_input(gy3, w2t, gx, ws, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW):
     """gx[n] = col2im(W2^T (R, O) . gy3[n] (O, P)), eqs. (K8), (K5).  Twin: reference.conv2d_grad_input.
 
     Parallel over images, like the forward pass: worker t takes images t, t + T, ... and computes each
     image's unrolled gradient dcol (R, P) in its workspace ws[t], then adds it back into its own gx[n].
     Each row of dcol is a running sum of rows of dL/dy[n], four output channels at a time
-    (``gemm_dot.nn_rows``): contiguous passes over the P positions.  Any stride and padding.
+    (``gemm_dot.nn_rows``): contiguous passes over the P positions.  Any stride, padding and dilation.
     """
     T = ws.shape[0]
     for t in prange(T):
-        _grad_input_images(gy3, w2t, gx, ws[t], np.int64(t), T, KH, KW, SH, SW, PH, PW, OH, OW)
+        _grad_input_images(gy3, w2t, gx, ws[t], np.int64(t), T, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW)
 
 
 @njit(cache=True, fastmath=True)
-def conv2d_grad_input_serial(gy3, w2t, gx, ws, KH, KW, SH, SW, PH, PW, OH, OW):
+def conv2d_grad_input_serial(gy3, w2t, gx, ws, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW):
     """``conv2d_grad_input`` on the calling thread alone (small batches)."""
-    _grad_input_images(gy3, w2t, gx, ws[0], ZERO, ONE, KH, KW, SH, SW, PH, PW, OH, OW)
+    _grad_input_images(gy3, w2t, gx, ws[0], ZERO, ONE, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW)

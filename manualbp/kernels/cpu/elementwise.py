@@ -11,6 +11,8 @@ from ..reference import (
     add_,
     leaky_relu_backward,
     leaky_relu_forward,
+    log_softmax_backward,
+    log_softmax_forward,
     relu_backward,
     relu_forward,
     scale,
@@ -38,6 +40,7 @@ def bias_grad(grad_y):
     return grad_y.sum(axis=(0,) + tuple(range(2, grad_y.ndim)))
 
 
-__all__ = ["add_", "bias_grad", "leaky_relu_backward", "leaky_relu_forward", "linear_forward", "relu_backward",
+__all__ = ["add_", "bias_grad", "leaky_relu_backward", "leaky_relu_forward", "linear_forward", "log_softmax_backward",
+           "log_softmax_forward", "relu_backward",
            "relu_forward", "scale", "sigmoid_backward", "sigmoid_forward", "softmax_backward", "softmax_forward",
            "tanh_backward", "tanh_forward"]

@@ -1,10 +1,15 @@
 """Max-pooling on the CPU, compiled by Numba: one (n, c) plane per task.
 
-Derivation: derivations/05-maxpool.md ((P1)-(P4)); readable twins: ``reference.maxpool2d_forward`` and
+Derivation: derivations/05-maxpool.md ((P1)-(P6)); readable twins: ``reference.maxpool2d_forward`` and
 ``reference.maxpool2d_backward`` (``tests/test_kernels.py`` holds them equal).
+
+A dilated window (DH, DW > 1) takes ``_pool_plane_dilated``; ``ceil_mode`` changes only the output size
+(P5): the windows clipped to the image are those of (P1) whichever way OH and OW were rounded.
 """
 import numpy as np
 from numba import njit, prange
+
+from ..reference import pool_out_size
 
 # Max-pooling must see NaNs (torch lets a NaN win the max), so its kernels keep every fast-math flag
 # except 'nnan' and 'ninf' (which would let LLVM assume that neither NaN nor infinity ever occurs).
@@ -81,15 +86,47 @@ def _pool_plane_2x2(xp, yp, ip):
 
 
 @njit(cache=True, fastmath=_POOL_FASTMATH)
-def _pool_any(xp, yp, ip, KH, KW, SH, SW, PH, PW):
-    if KH == 2 and KW == 2 and SH == 2 and SW == 2 and PH == 0 and PW == 0:
+def _pool_plane_dilated(xp, yp, ip, KH, KW, SH, SW, PH, PW, DH, DW):
+    """``_pool_plane`` for a dilated window, torch's loop: taps every DH rows and DW columns from the
+    window's corner, the first real one found by stepping over the padding (P6).  The best starts at
+    -inf at that first real tap, so a window of -inf values reports it, as torch does."""
+    H, W = xp.shape
+    OH, OW = yp.shape
+    for i in range(OH):
+        h0 = i * SH - PH
+        h1 = min(h0 + (KH - 1) * DH + 1, H)
+        while h0 < 0:
+            h0 += DH
+        for j in range(OW):
+            w0 = j * SW - PW
+            w1 = min(w0 + (KW - 1) * DW + 1, W)
+            while w0 < 0:
+                w0 += DW
+            best = xp.dtype.type(-np.inf)
+            best_at = h0 * W + w0
+            for h in range(h0, h1, DH):
+                for ww in range(w0, w1, DW):
+                    v = xp[h, ww]
+                    if v > best or np.isnan(v):
+                        best = v
+                        best_at = h * W + ww
+            yp[i, j] = best
+            ip[i, j] = best_at
+
+
+@njit(cache=True, fastmath=_POOL_FASTMATH)
+def _pool_any(xp, yp, ip, KH, KW, SH, SW, PH, PW, DH, DW):
+    if DH != 1 or DW != 1:
+        _pool_plane_dilated(xp, yp, ip, KH, KW, SH, SW, PH, PW, DH, DW)
+    elif (KH == 2 and KW == 2 and SH == 2 and SW == 2 and PH == 0 and PW == 0
+          and 2 * yp.shape[0] <= xp.shape[0] and 2 * yp.shape[1] <= xp.shape[1]):  # (ceil_mode: not always)
         _pool_plane_2x2(xp, yp, ip)
     else:
         _pool_plane(xp, yp, ip, KH, KW, SH, SW, PH, PW)
 
 
 @njit(cache=True, fastmath=_POOL_FASTMATH, parallel=True)
-def _maxpool2d_forward(x, y, idx, KH, KW, SH, SW, PH, PW):
+def _maxpool2d_forward(x, y, idx, KH, KW, SH, SW, PH, PW, DH, DW):
     """y = window maxima (P1), idx = first argmax (P3).  Twin: reference.maxpool2d_forward.
 
     Threads take (n, c) planes (prange), each written by ``_pool_plane`` (or its 2 x 2 fast path).
@@ -98,15 +135,15 @@ def _maxpool2d_forward(x, y, idx, KH, KW, SH, SW, PH, PW):
     for t in prange(x.shape[0] * C):
         n = t // C
         c = t % C
-        _pool_any(x[n, c], y[n, c], idx[n, c], KH, KW, SH, SW, PH, PW)
+        _pool_any(x[n, c], y[n, c], idx[n, c], KH, KW, SH, SW, PH, PW, DH, DW)
 
 
 @njit(cache=True, fastmath=_POOL_FASTMATH)
-def _maxpool2d_forward_serial(x, y, idx, KH, KW, SH, SW, PH, PW):
+def _maxpool2d_forward_serial(x, y, idx, KH, KW, SH, SW, PH, PW, DH, DW):
     """``_maxpool2d_forward`` on the calling thread alone (small inputs)."""
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
-            _pool_any(x[n, c], y[n, c], idx[n, c], KH, KW, SH, SW, PH, PW)
+            _pool_any(x[n, c], y[n, c], idx[n, c], KH, KW, SH, SW, PH, PW, DH, DW)
 
 
 def pool_index_dtype(H, W):
@@ -121,7 +158,7 @@ def pool_index_dtype(H, W):
     return np.int32 if H * W <= np.iinfo(np.int32).max else np.int64
 
 
-def maxpool2d_forward(x, kernel_size, stride, padding):
+def maxpool2d_forward(x, kernel_size, stride, padding, dilation=(1, 1), ceil_mode=False):
     """(y, indices), both (N, C, OH, OW).  Twin of reference.maxpool2d_forward; see its docstring.
 
     The indices are the reference's values, as ``pool_index_dtype(H, W)`` (int32 for any real plane).
@@ -131,12 +168,13 @@ def maxpool2d_forward(x, kernel_size, stride, padding):
     KH, KW = int(kernel_size[0]), int(kernel_size[1])
     SH, SW = int(stride[0]), int(stride[1])
     PH, PW = int(padding[0]), int(padding[1])
-    OH = (H + 2 * PH - KH) // SH + 1  # (P2)
-    OW = (W + 2 * PW - KW) // SW + 1
+    DH, DW = int(dilation[0]), int(dilation[1])
+    OH = pool_out_size(H, KH, SH, PH, DH, ceil_mode)  # (P5); (P2) for dilation 1, rounding down
+    OW = pool_out_size(W, KW, SW, PW, DW, ceil_mode)
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     idx = np.empty((N, C, OH, OW), dtype=pool_index_dtype(H, W))
     kernel = _maxpool2d_forward if x.size >= POOL_PARALLEL_MIN_ELEMENTS else _maxpool2d_forward_serial
-    kernel(x, y, idx, KH, KW, SH, SW, PH, PW)
+    kernel(x, y, idx, KH, KW, SH, SW, PH, PW, DH, DW)
     return y, idx
 
 
@@ -168,7 +206,8 @@ def _maxpool2d_backward_serial(g2, i2, x2):
         _unpool_plane(g2[t], i2[t], x2[t])
 
 
-def maxpool2d_backward(grad_y, indices, x_shape, kernel_size=None, stride=None, padding=None):
+def maxpool2d_backward(grad_y, indices, x_shape, kernel_size=None, stride=None, padding=None, dilation=None,
+                       ceil_mode=False):
     """dL/dx, (N, C, H, W).  Twin of reference.maxpool2d_backward; see its docstring for shapes."""
     gy = np.ascontiguousarray(grad_y)
     idx = np.ascontiguousarray(indices)  # int32 from maxpool2d_forward (int64 also taken)

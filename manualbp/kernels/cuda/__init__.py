@@ -27,7 +27,8 @@ and compile to PTX with ``numba.cuda.compile_ptx``: that is how ``tests/cuda/`` 
 
 Files, by op family (the same families, and the same function names, as ``kernels/cpu/``):
   gemm.py         the tiled matrix product (shared-memory tiles + a register tile per thread)
-  conv.py         conv2d forward / grad-input / grad-weight as implicit GEMM, grad-params
+  conv.py         conv2d forward / grad-input / grad-weight as implicit GEMM (dilation, groups), grad-params;
+                  the padding modes (pad2d and its backward, both gathers)
   pool.py         max-pooling
   elementwise.py  activations, softmax, add / scale, linear, bias add / bias gradient, the block reduction
   loss.py         the reduction, the regression losses and binary cross-entropy
@@ -42,10 +43,11 @@ trip counts that do not depend on the launch grid, and no thread returns before 
 fixed by the shapes (no float atomics), so gradients are bit-for-bit reproducible.
 
 Legend: N batch, C input channels, H/W input height/width, O output channels, KH/KW kernel size,
-OH/OW output size, SH/SW stride, PH/PW padding; M, N, K the sizes of a matrix product.
+OH/OW output size, SH/SW stride, PH/PW padding, DH/DW dilation, G groups; M, N, K the sizes of a
+matrix product.
 """
 from . import conv, elementwise, gemm, loss, loss_class, optim, pool
-from .conv import conv2d_forward, conv2d_grad_input, conv2d_grad_params, conv2d_grad_weight
+from .conv import conv2d_forward, conv2d_grad_input, conv2d_grad_params, conv2d_grad_weight, pad2d, pad2d_backward
 from .elementwise import (
     add_,
     bias_add,
@@ -53,6 +55,8 @@ from .elementwise import (
     leaky_relu_backward,
     leaky_relu_forward,
     linear_forward,
+    log_softmax_backward,
+    log_softmax_forward,
     relu_backward,
     relu_forward,
     scale,
@@ -124,6 +128,8 @@ __all__ = [
     "leaky_relu_backward",
     "leaky_relu_forward",
     "linear_forward",
+    "log_softmax_backward",
+    "log_softmax_forward",
     "loss_reduce",
     "loss_upstream",
     "matmul",
@@ -133,6 +139,8 @@ __all__ = [
     "mse_loss_backward",
     "nll_loss",
     "nll_loss_backward",
+    "pad2d",
+    "pad2d_backward",
     "relu_backward",
     "relu_forward",
     "scale",

@@ -55,13 +55,13 @@ def _relu_forward(x, y):
     i = cuda.grid(1)
     if i < x.shape[0]:
         v = x[i]
-        y[i] = max(float32(0.0), v)  # (A1)
+        y[i] = float32(0.0) if v <= float32(0.0) else v  # noqa: FURB136  (A1); max() would turn a NaN into 0
 
 
 def _relu_backward(gy, x, gx):
     i = cuda.grid(1)
     if i < x.shape[0]:
-        gx[i] = gy[i] if x[i] > float32(0.0) else float32(0.0)  # (A2)
+        gx[i] = float32(0.0) if x[i] <= float32(0.0) else gy[i]  # (A2); at a NaN the gradient passes, as torch
 
 
 def _leaky_relu_forward(x, slope, y):
@@ -284,8 +284,42 @@ def _softmax_backward(gy, p, K, inner, gx):
             gx[base + k * inner] = p[base + k * inner] * (gy[base + k * inner] - dot)  # (A11)
 
 
+def _log_softmax_forward(x, y, K, inner):
+    """Line l of the (outer, K, inner) view: y = (x - m) - log sum e^(x - m)  (A12).
+    Twin: ``reference.log_softmax_forward``."""
+    line = cuda.grid(1)
+    if line < x.shape[0] // K:
+        o = line // inner
+        base = o * K * inner + (line - o * inner)
+        m = x[base]
+        for k in range(1, K):
+            m = max(m, x[base + k * inner])
+        s = float32(0.0)
+        for k in range(K):
+            s += math.exp(x[base + k * inner] - m)
+        lse = math.log(s)
+        for k in range(K):
+            y[base + k * inner] = (x[base + k * inner] - m) - lse  # (A12)
+
+
+def _log_softmax_backward(gy, y, K, inner, gx):
+    """Line l of the (outer, K, inner) view: gx = g - e^y * sum_k g_k  (A13).
+    Twin: ``reference.log_softmax_backward``."""
+    line = cuda.grid(1)
+    if line < y.shape[0] // K:
+        o = line // inner
+        base = o * K * inner + (line - o * inner)
+        total = float32(0.0)
+        for k in range(K):
+            total += gy[base + k * inner]
+        for k in range(K):
+            gx[base + k * inner] = gy[base + k * inner] - math.exp(y[base + k * inner]) * total  # (A13)
+
+
 softmax_forward_kernel = cuda.jit(_softmax_forward)
 softmax_backward_kernel = cuda.jit(_softmax_backward)
+log_softmax_forward_kernel = cuda.jit(_log_softmax_forward)
+log_softmax_backward_kernel = cuda.jit(_log_softmax_backward)
 
 
 def _lines(shape, axis, who):
@@ -326,6 +360,35 @@ def softmax_backward(grad_y, p, axis):
     gx = cuda.device_array(p.shape, dtype=np.float32)
     if lines:
         softmax_backward_kernel[blocks(lines), THREADS](flat(grad_y), flat(p), K, inner, flat(gx))
+    return gx
+
+
+def log_softmax_forward(x, axis):
+    """log p = (x - m) - log sum e^(x - m) along ``axis``  (A12); any shape, x's shape out.
+
+    NumPy twin: ``reference.log_softmax_forward``.  One thread per line along ``axis``.
+    """
+    who = "cuda log_softmax_forward"
+    device_f32(x, who, "x")
+    K, inner, lines = _lines(x.shape, int(axis), who)
+    y = cuda.device_array(x.shape, dtype=np.float32)
+    if lines:
+        log_softmax_forward_kernel[blocks(lines), THREADS](flat(x), flat(y), K, inner)
+    return y
+
+
+def log_softmax_backward(grad_y, y, axis):
+    """dL/dx = g - e^y * sum_j g_j along ``axis``  (A13), from the saved output y = log p.
+
+    NumPy twin: ``reference.log_softmax_backward``.
+    """
+    who = "cuda log_softmax_backward"
+    device_f32(y, who, "y")
+    device_f32(grad_y, who, "grad_y", shape=y.shape)
+    K, inner, lines = _lines(y.shape, int(axis), who)
+    gx = cuda.device_array(y.shape, dtype=np.float32)
+    if lines:
+        log_softmax_backward_kernel[blocks(lines), THREADS](flat(grad_y), flat(y), K, inner, flat(gx))
     return gx
 
 
