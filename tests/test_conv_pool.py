@@ -141,9 +141,12 @@ def test_conv2d_integer_image_is_a_type_error():
         nn.Conv2d(3, 8, 5)(np.zeros((1, 3, 32, 32), dtype=np.uint8))
 
 
-def test_conv2d_needs_4d_input():
-    with pytest.raises(ValueError, match=r"Conv2d.*4 dimensions.*\(3, 32, 32\)"):
-        nn.Conv2d(3, 8, 5)(np.zeros((3, 32, 32), dtype=np.float32))
+def test_conv2d_needs_3d_or_4d_input():
+    with pytest.raises(ValueError, match=r"Conv2d.*\(3, 4\) dimensions.*\(32, 32\)"):
+        nn.Conv2d(3, 8, 5)(np.zeros((32, 32), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"Conv2d.*dimensions.*\(1, 1, 3, 32, 32\)"):
+        nn.Conv2d(3, 8, 5)(np.zeros((1, 1, 3, 32, 32), dtype=np.float32))
+    assert nn.Conv2d(3, 8, 5)(np.zeros((3, 32, 32), dtype=np.float32)).shape == (8, 28, 28)  # unbatched
 
 
 def test_conv2d_kernel_larger_than_padded_input():
@@ -176,8 +179,8 @@ def test_backward_with_wrong_grad_shape():
 
 
 def test_bad_constructor_arguments():
-    with pytest.raises(TypeError, match="padding.*'same'"):
-        nn.Conv2d(1, 2, 3, padding="same")
+    with pytest.raises(ValueError, match="Invalid padding string 'full'"):
+        nn.Conv2d(1, 2, 3, padding="full")
     with pytest.raises(ValueError, match="kernel_size"):
         nn.Conv2d(1, 2, 0)
     with pytest.raises(TypeError, match="stride"):

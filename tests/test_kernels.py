@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from manualbp.kernels import cpu, reference
@@ -54,25 +54,31 @@ def test_matmul_tiles_and_panels(m, k, n, dtype, assert_close):
 
 
 @st.composite
-def conv_geometry(draw):
-    """Shapes including batch 1, 1x1 images, stride > kernel, padding >= kernel/2, non-square."""
+def conv_geometry(draw, options=False):
+    """Shapes including batch 1, 1x1 images, stride > kernel, padding >= kernel/2, non-square; with
+    ``options``, also dilation, groups and empty batches."""
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     ph, pw = draw(st.integers(0, kh + 1)), draw(st.integers(0, kw + 1))
-    h = draw(st.integers(max(1, kh - 2 * ph), 8))
-    w = draw(st.integers(max(1, kw - 2 * pw), 8))
-    return {"n": draw(st.integers(1, 3)), "c": draw(st.integers(1, 3)), "o": draw(st.integers(1, 5)),
-                "h": h, "w": w, "kernel": (kh, kw), "stride": (draw(st.integers(1, 5)), draw(st.integers(1, 5))),
-                "padding": (ph, pw)}
+    dh, dw = (draw(st.integers(1, 3)), draw(st.integers(1, 3))) if options else (1, 1)
+    groups = draw(st.integers(1, 3)) if options else 1
+    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), 8 + 2 * dh))
+    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), 8 + 2 * dw))
+    return {"n": draw(st.integers(0 if options else 1, 3)), "c": groups * draw(st.integers(1, 3)),
+            "o": groups * draw(st.integers(1, 3 if options else 5)), "h": h, "w": w, "kernel": (kh, kw),
+            "stride": (draw(st.integers(1, 5)), draw(st.integers(1, 5))), "padding": (ph, pw),
+            "dilation": (dh, dw), "groups": groups}
 
 
 def conv_arrays(g, dtype, seed):
     rng = np.random.default_rng(seed)
     kh, kw = g["kernel"]
+    dh, dw = g.get("dilation", (1, 1))
+    groups = g.get("groups", 1)
     x = rand(rng, (g["n"], g["c"], g["h"], g["w"]), dtype)
-    w = rand(rng, (g["o"], g["c"], kh, kw), dtype)
+    w = rand(rng, (g["o"], g["c"] // groups, kh, kw), dtype)
     b = rand(rng, (g["o"],), dtype)
-    oh = (g["h"] + 2 * g["padding"][0] - kh) // g["stride"][0] + 1
-    ow = (g["w"] + 2 * g["padding"][1] - kw) // g["stride"][1] + 1
+    oh = (g["h"] + 2 * g["padding"][0] - dh * (kh - 1) - 1) // g["stride"][0] + 1
+    ow = (g["w"] + 2 * g["padding"][1] - dw * (kw - 1) - 1) // g["stride"][1] + 1
     gy = rand(rng, (g["n"], g["o"], oh, ow), dtype)
     return x, w, b, gy
 
@@ -92,6 +98,33 @@ def test_conv2d_kernels_match_reference(g, dtype, bias, seed, assert_close):
     gw = cpu.conv2d_grad_weight(gy, x, w.shape, s, p)
     assert gw.dtype == dtype
     assert_close(gw, reference.conv2d_grad_weight(gy, x, w.shape, s, p), RTOL[dtype], "grad_weight")
+
+
+@settings(max_examples=60, deadline=None)
+@given(g=conv_geometry(options=True), dtype=dtypes, bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_dilated_and_grouped_conv2d_kernels_match_reference_and_torch(g, dtype, bias, seed, assert_close):
+    """Dilation (im2col with spaced taps), groups (one convolution per group) and N = 0, all passes."""
+    x, w, b, gy = conv_arrays(g, dtype, seed)
+    b = b if bias else None
+    args = (g["stride"], g["padding"], g["dilation"], g["groups"])
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, None if b is None else torch.tensor(b), *args)
+    yt.backward(torch.tensor(gy))
+    y = cpu.conv2d_forward(x, w, b, *args)
+    assert y.dtype == dtype and y.shape == gy.shape == tuple(yt.shape)
+    assert_close(y, reference.conv2d_forward(x, w, b, *args), RTOL[dtype], "forward")
+    assert_close(reference.conv2d_forward(x, w, b, *args), yt, RTOL[dtype] * 10, "reference forward vs torch")
+    gx = cpu.conv2d_grad_input(gy, w, x.shape, *args)
+    assert gx.dtype == dtype and gx.shape == x.shape
+    assert_close(gx, reference.conv2d_grad_input(gy, w, x.shape, *args), RTOL[dtype], "grad_input")
+    assert_close(gx, xt.grad, RTOL[dtype] * 10, "grad_input vs torch")
+    gw, gb = cpu.conv2d_grad_params(gy, x, w.shape, g["stride"], g["padding"], True, g["dilation"], g["groups"])
+    assert gw.dtype == dtype and gw.shape == w.shape
+    rw, rb = reference.conv2d_grad_params(gy, x, w.shape, g["stride"], g["padding"], True, g["dilation"],
+                                          g["groups"])
+    assert_close(gw, rw, RTOL[dtype], "grad_weight")
+    assert_close(gw, wt.grad, RTOL[dtype] * 10, "grad_weight vs torch")
+    assert_close(gb, rb, RTOL[dtype], "grad_bias")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -125,37 +158,58 @@ def test_conv2d_larger_layers(dtype, assert_close):
 # --- max-pooling -------------------------------------------------------------------------------------
 
 
+def every_window_reads_the_image(size, k, s, p, d, ceil_mode):
+    """False when some window holds only padding (torch then returns -inf at an index outside the image)."""
+    out = reference.pool_out_size(size, k, s, p, d, ceil_mode)
+    for i in range(out):
+        start = i * s - p
+        taps = [start + t * d for t in range(k)]
+        if not any(0 <= h < size for h in taps):
+            return False
+    return out >= 1
+
+
 @st.composite
-def pool_geometry(draw):
+def pool_geometry(draw, options=False):
+    """Windows with padding and stride; with ``options`` also dilation, ceil_mode and empty batches."""
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
-    return {"n": draw(st.integers(1, 2)), "c": draw(st.integers(1, 3)),
-                "h": draw(st.integers(max(1, kh - 2 * ph), 7)), "w": draw(st.integers(max(1, kw - 2 * pw), 7)),
-                "kernel": (kh, kw), "stride": (draw(st.integers(1, 5)), draw(st.integers(1, 5))), "padding": (ph, pw)}
+    dh, dw = (draw(st.integers(1, 3)), draw(st.integers(1, 3))) if options else (1, 1)
+    g = {"n": draw(st.integers(0 if options else 1, 2)), "c": draw(st.integers(1, 3)),
+         "h": draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), 8 + 2 * dh)),
+         "w": draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), 8 + 2 * dw)),
+         "kernel": (kh, kw), "stride": (draw(st.integers(1, 5)), draw(st.integers(1, 5))), "padding": (ph, pw),
+         "dilation": (dh, dw), "ceil_mode": draw(st.booleans()) if options else False}
+    assume(every_window_reads_the_image(g["h"], kh, g["stride"][0], ph, dh, g["ceil_mode"]))
+    assume(every_window_reads_the_image(g["w"], kw, g["stride"][1], pw, dw, g["ceil_mode"]))
+    return g
 
 
 def torch_pool(x, g):
     xt = torch.tensor(x, requires_grad=True)
-    yt, it = torch.nn.functional.max_pool2d(xt, g["kernel"], g["stride"], g["padding"], return_indices=True)
+    yt, it = torch.nn.functional.max_pool2d(xt, g["kernel"], g["stride"], g["padding"], g.get("dilation", 1),
+                                            g.get("ceil_mode", False), return_indices=True)
     return xt, yt, it
 
 
-@settings(max_examples=60, deadline=None)
-@given(g=pool_geometry(), dtype=dtypes, ties=st.booleans(), seed=st.integers(0, 2**16))
+@settings(max_examples=80, deadline=None)
+@given(g=st.one_of(pool_geometry(), pool_geometry(options=True)), dtype=dtypes, ties=st.booleans(),
+       seed=st.integers(0, 2**16))
 def test_maxpool2d_kernels_match_torch_and_reference(g, dtype, ties, seed, assert_close):
     rng = np.random.default_rng(seed)
     shape = (g["n"], g["c"], g["h"], g["w"])
     # Few distinct values make ties in almost every window: the first maximum must win, as in torch.
     x = (rng.integers(-1, 2, shape) if ties else rng.standard_normal(shape)).astype(dtype)
     xt, yt, it = torch_pool(x, g)
+    geometry = (g["kernel"], g["stride"], g["padding"], g["dilation"], g["ceil_mode"])
     for impl in (reference, cpu):
-        y, idx = impl.maxpool2d_forward(x, g["kernel"], g["stride"], g["padding"])
+        y, idx = impl.maxpool2d_forward(x, *geometry)
         assert y.dtype == dtype and idx.dtype == (np.int64 if impl is reference else np.int32)
         np.testing.assert_array_equal(y, yt.detach().numpy(), err_msg=impl.__name__)
         np.testing.assert_array_equal(idx, it.numpy(), err_msg=impl.__name__)
     gy = rand(rng, y.shape, dtype)
     yt.backward(torch.tensor(gy))
-    gx = cpu.maxpool2d_backward(gy, idx, x.shape)
+    gx = cpu.maxpool2d_backward(gy, idx, x.shape, *geometry)
     assert gx.dtype == dtype
     assert_close(gx, reference.maxpool2d_backward(gy, idx, x.shape), RTOL[dtype])
     assert_close(gx, xt.grad, RTOL[dtype])
@@ -175,10 +229,13 @@ def test_maxpool2d_nan_and_infinities_like_torch(impl):
                     [-np.inf, -np.inf, 2.0, 2.0],
                     [-np.inf, -np.inf, np.inf, 5.0],
                     [-np.inf, -np.inf, 5.0, np.inf]]]])
-    for kernel, stride, padding in [((2, 2), (2, 2), (0, 0)), ((3, 3), (1, 1), (1, 1)), ((2, 3), (1, 2), (1, 1))]:
-        g = {"kernel": kernel, "stride": stride, "padding": padding}
+    for kernel, stride, padding, dilation, ceil_mode in [
+            ((2, 2), (2, 2), (0, 0), (1, 1), False), ((3, 3), (1, 1), (1, 1), (1, 1), False),
+            ((2, 3), (1, 2), (1, 1), (1, 1), False), ((2, 2), (1, 1), (1, 1), (2, 2), False),
+            ((2, 2), (3, 3), (0, 0), (1, 1), True), ((3, 2), (2, 3), (1, 1), (2, 1), True)]:
+        g = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation, "ceil_mode": ceil_mode}
         _, yt, it = torch_pool(x, g)
-        y, idx = impl.maxpool2d_forward(x, kernel, stride, padding)
+        y, idx = impl.maxpool2d_forward(x, kernel, stride, padding, dilation, ceil_mode)
         np.testing.assert_array_equal(y, yt.detach().numpy())
         np.testing.assert_array_equal(idx, it.numpy())
 
@@ -208,6 +265,21 @@ _DETERMINISM_SCRIPT = textwrap.dedent("""
             yp, idx = cpu.maxpool2d_forward(x, (3, 2), s, (1, 1))
             out["pool_y_" + key], out["pool_i_" + key] = yp, idx
             out["pool_gx_" + key] = cpu.maxpool2d_backward(r(*yp.shape), idx, x.shape)
+            yp, idx = cpu.maxpool2d_forward(x, (2, 2), s, (1, 0), (2, 3), True)
+            out["pool_dilated_y_" + key], out["pool_dilated_i_" + key] = yp, idx
+            out["pool_dilated_gx_" + key] = cpu.maxpool2d_backward(r(*yp.shape), idx, x.shape)
+        xg, wg = r(4, 6, 11, 9), r(4, 3, 3, 2)  # 2 groups, dilation (2, 1)
+        for s in ((1, 1), (2, 1)):
+            key = f"{dt.__name__}_{s}"
+            y = cpu.conv2d_forward(xg, wg, None, s, (1, 1), (2, 1), 2)
+            gy = r(*y.shape)
+            out["grouped_y_" + key] = y
+            out["grouped_gx_" + key] = cpu.conv2d_grad_input(gy, wg, xg.shape, s, (1, 1), (2, 1), 2)
+            out["grouped_gw_" + key] = cpu.conv2d_grad_weight(gy, xg, wg.shape, s, (1, 1), (2, 1), 2)
+        for mode in ("reflect", "replicate", "circular"):
+            xp = cpu.pad2d(xg, (2, 1, 0, 3), mode)
+            out["pad_" + mode + dt.__name__] = xp
+            out["pad_gx_" + mode + dt.__name__] = cpu.pad2d_backward(r(*xp.shape), xg.shape, (2, 1, 0, 3), mode)
     np.savez(sys.argv[1], **out)
 """)
 
@@ -257,8 +329,12 @@ def test_serial_and_parallel_drivers_give_identical_bits():
         assert gws[0].tobytes() == gws[1].tobytes()
         gy3, xs = gy.reshape(5, 8, 72), rand(rng, (5, 3, 9, 8), dt)
         g1, g2 = np.empty((8, 27), dt), np.empty((8, 27), dt)
-        cpu_conv.conv2d_grad_weight(xs, gy3, g1, 3, 3, 1, 1, 1, 1, 9, 8)
-        cpu_conv.conv2d_grad_weight_serial(xs, gy3, g2, 3, 3, 1, 1, 1, 1, 9, 8)
+        cpu_conv.conv2d_grad_weight(xs, gy3, g1, 3, 3, 1, 1, 1, 1, 1, 1, 9, 8)
+        cpu_conv.conv2d_grad_weight_serial(xs, gy3, g2, 3, 3, 1, 1, 1, 1, 1, 1, 9, 8)
+        assert g1.tobytes() == g2.tobytes()
+        gy3d = rand(rng, (5, 8, 7 * 4), dt)  # dilation (2, 3): a 3 x 3 kernel spanning 5 x 7 pixels
+        cpu_conv.conv2d_grad_weight(xs, gy3d, g1, 3, 3, 1, 1, 1, 1, 2, 3, 7, 4)
+        cpu_conv.conv2d_grad_weight_serial(xs, gy3d, g2, 3, 3, 1, 1, 1, 1, 2, 3, 7, 4)
         assert g1.tobytes() == g2.tobytes()
 
 
@@ -267,20 +343,30 @@ def test_serial_and_parallel_drivers_give_identical_bits():
     {"n": 8, "c": 15, "o": 10, "h": 20, "w": 17, "kernel": (5, 5), "stride": (1, 1), "padding": (2, 2)},  # direct
     {"n": 16, "c": 23, "o": 6, "h": 21, "w": 20, "kernel": (5, 3), "stride": (1, 1), "padding": (0, 1)},  # direct
     {"n": 6, "c": 20, "o": 9, "h": 30, "w": 31, "kernel": (4, 4), "stride": (2, 1), "padding": (1, 3)},   # im2col
+    {"n": 6, "c": 16, "o": 12, "h": 24, "w": 21, "kernel": (3, 3), "stride": (1, 1), "padding": (2, 2),
+     "dilation": (2, 2)},                                                                                  # dilated
+    {"n": 8, "c": 32, "o": 32, "h": 16, "w": 16, "kernel": (5, 5), "stride": (1, 1), "padding": (2, 2),
+     "groups": 2},                                                                          # groups, packed tiles
+    {"n": 8, "c": 24, "o": 24, "h": 18, "w": 17, "kernel": (3, 3), "stride": (2, 1), "padding": (1, 1),
+     "dilation": (1, 2), "groups": 24},                                                               # depthwise
 ])
 def test_convolutions_large_enough_to_run_on_all_threads(geometry, dtype, assert_close):
     """Sizes above the serial threshold (cpu/gemm_dot.PARALLEL_MIN_MACS), with stride 1 (the direct kernels
-    of cpu/conv_direct.py, O and C*KH*KW not multiples of 4) and without (the im2col kernels of cpu/conv_im2col.py)."""
+    of cpu/conv_direct.py, O and C*KH*KW not multiples of 4) and without (the im2col kernels of cpu/conv_im2col.py);
+    dilated (im2col), and grouped (each group above the threshold itself, but for the depthwise layer)."""
     from manualbp.kernels.cpu.gemm_dot import PARALLEL_MIN_MACS
     g = dict(geometry)
     x, w, b, gy = conv_arrays(g, dtype, 5)
     s, p = g["stride"], g["padding"]
-    assert gy.size * g["c"] * g["kernel"][0] * g["kernel"][1] >= PARALLEL_MIN_MACS
-    assert_close(cpu.conv2d_forward(x, w, b, s, p), reference.conv2d_forward(x, w, b, s, p), RTOL[dtype])
-    assert_close(cpu.conv2d_grad_input(gy, w, x.shape, s, p), reference.conv2d_grad_input(gy, w, x.shape, s, p),
+    d, groups = g.get("dilation", (1, 1)), g.get("groups", 1)
+    if groups < g["c"]:  # (a depthwise layer's groups stay below the threshold: they check the loop over groups)
+        assert gy.size * g["c"] // groups ** 2 * g["kernel"][0] * g["kernel"][1] >= PARALLEL_MIN_MACS
+    assert_close(cpu.conv2d_forward(x, w, b, s, p, d, groups), reference.conv2d_forward(x, w, b, s, p, d, groups),
                  RTOL[dtype])
-    assert_close(cpu.conv2d_grad_weight(gy, x, w.shape, s, p), reference.conv2d_grad_weight(gy, x, w.shape, s, p),
-                 RTOL[dtype])
+    assert_close(cpu.conv2d_grad_input(gy, w, x.shape, s, p, d, groups),
+                 reference.conv2d_grad_input(gy, w, x.shape, s, p, d, groups), RTOL[dtype])
+    assert_close(cpu.conv2d_grad_weight(gy, x, w.shape, s, p, d, groups),
+                 reference.conv2d_grad_weight(gy, x, w.shape, s, p, d, groups), RTOL[dtype])
 
 
 def test_linear_shaped_products_take_both_layouts(assert_close):

@@ -9,8 +9,10 @@ F2 = "float32[:, ::1]"
 F3 = "float32[:, :, ::1]"
 F4 = "float32[:, :, :, ::1]"
 I1 = "int64[::1]"
+I2 = "int64[:, ::1]"
 I4 = "int64[:, :, :, ::1]"
-GEOM = "UniTuple(int64, 15)"
+GEOM = "UniTuple(int64, 15)"  # the plain matmul's (unused) geometry
+CONV_GEOM = "UniTuple(int64, 20)"  # a convolution's: sizes, stride, padding, plane, dilation, group offsets
 SCALAR = (F1, "int64", "float32")  # a scalar-like argument: rows, step, scale (launch.scalar_like)
 
 
@@ -18,16 +20,18 @@ def _sig(*args):
     return "void(" + ", ".join(args) + ")"
 
 
-def _gemm(a, b, c):
-    return _sig(a, b, c, F1, GEOM, "int64", "int64", "int64", "int64", "boolean")
+def _gemm(a, b, c, geom=GEOM):
+    return _sig(a, b, c, F1, geom, "int64", "int64", "int64", "int64", "boolean")
 
 
 SIGNATURES = {
-    "conv2d_forward_kernel": _gemm(F2, F4, F1),
-    "conv2d_grad_input_kernel": _gemm(F4, F4, F1),
-    "conv2d_grad_weight_kernel": _gemm(F4, F4, F1),
+    "conv2d_forward_kernel": _gemm(F2, F4, F1, CONV_GEOM),
+    "conv2d_grad_input_kernel": _gemm(F4, F4, F1, CONV_GEOM),
+    "conv2d_grad_weight_kernel": _gemm(F4, F4, F1, CONV_GEOM),
+    "pad2d_forward_kernel": _sig(F4, I1, I1, F4),
+    "pad2d_backward_kernel": _sig(F4, I2, I2, F4),
     "sum_splits_kernel": _sig(F2, F1, "boolean"),
-    "maxpool2d_forward_kernel": _sig(F4, F4, I4, *["int64"] * 6),
+    "maxpool2d_forward_kernel": _sig(F4, F4, I4, *["int64"] * 8),
     "maxpool2d_backward_kernel": _sig(F4, I4, F4, *["int64"] * 6),
     "relu_forward_kernel": _sig(F1, F1),
     "relu_backward_kernel": _sig(F1, F1, F1),
@@ -41,6 +45,8 @@ SIGNATURES = {
     "bias_grad_kernel": _sig(F1, "int64", F1, "boolean"),
     "softmax_forward_kernel": _sig(F1, F1, "int64", "int64"),
     "softmax_backward_kernel": _sig(F1, F1, "int64", "int64", F1),
+    "log_softmax_forward_kernel": _sig(F1, F1, "int64", "int64"),
+    "log_softmax_backward_kernel": _sig(F1, F1, "int64", "int64", F1),
     "add_kernel": _sig(F1, F1),
     "scale_kernel": _sig(F1, *SCALAR, F1),
     "sgd_update_kernel": _sig(F1, F1, F1, *["float32"] * 4, "boolean", "boolean"),

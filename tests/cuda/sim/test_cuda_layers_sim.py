@@ -42,6 +42,8 @@ LAYERS = {
     "softmax-last-of-3d": (lambda: nn.Softmax(dim=-1), (2, 3, 4)),
     "softmax-middle-of-4d": (lambda: nn.Softmax(dim=1), (2, 3, 2, 2)),
     "softmax-1d": (lambda: nn.Softmax(dim=0), (5,)),
+    "log-softmax": (lambda: nn.LogSoftmax(dim=1), (3, 4)),
+    "log-softmax-first-of-3d": (lambda: nn.LogSoftmax(dim=0), (2, 3, 2)),
     "flatten": (nn.Flatten, (2, 3, 2, 2)),
     "flatten-all": (lambda: nn.Flatten(0, -1), (2, 3, 2)),
     "identity": (nn.Identity, (2, 3)),
