@@ -49,7 +49,7 @@ NOT_INT = [2.5, "3", None, [3], (), b"3", 1 + 2j, np.float32(2.0), object(), Tru
 POSITIVE_INT = NOT_INT + [0, -1, -(10 ** 9)]
 NON_NEGATIVE_INT = NOT_INT + [-1, -(10 ** 6)]
 PAIR = POSITIVE_INT + [(1, 2, 3), (0, 1), (2, -1), (2.5, 2), ("3", 3), [1, 1, 1]]
-PADDING = NON_NEGATIVE_INT + [(1, 2, 3), (-1, 0), (1.5, 1), "same", "valid"]
+PADDING = NON_NEGATIVE_INT + [(1, 2, 3), (-1, 0), (1.5, 1), "full", "SAME"]  # 'same'/'valid' are Conv2d's
 NOT_REAL = ["0.1", None, [0.1], object(), 1 + 2j, np.array([0.1, 0.2]), True]
 REAL = NOT_REAL + [NAN, INF, -INF]
 REDUCTION = ["avg", None, 1, "MEAN", "", "mean "]
@@ -61,7 +61,7 @@ CONSTRUCTORS = [
     (nn.Conv2d, {"in_channels": 3, "out_channels": 2, "kernel_size": 3, "stride": 1, "padding": 0},
      {"in_channels": POSITIVE_INT, "out_channels": POSITIVE_INT, "kernel_size": PAIR, "stride": PAIR, "padding": PADDING}),
     (nn.MaxPool2d, {"kernel_size": 2, "stride": 2, "padding": 0},
-     {"kernel_size": PAIR, "stride": [s for s in PAIR if s is not None], "padding": PADDING + [2, (0, 2)]}),
+     {"kernel_size": PAIR, "stride": [s for s in PAIR if s is not None], "padding": PADDING + [2, (0, 2), "same", "valid"]}),
     (nn.LeakyReLU, {"negative_slope": 0.01}, {"negative_slope": REAL}),
     (nn.Softmax, {"dim": 1}, {"dim": [1.5, "1", True, [1], object()]}),
     (nn.Flatten, {"start_dim": 1, "end_dim": -1}, {"start_dim": [1.5, "1", None, True], "end_dim": [1.5, "-1", None]}),
@@ -105,15 +105,17 @@ BAD_DTYPES = [np.int8, np.int32, np.int64, np.uint8, np.bool_, np.float16, np.co
 
 
 @st.composite
-def junk(draw, shape):
-    """Something that is not a float32 array of ``shape``: another type, dtype or size."""
-    kind = draw(st.sampled_from(["type", "dtype", "empty"]))
+def junk(draw, shape, empty_dims=None):
+    """Something that is not a float32 array of ``shape``: another type, dtype or size (a zero in one of
+    ``empty_dims``, all by default: as torch, an empty batch is valid input to most layers)."""
+    empty_dims = list(range(len(shape))) if empty_dims is None else list(empty_dims)
+    kind = draw(st.sampled_from(["type", "dtype", "empty"] if empty_dims else ["type", "dtype"]))
     if kind == "type":
         return draw(st.sampled_from([None, 1.5, "x", {"x": 1}, np.zeros(shape).tolist(), b"\x00"]))
     if kind == "dtype":
         return np.zeros(shape, dtype=draw(st.sampled_from(BAD_DTYPES)))
     dims = list(shape)
-    dims[draw(st.integers(0, len(dims) - 1))] = 0
+    dims[draw(st.sampled_from(empty_dims))] = 0
     return np.zeros(dims, np.float32)
 
 
@@ -139,7 +141,7 @@ def _leading_ok(in_features):
 
 
 def _image_ok(c, k):
-    return lambda s: len(s) == 4 and s[1] == c and s[2] >= k and s[3] >= k
+    return lambda s: len(s) in (3, 4) and s[-3] == c and s[-2] >= k and s[-1] >= k  # (C, H, W) too, as torch
 
 
 def _pool_ok(k):
@@ -147,30 +149,30 @@ def _pool_ok(k):
 
 
 LAYERS = [
-    # (factory, a valid input shape, predicates for shapes that are valid too)
-    (lambda: nn.Linear(4, 3), (2, 4), [_leading_ok(4)]),
-    (lambda: nn.Conv2d(2, 3, 3, padding=0), (2, 2, 5, 5), [_image_ok(2, 3)]),
-    (lambda: nn.Conv2d(2, 3, 5, padding=1), (1, 2, 6, 6), [_image_ok(2, 3)]),
-    (lambda: nn.MaxPool2d(3), (2, 2, 6, 6), [_pool_ok(3)]),
-    (lambda: nn.ReLU(), (2, 3), None),          # None: element-wise, every shape is valid
-    (lambda: nn.LeakyReLU(0.1), (2, 3), None),
-    (lambda: nn.Sigmoid(), (2, 3), None),
-    (lambda: nn.Tanh(), (2, 3), None),
-    (lambda: nn.Softmax(dim=1), (2, 3), [lambda s: len(s) >= 2]),
-    (lambda: nn.Flatten(), (2, 3, 4), [lambda s: len(s) >= 2]),
+    # (factory, a valid input shape, predicates for shapes that are valid too, the dims where a zero is refused)
+    (lambda: nn.Linear(4, 3), (2, 4), [_leading_ok(4)], [1]),
+    (lambda: nn.Conv2d(2, 3, 3, padding=0), (2, 2, 5, 5), [_image_ok(2, 3)], [1, 2, 3]),
+    (lambda: nn.Conv2d(2, 3, 5, padding=1), (1, 2, 6, 6), [_image_ok(2, 3)], [1, 2, 3]),
+    (lambda: nn.MaxPool2d(3), (2, 2, 6, 6), [_pool_ok(3)], [2, 3]),
+    (lambda: nn.ReLU(), (2, 3), None, []),          # None: element-wise, every shape is valid
+    (lambda: nn.LeakyReLU(0.1), (2, 3), None, []),
+    (lambda: nn.Sigmoid(), (2, 3), None, []),
+    (lambda: nn.Tanh(), (2, 3), None, []),
+    (lambda: nn.Softmax(dim=1), (2, 3), [lambda s: len(s) >= 2], []),
+    (lambda: nn.Flatten(), (2, 3, 4), [lambda s: len(s) >= 2], []),
     (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3)),
-     (2, 1, 6, 6), [lambda s: len(s) == 4 and s[1] == 1 and (((s[2] - 2) // 2) * ((s[3] - 2) // 2) * 2) == 8
-                    and s[2] >= 4 and s[3] >= 4]),
+     (2, 1, 6, 6), [lambda s: len(s) == 4 and s[-3] == 1 and s[-2] >= 4 and s[-1] >= 4
+                    and ((s[-2] - 2) // 2) * ((s[-1] - 2) // 2) * 2 == 8], [1, 2, 3]),
 ]
 
 
 @settings(max_examples=400, **SETTINGS)
 @given(st.data())
 def test_every_layer_call_refuses_bad_inputs(draw):
-    factory, shape, valid_shapes = draw.draw(st.sampled_from(LAYERS))
+    factory, shape, valid_shapes, empty_dims = draw.draw(st.sampled_from(LAYERS))
     layer = factory()
     if valid_shapes is None or draw.draw(st.booleans()):
-        bad = draw.draw(junk(shape))
+        bad = draw.draw(junk(shape, empty_dims))
     else:
         bad = draw.draw(wrong_shape(shape, exclude=valid_shapes))
     must_refuse(lambda: layer(bad))
@@ -179,7 +181,7 @@ def test_every_layer_call_refuses_bad_inputs(draw):
 @settings(max_examples=300, **SETTINGS)
 @given(st.data())
 def test_every_backward_refuses_bad_gradients(draw):
-    factory, shape, _ = draw.draw(st.sampled_from(LAYERS))
+    factory, shape, _, _ = draw.draw(st.sampled_from(LAYERS))
     layer = factory()
     if draw.draw(st.integers(0, 9)) == 0:
         if isinstance(layer, (nn.Linear, nn.Conv2d, nn.MaxPool2d, nn.ReLU, nn.Sequential)):

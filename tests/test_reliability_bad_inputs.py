@@ -9,6 +9,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bad_inputs
 
 from manualbp.network import NonFiniteLossError
+from manualbp.nn.saved import SavedStateError
 
 EXPECTED_TYPES = {"no such file": FileNotFoundError, "training diverges (lr far too large)": NonFiniteLossError}
 
@@ -24,7 +25,7 @@ def test_documented_bad_input(case):
     exc = bad_inputs.run(case)
     expected = EXPECTED_TYPES.get(case[1], (TypeError, ValueError))
     assert isinstance(exc, expected), f"{case[3]!r} raised {exc!r}"
-    assert type(exc) in (TypeError, ValueError, FileNotFoundError, NonFiniteLossError)
+    assert type(exc) in (TypeError, ValueError, FileNotFoundError, NonFiniteLossError, SavedStateError)
     assert len(str(exc)) > 20, "a message should say who complains, what it expected and what it got"
     assert bad_inputs.row(case, exc) in _doc().splitlines(), (
         "docs/bad-inputs.md is out of date for this case; run python tests/bad_inputs.py\n"

@@ -77,5 +77,5 @@ def test_linear_takes_dtype_and_device_as_torch():
     assert nn.Linear(2, 3, dtype=np.float64).weight.dtype == np.float64
     assert nn.Linear(2, 3, dtype=torch.float64).weight.dtype == np.float64
     assert nn.Linear(2, 3, True, "cpu", "float32").weight.dtype == np.float32
-    with pytest.raises(TypeError, match="dtype=.*float32.*float64"):
+    with pytest.raises(TypeError, match="dtype float32 or float64"):
         nn.Linear(2, 3, dtype=np.int32)

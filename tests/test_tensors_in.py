@@ -149,9 +149,6 @@ def test_nll_loss_takes_tensor_inputs(kind):
     np.testing.assert_array_equal(loss_fn.backward(), want_grad)
 
 
-@pytest.mark.xfail(strict=True, reason="CrossEntropyLoss.forward and _ClassLoss._prepare read .size/.dtype.kind of "
-                                       "input and target before the _checks helpers see them (nn/loss*.py): they "
-                                       "need as_array there")
 @pytest.mark.parametrize("kind", KINDS[1:])
 def test_class_losses_take_tensor_inputs_and_targets(kind):
     x = RNG.standard_normal((5, 4))

@@ -21,7 +21,7 @@ class _Elementwise(Module):
     """Shared bookkeeping: validate the input, check grad_output against what forward saved."""
 
     def _check_grad(self, grad_output, saved):
-        g = float_array(grad_output, f"{type(self).__name__}.backward", "grad_output", like=saved)
+        g = float_array(grad_output, f"{type(self).__name__}.backward", "grad_output", like=saved, allow_empty=True)
         if tuple(g.shape) != tuple(saved.shape):
             raise ValueError(
                 f"{type(self).__name__}.backward: expected grad_output of shape {tuple(saved.shape)}, "
@@ -37,7 +37,7 @@ class ReLU(_Elementwise):
         self._x = None  # the input: where x > 0 decides the local derivative of (A2)
 
     def forward(self, input):
-        self._x = float_array(input, "ReLU")
+        self._x = float_array(input, "ReLU", allow_empty=True)
         return kernels.relu_forward(self._x)  # (A1)
 
     def backward(self, grad_output):
@@ -54,7 +54,7 @@ class LeakyReLU(_Elementwise):
         self._x = None  # the input: where x > 0 decides (A4)
 
     def forward(self, input):
-        self._x = float_array(input, "LeakyReLU")
+        self._x = float_array(input, "LeakyReLU", allow_empty=True)
         return kernels.leaky_relu_forward(self._x, self.negative_slope)  # (A3)
 
     def backward(self, grad_output):
@@ -73,7 +73,7 @@ class Sigmoid(_Elementwise):
         self._s = None  # the output s, for (A6)
 
     def forward(self, input):
-        self._s = kernels.sigmoid_forward(float_array(input, "Sigmoid"))  # (A5), without overflow
+        self._s = kernels.sigmoid_forward(float_array(input, "Sigmoid", allow_empty=True))  # (A5), without overflow
         return self._s
 
     def backward(self, grad_output):
@@ -89,7 +89,7 @@ class Tanh(_Elementwise):
         self._t = None  # the output t, for (A8)
 
     def forward(self, input):
-        self._t = kernels.tanh_forward(float_array(input, "Tanh"))  # (A7)
+        self._t = kernels.tanh_forward(float_array(input, "Tanh", allow_empty=True))  # (A7)
         return self._t
 
     def backward(self, grad_output):
@@ -116,19 +116,30 @@ class Softmax(_Elementwise):
             warnings.warn("Implicit dimension choice for softmax has been deprecated. Change the call to include "
                           "dim=X as an argument.", UserWarning, stacklevel=4)
             return 0 if x.ndim in (0, 1, 3) else 1
-        if not -x.ndim <= self.dim < max(x.ndim, 1):
+        if not -max(x.ndim, 1) <= self.dim < max(x.ndim, 1):  # a 0-d input has dims -1 and 0, as in torch
             raise ValueError(f"Softmax(dim={self.dim}): dim out of range for input of shape {tuple(x.shape)}")
         return self.dim % max(x.ndim, 1)
 
+    _forward_op, _backward_op = staticmethod(kernels.softmax_forward), staticmethod(kernels.softmax_backward)
+
     def forward(self, input):
-        x = float_array(input, "Softmax")
+        x = float_array(input, type(self).__name__, allow_empty=True)
         self._axis_used = self._axis(x)
-        self._p = kernels.softmax_forward(x, self._axis_used)  # (A9), the maximum subtracted first
-        return self._p
+        self._scalar = x.ndim == 0  # a 0-d input is a line of one value: computed as shape (1,), given back 0-d
+        if x.size == 0:  # nothing to normalise: an empty output, as torch
+            p = kernels.empty_like(x)
+        else:
+            p = self._forward_op(x.reshape(1) if self._scalar else x, self._axis_used)  # (A9) / (A12)
+        self._p = p  # the output: (A11) and (A13) need only it
+        return p.reshape(()) if self._scalar else p
 
     def backward(self, grad_output):
         p = self._saved(self._p, "its output")
-        return kernels.softmax_backward(self._check_grad(grad_output, p), p, self._axis_used)  # (A11)
+        g = self._check_grad(grad_output, p.reshape(()) if self._scalar else p)
+        if p.size == 0:
+            return kernels.empty_like(p)
+        grad_x = self._backward_op(g.reshape(1) if self._scalar else g, p, self._axis_used)  # (A11) / (A13)
+        return grad_x.reshape(()) if self._scalar else grad_x
 
     def extra_repr(self):
         return f"dim={self.dim}"
@@ -142,12 +153,5 @@ class LogSoftmax(Softmax):
     log's derivative 1/p is folded in.
     """
 
-    def forward(self, input):
-        x = float_array(input, "LogSoftmax")
-        self._axis_used = self._axis(x)
-        self._p = kernels.log_softmax_forward(x, self._axis_used)  # (A12); kept for (A13)
-        return self._p
-
-    def backward(self, grad_output):
-        y = self._saved(self._p, "its output")
-        return kernels.log_softmax_backward(self._check_grad(grad_output, y), y, self._axis_used)  # (A13)
+    # Softmax's forward and backward, with (A12) and (A13) in place of (A9) and (A11)
+    _forward_op, _backward_op = staticmethod(kernels.log_softmax_forward), staticmethod(kernels.log_softmax_backward)

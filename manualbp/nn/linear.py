@@ -51,7 +51,8 @@ class Linear(Module):
         self._x = None  # the input rows (N, in_features): dL/dW needs them, eq. (L3)
 
     def forward(self, input):
-        x = float_array(input, "Linear", min_ndim=1, dtype=self.weight.dtype, like=self.weight.data)
+        x = float_array(input, "Linear", min_ndim=1, dtype=self.weight.dtype, like=self.weight.data,
+                        allow_empty=True)  # an empty batch gives an empty output, as torch
         if tuple(x.shape)[-1] != self.in_features:
             raise ValueError(
                 f"Linear({self.in_features}, {self.out_features}): expected input with last dimension "
@@ -65,7 +66,8 @@ class Linear(Module):
 
     def backward(self, grad_output, input_grad=True):
         x = self._saved(self._x)
-        g = float_array(grad_output, "Linear.backward", "grad_output", dtype=self.weight.dtype, like=x)
+        g = float_array(grad_output, "Linear.backward", "grad_output", dtype=self.weight.dtype, like=x,
+                        allow_empty=True)
         if tuple(g.shape) != self._lead + (self.out_features,):
             raise ValueError(
                 f"Linear.backward: expected grad_output of shape {self._lead + (self.out_features,)}, "
@@ -99,7 +101,7 @@ class Flatten(Module):
         self._shape = None  # the input shape, to undo the reshape in backward, eq. (L5)
 
     def forward(self, input):
-        x = float_array(input, "Flatten")
+        x = float_array(input, "Flatten", allow_empty=True)
         nd = max(x.ndim, 1)
         s = self.start_dim + nd if self.start_dim < 0 else self.start_dim
         e = self.end_dim + nd if self.end_dim < 0 else self.end_dim
@@ -114,7 +116,7 @@ class Flatten(Module):
 
     def backward(self, grad_output):
         shape = self._saved(self._shape, "the input shape")
-        g = float_array(grad_output, "Flatten.backward", "grad_output")
+        g = float_array(grad_output, "Flatten.backward", "grad_output", allow_empty=True)
         if tuple(g.shape) != self._out_shape:
             raise ValueError(f"Flatten.backward: expected grad_output of shape {self._out_shape} (forward's "
                              f"output), got {tuple(g.shape)}")

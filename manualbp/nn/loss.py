@@ -23,6 +23,7 @@ import numpy as np
 from .. import kernels
 from .._checks import float_array, legacy_reduction, scalar_multiplier
 from .._checks import reduction as check_reduction
+from ..device import as_array
 from .module import Module
 from .saved import note_origin
 
@@ -67,8 +68,8 @@ class _Loss(Module):
     def forward(self, input, target):
         who = type(self).__name__
         self._loss_shape = None  # a forward that raises leaves nothing stale for backward
+        input, target = as_array(input, who), as_array(target, who, "target")  # a torch tensor, read in place
         x = float_array(input, who, "input")
-        x = x.reshape(tuple(input.shape))  # float_array makes a 0-d array 1-d; a 0-d input keeps its shape
         t = self._prepare(x, target)
         ell, denom = self._forward(x, t)  # the unreduced loss, and D of 'mean' (None: its size)
         self._dtype, self._input_shape, self._loss_shape = x.dtype.type, tuple(x.shape), tuple(ell.shape)

@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import kernels
 from .._checks import describe, finite_array, float_array, host_values, is_array, real_number, same_device
+from ..device import as_array
 from .loss import _Loss, weight_array
 
 # --- bookkeeping shared by both losses ----------------------------------------------------------
@@ -199,6 +200,7 @@ class CrossEntropyLoss(_ClassLoss):
         # which at batch 1 is several times faster than the general path below.  Anything else, and any
         # input the kernel finds wrong, takes the general path, which also raises the errors.
         self._fused_grad = None
+        input, target = as_array(input, "CrossEntropyLoss"), as_array(target, "CrossEntropyLoss", "target")
         self._origin = input
         if (self.weight is None and self.label_smoothing == 0 and self.reduction != "none"
                 and getattr(input, "ndim", 0) == 2 and getattr(input, "size", 0) > 0
