@@ -47,6 +47,13 @@ LAYERS = {
     "flatten": (nn.Flatten, (2, 3, 2, 2)),
     "flatten-all": (lambda: nn.Flatten(0, -1), (2, 3, 2)),
     "identity": (nn.Identity, (2, 3)),
+    # the edges torch users meet: an empty batch, a 0-d value, an unbatched sample
+    "linear-empty-batch": (lambda: nn.Linear(5, 3), (0, 5)),
+    "linear-unbatched": (lambda: nn.Linear(5, 3), (5,)),
+    "relu-empty": (nn.ReLU, (0, 4)),
+    "sigmoid-0d": (nn.Sigmoid, ()),
+    "softmax-0d": (lambda: nn.Softmax(dim=0), ()),
+    "log-softmax-empty": (lambda: nn.LogSoftmax(dim=1), (0, 3)),
     "sequential": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                                          nn.Linear(8, 3), nn.Tanh()), (2, 1, 4, 4)),
 }
