@@ -285,8 +285,8 @@ def pool_options(draw):
     cfg = {"kernel": k, "stride": stride, "padding": padding, "dilation": dilation,
            "return_indices": draw(st.booleans()), "ceil_mode": draw(st.booleans()),
            "n": draw(st.integers(0, 2)), "c": draw(st.integers(1, 3)), "unbatched": draw(st.booleans()),
-           "h": draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), 9)),
-           "w": draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), 9))}
+           "h": draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), max(9, dh * (kh - 1) + 1))),
+           "w": draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), max(9, dw * (kw - 1) + 1)))}
     assume(reads_the_image(cfg["h"], kh, sh, ph, dh, cfg["ceil_mode"]))
     assume(reads_the_image(cfg["w"], kw, sw, pw, dw, cfg["ceil_mode"]))
     return cfg
