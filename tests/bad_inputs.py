@@ -345,5 +345,14 @@ def main():
     print(f"wrote {DOC} ({len(CASES)} cases)")
 
 
+# --- smooth activations and average / adaptive pooling ------------------------------------------------------
+CASES += [
+    ("Activations and pooling", "GELU approximate not 'none' or 'tanh'", "", "nn.GELU(approximate='fast')"),
+    ("Activations and pooling", "SiLU inplace=True", "", "nn.SiLU(inplace=True)"),
+    ("Activations and pooling", "Softplus beta nan", "", "nn.Softplus(beta=float('nan'))"),
+]
+
+
 if __name__ == "__main__":
     main()
+

@@ -79,3 +79,11 @@ def test_linear_takes_dtype_and_device_as_torch():
     assert nn.Linear(2, 3, True, "cpu", "float32").weight.dtype == np.float32
     with pytest.raises(TypeError, match="dtype=.*float32.*float64"):
         nn.Linear(2, 3, dtype=np.int32)
+
+
+SMOOTH_ACTIVATIONS = ["GELU", "SiLU", "ELU", "Softplus"]
+
+
+@pytest.mark.parametrize("name", SMOOTH_ACTIVATIONS)
+def test_smooth_activation_signatures_are_torchs(name):
+    test_constructor_and_forward_signatures_are_torchs(name)

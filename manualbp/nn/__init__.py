@@ -35,3 +35,7 @@ __all__ = [
     "Tanh",
     "init",
 ]
+
+from .activation_extra import ELU, GELU, SiLU, Softplus
+
+__all__ += ["ELU", "GELU", "SiLU", "Softplus"]

@@ -70,3 +70,7 @@ SIGNATURES = {
 for _cfg in ("small", "large"):
     for _t in ("nn", "nt", "tn", "tt"):
         SIGNATURES[f"matmul_{_cfg}_{_t}_kernel"] = _gemm(F2, F2, F1)
+
+# activation_extra.py: GELU, SiLU, ELU, Softplus (kind, a, b)
+SIGNATURES["activation_forward_kernel"] = _sig(F1, "int64", "float32", "float32", F1)
+SIGNATURES["activation_backward_kernel"] = _sig(F1, F1, "int64", "float32", "float32", F1)
