@@ -245,3 +245,4 @@ def sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first
 
 from .activation_extra import *
 from .losses import *
+from .pooling_avg import *

@@ -229,7 +229,8 @@ def benchmark_matmul(n, repeats=10, compare_torch=True):
     result["max_abs_diff"] = float(np.abs(dc.copy_to_host() - tc.cpu().numpy()).max())
     return result
 
-from . import activation_extra  # GELU, SiLU, ELU, Softplus
+from . import activation_extra, pooling_avg  # GELU, SiLU, ELU, Softplus; AvgPool2d, adaptive pooling
 from .activation_extra import *
+from .pooling_avg import *
 
-FAMILIES = FAMILIES + (activation_extra,)
+FAMILIES = FAMILIES + (activation_extra, pooling_avg)
