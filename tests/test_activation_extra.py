@@ -26,6 +26,7 @@ CONFIGS = [
     ("Softplus(0.5, 1)", lambda: nn.Softplus(beta=0.5, threshold=1.0), lambda: torch.nn.Softplus(0.5, 1.0)),
     ("Softplus(-1)", lambda: nn.Softplus(-1.0), lambda: torch.nn.Softplus(-1.0)),
     ("Softplus(3, -2)", lambda: nn.Softplus(3.0, -2.0), lambda: torch.nn.Softplus(3.0, -2.0)),
+    ("Softplus(0)", lambda: nn.Softplus(0.0), lambda: torch.nn.Softplus(0.0)),  # log(2) / 0: infinity
 ]
 IDS = [c[0] for c in CONFIGS]
 

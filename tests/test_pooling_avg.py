@@ -112,6 +112,16 @@ def test_adaptive_max_nan_and_infinities_as_torch():
         np.testing.assert_array_equal(dx, tdx)
 
 
+@pytest.mark.parametrize("make", [lambda m: m.AvgPool2d(3, 2, 1, True, False), lambda m: m.AvgPool2d(2, 1, 1, False, True, 3),
+                                  lambda m: m.AdaptiveAvgPool2d((3, 2)), lambda m: m.AdaptiveAvgPool2d((5, 7))])
+def test_average_of_nan_and_infinities_as_torch(make):
+    x = np.random.default_rng(4).standard_normal((1, 2, 5, 6))
+    x[0, 0, 1, 1], x[0, 0, 3, 4], x[0, 1, 0, 0], x[0, 1, 4, 5] = np.nan, np.inf, -np.inf, np.inf
+    y, dx, ty, tdx, _, _ = run_both(make(nn), make(torch.nn), x)
+    np.testing.assert_allclose(y, ty, rtol=1e-13, equal_nan=True)
+    np.testing.assert_allclose(dx, tdx, rtol=1e-13)  # the gradient does not read x: finite
+
+
 @pytest.mark.parametrize("make", [lambda m: m.AvgPool2d(3, 2, 1, True, False), lambda m: m.AdaptiveAvgPool2d((3, 2)),
                                   lambda m: m.AdaptiveMaxPool2d(3)])
 def test_float32_matches_torch_float32(make):
@@ -222,3 +232,48 @@ def test_bad_inputs_and_backward_checks():
             layer.backward(np.ones((1, 3, 2, 2)))
         with pytest.raises(TypeError, match="dtype float64"):
             layer.backward(np.ones((3, 2, 2), np.float32))
+
+
+_THREADS_SCRIPT = r"""
+import sys
+import numpy as np
+from manualbp.kernels import cpu
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((8, 16, 21, 19))
+g = rng.standard_normal((8, 16, 11, 10))
+out = {}
+for dtype in (np.float32, np.float64):
+    xd, gd = x.astype(dtype), g.astype(dtype)
+    opts = ((3, 3), (2, 2), (1, 1), True, True, None)
+    out[f"avg_{dtype.__name__}"] = cpu.avgpool2d_forward(xd, *opts)
+    out[f"avg_back_{dtype.__name__}"] = cpu.avgpool2d_backward(gd, x.shape, *opts)
+    out[f"adaptive_{dtype.__name__}"] = cpu.adaptive_avgpool2d_forward(xd, (11, 10))
+    out[f"adaptive_back_{dtype.__name__}"] = cpu.adaptive_avgpool2d_backward(gd, x.shape)
+    out[f"adaptive_max_{dtype.__name__}"] = cpu.adaptive_maxpool2d_forward(xd, (11, 10))[0]
+    out[f"gelu_{dtype.__name__}"] = cpu.gelu_forward(xd, "none")
+    out[f"gelu_back_{dtype.__name__}"] = cpu.gelu_backward(xd, xd, "tanh")
+    out[f"softplus_back_{dtype.__name__}"] = cpu.softplus_backward(xd, xd, 2.0, 3.0)
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_parallel_kernels_give_the_same_bits_on_one_and_two_threads(tmp_path):
+    """The pooling and activation kernels of this family, large enough to run their parallel drivers."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    results = []
+    for threads in (1, 2):
+        path = tmp_path / f"threads{threads}.npz"
+        env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+        subprocess.run([sys.executable, "-c", _THREADS_SCRIPT, str(path)], env=env, check=True, cwd=root, timeout=300)
+        results.append(dict(np.load(path)))
+    one, two = results
+    assert one.keys() == two.keys() and len(one) == 16
+    for key in one:
+        assert one[key].tobytes() == two[key].tobytes(), f"{key} differs between 1 and 2 threads"

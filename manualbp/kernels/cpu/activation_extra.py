@@ -11,7 +11,8 @@ and threshold).  Each element is computed in float64, as in the twins, and round
 
 Parallelism: threads take chunks of ``CHUNK`` elements (prange); every element is its own output, so
 nothing depends on the thread count.  Below ``PARALLEL_MIN_ELEMENTS`` the serial twin runs instead.
-No fast-math: NaN and the infinities must behave as in torch.
+No fast-math: NaN and the infinities must behave as in torch; and NumPy's error model, so that a division by
+zero (Softplus with beta = 0) gives an infinity, as in torch, rather than raising.
 """
 import math
 
@@ -28,7 +29,7 @@ TANH_BETA = 0.7978845608028654  # sqrt(2 / pi)
 TANH_KAPPA = 0.044715
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _value(v, kind, a, b):
     """The activation at one float64 v."""
     if kind == GELU:
@@ -43,7 +44,7 @@ def _value(v, kind, a, b):
     return v if bx > b else math.log1p(math.exp(bx)) / a  # (U9)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _slope(v, kind, a, b):
     """dy/dx at one float64 v."""
     if kind == GELU:
@@ -63,7 +64,7 @@ def _slope(v, kind, a, b):
     return z / (z + 1.0)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _forward(x, y, kind, a, b):
     """y[i] = f(x[i]) over flat arrays, threads on chunks."""
     n = x.shape[0]
@@ -72,13 +73,13 @@ def _forward(x, y, kind, a, b):
             y[i] = _value(np.float64(x[i]), kind, a, b)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _forward_serial(x, y, kind, a, b):
     for i in range(x.shape[0]):
         y[i] = _value(np.float64(x[i]), kind, a, b)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _backward(g, x, gx, kind, a, b):
     """gx[i] = g[i] * f'(x[i]) over flat arrays, threads on chunks."""
     n = x.shape[0]
@@ -87,7 +88,7 @@ def _backward(g, x, gx, kind, a, b):
             gx[i] = np.float64(g[i]) * _slope(np.float64(x[i]), kind, a, b)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _backward_serial(g, x, gx, kind, a, b):
     for i in range(x.shape[0]):
         gx[i] = np.float64(g[i]) * _slope(np.float64(x[i]), kind, a, b)
