@@ -177,3 +177,22 @@ def test_backward_checks(config):
         layer.backward(np.ones((2, 3), np.float32))
     with pytest.raises(TypeError, match="dtype float32 or float64"):
         layer(np.ones(3, np.int64))
+
+
+NOT_REAL = ["0.1", None, [0.1], object(), 1 + 2j, np.array([0.1, 0.2]), True, float("nan"), float("inf")]
+BAD_OPTIONS = [
+    (nn.GELU, {}, {"approximate": [None, 1, "Tanh", "", "none ", "erf", True]}),
+    (nn.SiLU, {}, {"inplace": [True, "yes", 1, None]}),
+    (nn.ELU, {}, {"alpha": NOT_REAL, "inplace": [True, "no", 1, None]}),
+    (nn.Softplus, {}, {"beta": NOT_REAL, "threshold": NOT_REAL}),
+]
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, database=None)
+@given(st.data())
+def test_every_option_refuses_bad_values(draw):
+    factory, valid, bad = draw.draw(st.sampled_from(BAD_OPTIONS))
+    arg = draw.draw(st.sampled_from(sorted(bad)))
+    value = draw.draw(st.sampled_from(bad[arg]))
+    with pytest.raises((TypeError, ValueError)):
+        factory(**{**valid, arg: value})

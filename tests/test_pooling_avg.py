@@ -277,3 +277,24 @@ def test_parallel_kernels_give_the_same_bits_on_one_and_two_threads(tmp_path):
     assert one.keys() == two.keys() and len(one) == 16
     for key in one:
         assert one[key].tobytes() == two[key].tobytes(), f"{key} differs between 1 and 2 threads"
+
+
+NOT_INT = [2.5, "3", None, [3], (), b"3", 1 + 2j, np.float32(2.0), object(), True]
+PAIR = NOT_INT + [0, -1, (1, 2, 3), (0, 1), (2, -1), (2.5, 2), ("3", 3), [1, 1, 1]]
+BAD_OPTIONS = [
+    (nn.AvgPool2d, {"kernel_size": 2}, {"kernel_size": PAIR, "stride": [s for s in PAIR if s is not None],
+                                        "padding": [p for p in PAIR if repr(p) not in ("0", "(0, 1)")] + [2, (0, 2), "same"],
+                                        "divisor_override": [0, 2.5, "3", True, [2], np.float64(2.0)]}),
+    (nn.AdaptiveAvgPool2d, {"output_size": 2}, {"output_size": [p for p in PAIR if repr(p) not in ("0", "(0, 1)")] + [None]}),
+    (nn.AdaptiveMaxPool2d, {"output_size": 2}, {"output_size": [p for p in PAIR if repr(p) not in ("0", "(0, 1)")] + [None]}),
+]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(st.data())
+def test_every_option_refuses_bad_values(draw):
+    factory, valid, bad = draw.draw(st.sampled_from(BAD_OPTIONS))
+    arg = draw.draw(st.sampled_from(sorted(bad)))
+    value = draw.draw(st.sampled_from(bad[arg]))
+    with pytest.raises((TypeError, ValueError)):
+        factory(**{**valid, arg: value})
