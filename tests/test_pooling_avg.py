@@ -298,3 +298,22 @@ def test_every_option_refuses_bad_values(draw):
     value = draw.draw(st.sampled_from(bad[arg]))
     with pytest.raises((TypeError, ValueError)):
         factory(**{**valid, arg: value})
+
+
+@pytest.mark.parametrize("make", [lambda: nn.AvgPool2d(3, 2, 1), lambda: nn.AdaptiveAvgPool2d((2, 3)),
+                                  lambda: nn.AdaptiveMaxPool2d(3), lambda: nn.GELU(), lambda: nn.SiLU(),
+                                  lambda: nn.ELU(0.5), lambda: nn.Softplus(2.0)])
+def test_a_look_under_no_grad_leaves_the_saved_state_alone(make):
+    """The saved-state bookkeeping of nn/saved.py holds for the new layers: a forward under no_grad (another
+    batch) saves nothing, so backward still belongs to the training forward."""
+    import manualbp
+
+    rng = np.random.default_rng(9)
+    x1, x2 = rng.standard_normal((2, 3, 6, 7)), rng.standard_normal((2, 3, 4, 5))
+    layer, fresh = make(), make()
+    y = layer(x1)
+    g = rng.standard_normal(np.shape(y[0] if isinstance(y, tuple) else y))
+    with manualbp.no_grad():
+        layer(x2)
+    fresh(x1)
+    np.testing.assert_array_equal(layer.backward(g), fresh.backward(g))
