@@ -344,5 +344,21 @@ def main():
     print(f"wrote {DOC} ({len(CASES)} cases)")
 
 
+# --- smooth activations and average / adaptive pooling ------------------------------------------------------
+CASES += [
+    ("Activations and pooling", "GELU approximate not 'none' or 'tanh'", "", "nn.GELU(approximate='fast')"),
+    ("Activations and pooling", "SiLU inplace=True", "", "nn.SiLU(inplace=True)"),
+    ("Activations and pooling", "Softplus beta nan", "", "nn.Softplus(beta=float('nan'))"),
+    ("Activations and pooling", "AvgPool2d padding over half the window", "", "nn.AvgPool2d(3, padding=2)"),
+    ("Activations and pooling", "AvgPool2d divisor_override 0", "", "nn.AvgPool2d(2, divisor_override=0)"),
+    ("Activations and pooling", "AvgPool2d window larger than the padded input", "",
+     "nn.AvgPool2d(4, padding=1)(np.ones((1, 1, 1, 1), np.float32))"),
+    ("Activations and pooling", "adaptive output_size negative", "", "nn.AdaptiveAvgPool2d((2, -1))"),
+    ("Activations and pooling", "adaptive output_size of three numbers", "", "nn.AdaptiveMaxPool2d((2, 2, 2))"),
+    ("Activations and pooling", "adaptive output_size None", "", "nn.AdaptiveAvgPool2d(None)"),
+]
+
+
 if __name__ == "__main__":
     main()
+

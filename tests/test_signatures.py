@@ -79,3 +79,25 @@ def test_linear_takes_dtype_and_device_as_torch():
     assert nn.Linear(2, 3, True, "cpu", "float32").weight.dtype == np.float32
     with pytest.raises(TypeError, match="dtype float32 or float64"):
         nn.Linear(2, 3, dtype=np.int32)
+
+
+SMOOTH_ACTIVATIONS = ["GELU", "SiLU", "ELU", "Softplus"]
+
+
+@pytest.mark.parametrize("name", SMOOTH_ACTIVATIONS)
+def test_smooth_activation_signatures_are_torchs(name):
+    test_constructor_and_forward_signatures_are_torchs(name)
+
+
+AVERAGE_AND_ADAPTIVE_POOLING = ["AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d"]
+
+
+@pytest.mark.parametrize("name", AVERAGE_AND_ADAPTIVE_POOLING)
+def test_average_and_adaptive_pooling_signatures_are_torchs(name):
+    test_constructor_and_forward_signatures_are_torchs(name)
+
+
+def test_avgpool2d_positional_arguments_mean_what_they_mean_in_torch():
+    x = np.random.default_rng(0).standard_normal((1, 2, 7, 6))
+    args = ((3, 2), (2, 1), (1, 1), True, False, 5)
+    np.testing.assert_allclose(nn.AvgPool2d(*args)(x), tnn.AvgPool2d(*args)(torch.tensor(x)).numpy(), rtol=1e-14)

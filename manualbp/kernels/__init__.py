@@ -243,4 +243,6 @@ def sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first
                                                      nesterov, first)
 
 
+from .activation_extra import *
 from .losses import *
+from .pooling_avg import *

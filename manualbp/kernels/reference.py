@@ -488,4 +488,6 @@ def softmax_backward(grad_y, p, axis):
     return p * (grad_y - (grad_y * p).sum(axis=axis, keepdims=True))
 
 
+from .reference_activation_extra import *
 from .reference_loss import *
+from .reference_pooling_avg import *

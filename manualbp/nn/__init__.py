@@ -35,3 +35,11 @@ __all__ = [
     "Tanh",
     "init",
 ]
+
+from .activation_extra import ELU, GELU, SiLU, Softplus
+
+__all__ += ["ELU", "GELU", "SiLU", "Softplus"]
+
+from .pooling_avg import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d
+
+__all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d"]

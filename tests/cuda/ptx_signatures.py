@@ -70,3 +70,13 @@ SIGNATURES = {
 for _cfg in ("small", "large"):
     for _t in ("nn", "nt", "tn", "tt"):
         SIGNATURES[f"matmul_{_cfg}_{_t}_kernel"] = _gemm(F2, F2, F1)
+
+# activation_extra.py: GELU, SiLU, ELU, Softplus (kind, a, b)
+SIGNATURES["activation_forward_kernel"] = _sig(F1, "int64", "float32", "float32", F1)
+SIGNATURES["activation_backward_kernel"] = _sig(F1, F1, "int64", "float32", "float32", F1)
+
+# pooling_avg.py: AvgPool2d (geometry, count_include_pad, divisor or 0), adaptive pooling (max or mean)
+SIGNATURES["avgpool2d_forward_kernel"] = _sig(F4, F4, *["int64"] * 6, "boolean", "int64")
+SIGNATURES["avgpool2d_backward_kernel"] = _sig(F4, F4, *["int64"] * 6, "boolean", "int64")
+SIGNATURES["adaptive_pool2d_forward_kernel"] = _sig(F4, F4, I4, "boolean")
+SIGNATURES["adaptive_pool2d_backward_kernel"] = _sig(F4, I4, F4, "boolean")

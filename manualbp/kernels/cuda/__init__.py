@@ -228,3 +228,9 @@ def benchmark_matmul(n, repeats=10, compare_torch=True):
     result["ratio"] = result["ours_gflops"] / result["torch_gflops"]
     result["max_abs_diff"] = float(np.abs(dc.copy_to_host() - tc.cpu().numpy()).max())
     return result
+
+from . import activation_extra, pooling_avg  # GELU, SiLU, ELU, Softplus; AvgPool2d, adaptive pooling
+from .activation_extra import *
+from .pooling_avg import *
+
+FAMILIES = FAMILIES + (activation_extra, pooling_avg)
