@@ -79,3 +79,10 @@ def test_linear_takes_dtype_and_device_as_torch():
     assert nn.Linear(2, 3, True, "cpu", "float32").weight.dtype == np.float32
     with pytest.raises(TypeError, match="dtype=.*float32.*float64"):
         nn.Linear(2, 3, dtype=np.int32)
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "RMSprop", "Adagrad"])
+def test_adaptive_optimizer_signatures_are_torchs(name):
+    assert _params(getattr(optim, name).__init__) == _params(getattr(torch.optim, name).__init__)
+    assert [p[0] for p in _params(getattr(optim, name).step)] == ["closure"]
+

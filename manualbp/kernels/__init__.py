@@ -243,4 +243,5 @@ def sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first
                                                      nesterov, first)
 
 
+from .adaptive import *
 from .losses import *

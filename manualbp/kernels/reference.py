@@ -488,4 +488,5 @@ def softmax_backward(grad_y, p, axis):
     return p * (grad_y - (grad_y * p).sum(axis=axis, keepdims=True))
 
 
+from .reference_adaptive import *
 from .reference_loss import *

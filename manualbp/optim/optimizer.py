@@ -74,7 +74,7 @@ class Optimizer:
         """``{"state": {index: {buffer: array}}, "param_groups": [...]}`` with torch's layout:
         parameters are referred to by their position across all groups."""
         index = {id(p): i for i, p in enumerate(self._params())}
-        state = {index[pid]: {k: np.array(to_numpy(v), copy=True) for k, v in s.items()}  # NumPy, from the GPU too
+        state = {index[pid]: {k: _saved(k, v) for k, v in s.items()}  # NumPy, from the GPU too
                  for pid, s in self.state.items() if pid in index}
         groups = []
         for group in self.param_groups:
@@ -104,6 +104,9 @@ class Optimizer:
             entry = {}
             for bname, value in buffers.items():
                 value = np.asarray(host_array(value, f"{name}.load_state_dict", bname))  # NumPy or a tensor
+                if bname in SCALAR_STATE and value.size == 1:  # a step count: a float on the host, as torch's
+                    entry[bname] = float(value.reshape(()))
+                    continue
                 if value.shape != p.shape:
                     raise ValueError(f"{name}.load_state_dict: {bname} of parameter {i} has shape {value.shape}, "
                                      f"expected {p.shape}")
@@ -129,3 +132,14 @@ def check_number(value, who, name, low=None, high=None, high_open=False):
         bound = f"< {high}" if high_open else f"<= {high}"
         raise ValueError(f"{who}: invalid {name} {value}: expected {name} {bound}")
     return float(value)
+
+
+SCALAR_STATE = ("step",)  # per-parameter state kept as a host float (torch keeps a 0-d float32 tensor)
+
+
+def _saved(key, value):
+    """One state entry as state_dict gives it: a NumPy copy of a buffer (from the GPU too), or a step count as
+    a 0-d float32 array, the layout of torch's 0-d float32 tensor."""
+    if key in SCALAR_STATE and isinstance(value, float):
+        return np.array(value, dtype=np.float32)
+    return np.array(to_numpy(value), copy=True)

@@ -70,3 +70,12 @@ SIGNATURES = {
 for _cfg in ("small", "large"):
     for _t in ("nn", "nt", "tn", "tt"):
         SIGNATURES[f"matmul_{_cfg}_{_t}_kernel"] = _gemm(F2, F2, F1)
+
+# adaptive.py: Adam/AdamW, RMSprop, Adagrad
+SIGNATURES.update({
+    "adam_update_kernel": _sig(F1, F1, F1, F1, F1, *["float32"] * 3, "boolean", *["float32"] * 5, "boolean",
+                               "boolean"),
+    "rmsprop_update_kernel": _sig(F1, F1, F1, F1, F1, *["float32"] * 3, "boolean", *["float32"] * 3, "boolean",
+                                  "boolean"),
+    "adagrad_update_kernel": _sig(F1, F1, F1, *["float32"] * 3),
+})

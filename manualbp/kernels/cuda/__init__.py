@@ -228,3 +228,9 @@ def benchmark_matmul(n, repeats=10, compare_torch=True):
     result["ratio"] = result["ours_gflops"] / result["torch_gflops"]
     result["max_abs_diff"] = float(np.abs(dc.copy_to_host() - tc.cpu().numpy()).max())
     return result
+
+from . import adaptive  # Adam/AdamW, RMSprop, Adagrad
+from .adaptive import adagrad_update, adam_update, rmsprop_update
+
+FAMILIES = (*FAMILIES, adaptive)
+__all__ += ["adagrad_update", "adam_update", "rmsprop_update"]
