@@ -86,3 +86,10 @@ def test_adaptive_optimizer_signatures_are_torchs(name):
     assert _params(getattr(optim, name).__init__) == _params(getattr(torch.optim, name).__init__)
     assert [p[0] for p in _params(getattr(optim, name).step)] == ["closure"]
 
+
+@pytest.mark.parametrize("name", ["StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "LinearLR",
+                                  "OneCycleLR", "ReduceLROnPlateau"])
+def test_lr_scheduler_signatures_are_torchs(name):
+    ours, theirs = getattr(optim.lr_scheduler, name), getattr(torch.optim.lr_scheduler, name)
+    assert _params(ours.__init__) == _params(theirs.__init__)
+    assert [p[0] for p in _params(ours.step)] == [p[0] for p in _params(theirs.step)]
