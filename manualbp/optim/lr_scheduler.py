@@ -172,7 +172,7 @@ class MultiStepLR(LRScheduler):
 
 
 class ExponentialLR(LRScheduler):
-    """lr_e = lr_0 * gamma ** e, computed as lr_e = lr_{e-1} * gamma.  (T4)"""
+    """lr_e = lr_0 * gamma ** e, computed as lr_e = lr_{e-1} * gamma.  (T4), (T5)"""
 
     def __init__(self, optimizer, gamma, last_epoch=-1):
         _check_optimizer(optimizer, "ExponentialLR")
@@ -182,7 +182,7 @@ class ExponentialLR(LRScheduler):
     def get_lr(self):
         if self._is_initial:
             return self._lrs()
-        return [group["lr"] * self.gamma for group in self.optimizer.param_groups]
+        return [group["lr"] * self.gamma for group in self.optimizer.param_groups]  # (T5)
 
     def _get_closed_form_lr(self):
         return [base_lr * self.gamma ** self.last_epoch for base_lr in self.base_lrs]
