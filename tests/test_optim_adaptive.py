@@ -319,3 +319,19 @@ def test_a_bad_option_in_one_group_is_refused():
         optim.Adam([{"params": [a]}, {"params": [b], "betas": (1.2, 0.9)}])
     with pytest.raises(ValueError, match="unknown option"):
         optim.RMSprop([{"params": [a], "betas": (0.9, 0.9)}])
+
+
+def test_a_checkpoint_round_trip_keeps_betas_a_tuple(tmp_path):
+    from manualbp import checkpoint
+
+    model = nn.Linear(2, 2)
+    opt = optim.Adam(model.parameters(), lr=0.01, betas=(0.8, 0.9))
+    for p in model.parameters():
+        p.grad = np.ones(p.shape, np.float32)
+    opt.step()
+    checkpoint.save(tmp_path / "ck.npz", model, opt)
+    fresh = optim.Adam(model.parameters())
+    checkpoint.load(tmp_path / "ck.npz", model, fresh)
+    assert fresh.param_groups[0]["betas"] == (0.8, 0.9) and fresh.param_groups[0]["lr"] == 0.01
+    assert fresh.state_dict()["state"][0]["step"] == 1.0
+    np.testing.assert_array_equal(fresh.state_dict()["state"][1]["exp_avg"], opt.state_dict()["state"][1]["exp_avg"])

@@ -115,8 +115,9 @@ class Optimizer:
         new_groups = []
         for g, own in zip(groups, self.param_groups):
             merged = {k: v for k, v in g.items() if k != "params"}
-            self._check_group({**self.defaults, **merged})
-            new_groups.append({**own, **merged, "params": own["params"]})
+            checked = {**self.defaults, **merged}
+            self._check_group(checked)  # validates, and normalises (Adam's betas from a JSON list to a tuple)
+            new_groups.append({**own, **{k: checked[k] for k in merged}, "params": own["params"]})
         self.param_groups = new_groups
         self.state = new_state
 
