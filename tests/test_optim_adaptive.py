@@ -335,3 +335,30 @@ def test_a_checkpoint_round_trip_keeps_betas_a_tuple(tmp_path):
     assert fresh.param_groups[0]["betas"] == (0.8, 0.9) and fresh.param_groups[0]["lr"] == 0.01
     assert fresh.state_dict()["state"][0]["step"] == 1.0
     np.testing.assert_array_equal(fresh.state_dict()["state"][1]["exp_avg"], opt.state_dict()["state"][1]["exp_avg"])
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop", "Adagrad"])
+def test_add_param_group_matches_torch(name):
+    """A layer unfrozen after two steps joins with its own lr, as torch's add_param_group does."""
+    rng = np.random.default_rng(6)
+    values = [rng.standard_normal(3), rng.standard_normal(2)]
+    ours = [nn.Parameter(v.copy()) for v in values]
+    theirs = [torch.nn.Parameter(torch.tensor(v)) for v in values]
+    opt_o = getattr(optim, name)(ours[:1], lr=0.05)
+    opt_t = getattr(torch.optim, name)(theirs[:1], lr=0.05)
+    for step in range(4):
+        if step == 2:
+            opt_o.add_param_group({"params": ours[1:], "lr": 0.2})
+            opt_t.add_param_group({"params": theirs[1:], "lr": 0.2})
+            if name == "Adagrad":   # torch's Adagrad makes its state in __init__ only; ours at the first step
+                opt_t.state[theirs[1]] = {"step": torch.tensor(0.0), "sum": torch.zeros(2, dtype=torch.float64)}
+        for p, tp in zip(ours, theirs):
+            g = rng.standard_normal(p.shape)
+            p.grad, tp.grad = g, torch.tensor(g)
+        opt_o.step()
+        opt_t.step()
+    for p, tp in zip(ours, theirs):
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-12)
+    assert opt_o.param_groups[1]["lr"] == 0.2
+    with pytest.raises(ValueError, match="more than once"):
+        opt_o.add_param_group({"params": ours[:1]})

@@ -32,27 +32,34 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}  # id(Parameter) -> dict of buffers
-        seen = set()
         for group in groups:
-            if not isinstance(group, dict) or "params" not in group:
-                raise TypeError(f"{name}: a parameter group must be a dict with a 'params' key")
-            ps = group["params"]
-            ps = [ps] if isinstance(ps, Parameter) else list(ps)
-            for p in ps:
-                if not isinstance(p, Parameter):
-                    raise TypeError(f"{name}: expected Parameters, got {type(p).__name__}")
-                if id(p) in seen:
-                    raise ValueError(f"{name}: some parameters appear more than once (shape {p.shape}); "
-                                     f"each Parameter may be given only once")
-                seen.add(id(p))
-            full = dict(self.defaults)
-            full.update({k: v for k, v in group.items() if k != "params"})
-            unknown = set(full) - set(self.defaults)
-            if unknown:
-                raise ValueError(f"{name}: unknown option(s) {sorted(unknown)} in a parameter group")
-            self._check_group(full)
-            full["params"] = ps
-            self.param_groups.append(full)
+            self.add_param_group(group)
+
+    def add_param_group(self, param_group):
+        """Add a parameter group (a dict with ``params`` and any options, the others taken from ``defaults``),
+        as torch's ``add_param_group`` (to unfreeze a layer part-way through training, say).  A parameter that
+        is in a group already is refused."""
+        name = type(self).__name__
+        if not isinstance(param_group, dict) or "params" not in param_group:
+            raise TypeError(f"{name}: a parameter group must be a dict with a 'params' key")
+        seen = {id(p) for p in self._params()}
+        ps = param_group["params"]
+        ps = [ps] if isinstance(ps, Parameter) else list(ps)
+        for p in ps:
+            if not isinstance(p, Parameter):
+                raise TypeError(f"{name}: expected Parameters, got {type(p).__name__}")
+            if id(p) in seen:
+                raise ValueError(f"{name}: some parameters appear more than once (shape {p.shape}); "
+                                 f"each Parameter may be given only once")
+            seen.add(id(p))
+        full = dict(self.defaults)
+        full.update({k: v for k, v in param_group.items() if k != "params"})
+        unknown = set(full) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"{name}: unknown option(s) {sorted(unknown)} in a parameter group")
+        self._check_group(full)
+        full["params"] = ps
+        self.param_groups.append(full)
 
     def _check_group(self, group):
         """Validate one group's hyper-parameters (subclasses override)."""
