@@ -2,6 +2,7 @@
 
     manualbp train                         # LeNet-5 on the offline digits: >= 95% test accuracy in about a minute
     manualbp train --model cifar10net --dataset cifar10 --download --epochs 20
+    manualbp train --optimizer adamw --lr 0.001 --scheduler onecycle   # any of torch.optim's five, seven schedules
     manualbp explain                       # the chain rule, step by step, on the 2-2-2 network
 
 ``train`` prints the model's summary table and the tutorials' progress lines, and writes into ``--out``
@@ -19,6 +20,8 @@ import time
 import numpy as np
 
 DEFAULT_EPOCHS = 10
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+SCHEDULERS = ("cosine", "constant", "step", "multistep", "exponential", "onecycle", "plateau")
 
 
 def _train_parser(prog="manualbp train"):
@@ -37,11 +40,21 @@ def _train_parser(prog="manualbp train"):
     p.add_argument("--batch-size", type=int, default=None,
                    help="samples per step (default 32 on digits, a small data set that wants more steps per "
                         "epoch; 64, the tutorials' choice, on mnist and cifar10)")
-    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
-                   help="learning rate per epoch: cosine decay from --lr towards 0 (default), or constant "
-                        "as in the tutorials")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                   help="the update rule: sgd (default, with --momentum), adam, adamw, rmsprop or adagrad "
+                        "(manualbp.optim, torch's defaults)")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
+    p.add_argument("--momentum", type=float, default=None,
+                   help="SGD momentum (default 0.9); RMSprop's momentum (default 0)")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="weight decay lambda (default 0; AdamW's default 0.01, decoupled)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
+                   help="learning rate over the run: cosine decay from --lr towards 0 (default); constant, as in the "
+                        "tutorials; step (x0.1 every third of the epochs); multistep (x0.1 at half and at three "
+                        "quarters); exponential (x0.9 per epoch); onecycle (up to --lr and down, per batch); "
+                        "plateau (x0.5 when the test loss stops improving for 2 epochs)")
+    p.add_argument("--schedule", choices=("cosine", "constant"), default=None,
+                   help="the older name of --scheduler cosine/constant")
     p.add_argument("--seed", type=int, default=0, help="seed for the weights and the shuffling (default 0)")
     p.add_argument("--out", default=None, help="output folder (default runs/<model>-<dataset>)")
     p.add_argument("--download", action="store_true", help="download MNIST/CIFAR-10 into --data-root if missing")
@@ -152,13 +165,57 @@ def _compile_kernels(net, train_data, test_data, args):
     print("compiling kernels (first run only) ...", end=" ", flush=True)
     start = time.perf_counter()
     scratch = Network(copy.deepcopy(net.model))
-    opt = optim.SGD(scratch.parameters(), lr=args.lr, momentum=args.momentum)
+    opt = optim.SGD(scratch.parameters(), lr=args.lr, momentum=0.9)
     (x, y), (xt, yt), b = train_data, test_data, args.batch_size
     for size in sorted({min(b, len(x)), len(x) % b} - {0}):   # a full batch and the epoch's last one
         scratch.train_step(x[:size].astype(scratch.dtype), y[:size], nn.CrossEntropyLoss(), opt)
     b = max(b, 256)   # fit evaluates in batches of this many, then the rest
     scratch.evaluate((xt[:b + len(xt) % b], yt[:b + len(xt) % b]), batch_size=b)
     print(f"done in {time.perf_counter() - start:.1f}s (Numba caches them: later runs start at once)", flush=True)
+
+
+def _optimizer(args, params):
+    """The optimizer --optimizer names, and its description for the first line and the curve's title."""
+    from manualbp import optim
+    name = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad"}[args.optimizer]
+    kwargs = {"lr": args.lr}
+    if args.optimizer == "sgd" or (args.optimizer == "rmsprop" and args.momentum is not None):
+        kwargs["momentum"] = args.momentum if args.momentum is not None else 0.9
+    if args.weight_decay is not None:
+        kwargs["weight_decay"] = args.weight_decay
+    opt = getattr(optim, name)(params, **kwargs)
+    return opt, f"{name}({', '.join(f'{k}={v}' for k, v in kwargs.items())}, {args.scheduler} schedule)"
+
+
+def _scheduler(args, opt, steps_per_epoch):
+    """(scheduler, lr_schedule) for fit from --scheduler: the built-in cosine stays a function epoch -> lr
+    (``cosine_lr``, CosineAnnealingLR's closed form), the others are manualbp.optim.lr_scheduler objects."""
+    from manualbp.network import cosine_lr
+    from manualbp.optim import lr_scheduler
+    e = args.epochs
+    make = {
+        "cosine": None, "constant": None,
+        "step": lambda: lr_scheduler.StepLR(opt, step_size=max(1, e // 3), gamma=0.1),
+        "multistep": lambda: lr_scheduler.MultiStepLR(opt, milestones=[max(1, e // 2), max(1, 3 * e // 4)]),
+        "exponential": lambda: lr_scheduler.ExponentialLR(opt, gamma=0.9),
+        "onecycle": lambda: lr_scheduler.OneCycleLR(opt, max_lr=args.lr, epochs=e, steps_per_epoch=steps_per_epoch),
+        "plateau": lambda: lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2),
+    }[args.scheduler]
+    if make is not None:
+        return make(), None
+    return None, cosine_lr(args.lr, e) if args.scheduler == "cosine" else None
+
+
+def _check_cycle_length(args):
+    """A resumed one-cycle run can only finish the cycle it began: its steps were laid out over that run's epochs."""
+    from .checkpoint import read
+    header = read(args.resume)[0]
+    saved = ((header.get("extra") or {}).get("scheduler") or {}).get("state") or {}
+    total = saved.get("total_steps")
+    done = int(header.get("epoch") or 0)
+    if total is not None and done and args.epochs * saved.get("last_epoch", 0) // done > total:
+        raise ValueError(f"{args.resume} was trained with OneCycleLR over {total} steps in all, which --epochs "
+                         f"{args.epochs} would go past; resume it with the --epochs it began with, or start a new run")
 
 
 def _epochs_done(path):
@@ -174,9 +231,15 @@ def train(argv=None):
     for name in ("epochs", "batch_size"):
         if getattr(args, name) <= 0:
             _train_parser().error(f"--{name.replace('_', '-')} must be positive")
+    if args.schedule is not None and args.scheduler is not None and args.schedule != args.scheduler:
+        _train_parser().error(f"--schedule {args.schedule} and --scheduler {args.scheduler} disagree; "
+                              f"--schedule is the older name of --scheduler: give one")
+    args.scheduler = args.scheduler or args.schedule or "cosine"
+    if args.momentum is not None and args.optimizer not in ("sgd", "rmsprop"):
+        _train_parser().error(f"--momentum is for sgd and rmsprop; {args.optimizer} has betas")
     import manualbp
-    from manualbp import nn, optim
-    from manualbp.network import Network, cosine_lr
+    from manualbp import nn
+    from manualbp.network import Network
 
     if args.backend is not None:
         manualbp.set_backend(args.backend)
@@ -207,9 +270,15 @@ def train(argv=None):
     except (RuntimeError, TypeError, ImportError) as exc:   # no GPU or driver, or a float64 model for the GPU
         print(f"manualbp train: {exc}", file=sys.stderr)
         return 1
-    opt = optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum)
+    try:
+        opt, optimizer = _optimizer(args, net.parameters())
+        scheduler, lr_schedule = _scheduler(args, opt, -(-len(train_data[0]) // args.batch_size))
+        if args.resume is not None and args.scheduler == "onecycle":
+            _check_cycle_length(args)
+    except (TypeError, ValueError) as exc:   # a hyper-parameter the optimizer or scheduler refuses
+        print(f"manualbp train: {exc}", file=sys.stderr)
+        return 1
     shape = "x".join(str(s) for s in input_shape)
-    optimizer = f"SGD(lr={args.lr}, momentum={args.momentum}, {args.schedule} schedule)"
     print(f"manualbp train: {args.model} on {args.dataset} ({len(train_data[0])} training / {len(test_data[0])} "
           f"test samples of {shape}), {optimizer}, batch {args.batch_size}, {args.epochs} epoch"
           + ("s" if args.epochs != 1 else "")
@@ -223,7 +292,7 @@ def train(argv=None):
         history = net.fit(train_data, epochs=args.epochs, batch_size=args.batch_size, loss=nn.CrossEntropyLoss(),
                           optimizer=opt, val=test_data, checkpoint=out, resume=args.resume,
                           log_interval=log_interval, progress=False if args.no_progress else None,
-                          lr_schedule=cosine_lr(args.lr, args.epochs) if args.schedule == "cosine" else None)
+                          lr_schedule=lr_schedule, scheduler=scheduler)
     except KeyboardInterrupt:   # Ctrl-C: fit has saved interrupted.npz and printed how to resume
         return 130
     elapsed = time.perf_counter() - start

@@ -158,7 +158,7 @@ class Network:
     # --- training ---------------------------------------------------------------------------------
     def fit(self, train, epochs=1, batch_size=64, loss=None, optimizer=None, val=None, shuffle=True,
             callbacks=None, checkpoint=None, resume=None, log_interval=100, seed=None, drop_last=False,
-            lr_schedule=None, verbose=True, progress=None):
+            lr_schedule=None, verbose=True, progress=None, scheduler=None):
         """Train on ``train`` for ``epochs`` epochs; return a ``History``.
 
         Args:
@@ -186,6 +186,11 @@ class Network:
                 of each epoch (e.g. ``cosine_lr(0.01, epochs)``); default: the optimizer's lr throughout.
                 A resumed run goes on along the cosine it began with, over the epochs it began with.
             verbose: print progress; progress: a tqdm bar (default: when stdout is a terminal).
+            scheduler: a ``manualbp.optim.lr_scheduler`` scheduler of ``optimizer`` (instead of lr_schedule),
+                stepped as torch's examples step it: once at the end of every epoch, after validation
+                (ReduceLROnPlateau with the validation loss, or the training loss without ``val``), or, for
+                OneCycleLR, after every batch.  Its state travels in the checkpoints, so a resumed run goes
+                on along it bit for bit; pass a scheduler built the same way when resuming.
 
         When the loss becomes nan or inf, ``fit`` stops before that step's update and raises
         ``NonFiniteLossError`` naming the epoch, the step and a smaller learning rate to try; the last
@@ -206,9 +211,10 @@ class Network:
         training.check_optimizer(optimizer, self.model, who)
         if lr_schedule is not None and not callable(lr_schedule):
             raise TypeError(f"{who}: expected lr_schedule to be a function epoch -> lr, got {describe(lr_schedule)}")
+        scheduler = training.check_scheduler(scheduler, optimizer, lr_schedule, who)
 
         log = training.Progress(verbose, progress, log_interval, compiles=self.device == "cpu")  # what fit prints
-        saver = training.Checkpointer(self, optimizer, loader, checkpoint, lr_schedule)  # last/best/interrupted.npz
+        saver = training.Checkpointer(self, optimizer, loader, checkpoint, lr_schedule, scheduler)  # last/best/...
         guard = training.DivergenceGuard(self.model, optimizer, saver)      # nan/inf -> an error saying why
         history, first_epoch, partial = History(), 1, None   # partial: an epoch that a Ctrl-C cut short
         if resume is not None:
@@ -221,7 +227,8 @@ class Network:
                 for epoch in range(first_epoch, epochs + 1):
                     training.set_lr(optimizer, lr_schedule, epoch)
                     try:
-                        row = self._train_epoch(epoch, loader, loss_fn, optimizer, history, log, interrupt, partial)
+                        row = self._train_epoch(epoch, loader, loss_fn, optimizer, history, log, interrupt, partial,
+                                                scheduler if training.steps_per_batch(scheduler) else None)
                     except NonFiniteLossError as exc:
                         raise guard.diverged(exc, epoch) from None
                     partial = None
@@ -231,6 +238,7 @@ class Network:
                         row.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
                         log.validation(result)
                     history.epochs.append(row)
+                    training.step_after_epoch(scheduler, row)   # the next epoch's rate (None: nothing to do)
                     saver.end_of_epoch(epoch, history)
                     for cb in callbacks:
                         (cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb)(self, epoch, row)
@@ -262,7 +270,8 @@ class Network:
         loader.checked = True   # x and y were checked whole: the batches need no second look
         return loader
 
-    def _train_epoch(self, epoch, loader, loss_fn, optimizer, history, log, interrupt=None, resume_from=None):
+    def _train_epoch(self, epoch, loader, loss_fn, optimizer, history, log, interrupt=None, resume_from=None,
+                     batch_scheduler=None):
         """One pass over the batches: ``train_step`` on each, its loss counted and logged; returns the
         epoch's row.  ``resume_from`` continues an epoch interrupted part-way (see ``EpochTally``).
 
@@ -282,6 +291,8 @@ class Network:
                 log.stop_bar()
                 exc.step, exc.steps = batch_idx + 1, training.length(loader) or "?"
                 raise
+            if batch_scheduler is not None:
+                batch_scheduler.step()  # OneCycleLR: the next batch's rate
             loss = item(loss)  # a NumPy scalar, or a (1,) device array on the GPU
             tally.add(loss, len(xb), training.count_correct(out, yb), training.is_classification(yb))
             history.steps.append(loss)

@@ -168,6 +168,55 @@ CASES = [
      "model(manualbp.to_device(np.ones((3, 4), np.float32)))"),
 ]
 
+# --- adaptive optimizers and learning-rate schedulers (torch's messages where torch has one) --------------------
+OPT = "Adaptive optimizers"
+SCHED = "Learning-rate schedulers"
+SGD = "opt = optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1, momentum=0.9)"
+CASES += [
+    (OPT, "Adam: negative lr", "", "optim.Adam(nn.Linear(2, 2).parameters(), lr=-1e-3)"),
+    (OPT, "Adam: beta1 of 1", "", "optim.Adam(nn.Linear(2, 2).parameters(), betas=(1.0, 0.999))"),
+    (OPT, "Adam: negative beta2", "", "optim.Adam(nn.Linear(2, 2).parameters(), betas=(0.9, -0.5))"),
+    (OPT, "Adam: betas as one number", "", "optim.Adam(nn.Linear(2, 2).parameters(), betas=0.9)"),
+    (OPT, "Adam: negative eps", "", "optim.Adam(nn.Linear(2, 2).parameters(), eps=-1e-8)"),
+    (OPT, "Adam: negative weight_decay", "", "optim.Adam(nn.Linear(2, 2).parameters(), weight_decay=-0.01)"),
+    (OPT, "Adam: amsgrad as a string", "", "optim.Adam(nn.Linear(2, 2).parameters(), amsgrad='yes')"),
+    (OPT, "Adam: maximize=True", "", "optim.Adam(nn.Linear(2, 2).parameters(), maximize=True)"),
+    (OPT, "AdamW: beta2 above 1", "", "optim.AdamW(nn.Linear(2, 2).parameters(), betas=(0.9, 1.5))"),
+    (OPT, "AdamW: nan lr", "", "optim.AdamW(nn.Linear(2, 2).parameters(), lr=float('nan'))"),
+    (OPT, "AdamW: capturable=True", "", "optim.AdamW(nn.Linear(2, 2).parameters(), capturable=True)"),
+    (OPT, "RMSprop: negative alpha", "", "optim.RMSprop(nn.Linear(2, 2).parameters(), alpha=-0.9)"),
+    (OPT, "RMSprop: negative momentum", "", "optim.RMSprop(nn.Linear(2, 2).parameters(), momentum=-0.9)"),
+    (OPT, "RMSprop: negative eps", "", "optim.RMSprop(nn.Linear(2, 2).parameters(), eps=-1.0)"),
+    (OPT, "RMSprop: centered as a number", "", "optim.RMSprop(nn.Linear(2, 2).parameters(), centered=2)"),
+    (OPT, "Adagrad: negative lr_decay", "", "optim.Adagrad(nn.Linear(2, 2).parameters(), lr_decay=-0.1)"),
+    (OPT, "Adagrad: negative initial_accumulator_value", "", "optim.Adagrad(nn.Linear(2, 2).parameters(), initial_accumulator_value=-1)"),
+    (OPT, "Adagrad: differentiable=True", "", "optim.Adagrad(nn.Linear(2, 2).parameters(), differentiable=True)"),
+    (OPT, "a bad beta in one parameter group", "layer = nn.Linear(2, 2)",
+     "optim.Adam([{'params': [layer.weight]}, {'params': [layer.bias], 'betas': (0.9, 1.0)}])"),
+    (SCHED, "a scheduler of something that is not an optimizer", "", "optim.lr_scheduler.StepLR('sgd', 10)"),
+    (SCHED, "StepLR: step_size 0", SGD, "optim.lr_scheduler.StepLR(opt, step_size=0)"),
+    (SCHED, "MultiStepLR: one milestone, not a list", SGD, "optim.lr_scheduler.MultiStepLR(opt, 30)"),
+    (SCHED, "ExponentialLR: gamma as a string", SGD, "optim.lr_scheduler.ExponentialLR(opt, '0.9')"),
+    (SCHED, "CosineAnnealingLR: T_max 0", SGD, "optim.lr_scheduler.CosineAnnealingLR(opt, T_max=0)"),
+    (SCHED, "LinearLR: start_factor 0", SGD, "optim.lr_scheduler.LinearLR(opt, start_factor=0)"),
+    (SCHED, "LinearLR: end_factor above 1", SGD, "optim.lr_scheduler.LinearLR(opt, end_factor=2.0)"),
+    (SCHED, "OneCycleLR: no length", SGD, "optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1)"),
+    (SCHED, "OneCycleLR: pct_start above 1", SGD, "optim.lr_scheduler.OneCycleLR(opt, 0.1, 100, pct_start=1.5)"),
+    (SCHED, "OneCycleLR: unknown anneal_strategy", SGD,
+     "optim.lr_scheduler.OneCycleLR(opt, 0.1, 100, anneal_strategy='exp')"),
+    (SCHED, "OneCycleLR: cycle_momentum on Adagrad", "opt = optim.Adagrad(nn.Linear(2, 2).parameters())",
+     "optim.lr_scheduler.OneCycleLR(opt, 0.1, 100)"),
+    (SCHED, "OneCycleLR: stepped past total_steps", SGD + "\nsched = optim.lr_scheduler.OneCycleLR(opt, 0.1, 2)",
+     "for _ in range(3): sched.step()"),
+    (SCHED, "ReduceLROnPlateau: factor 1", SGD, "optim.lr_scheduler.ReduceLROnPlateau(opt, factor=1.0)"),
+    (SCHED, "ReduceLROnPlateau: unknown mode", SGD, "optim.lr_scheduler.ReduceLROnPlateau(opt, mode='lowest')"),
+    (SCHED, "ReduceLROnPlateau: min_lr list of the wrong length", SGD,
+     "optim.lr_scheduler.ReduceLROnPlateau(opt, min_lr=[0.1, 0.01])"),
+    (SCHED, "fit with a scheduler of another optimizer", SGD + "\nnet = Network(nn.Linear(2, 3))",
+     "net.fit((np.zeros((10, 2), np.float32), np.zeros(10, np.int64)), optimizer=optim.SGD(net.parameters(), "
+     "lr=0.1), scheduler=optim.lr_scheduler.StepLR(opt, 1))"),
+]
+
 
 # --- helpers the cases use (files are written in the case's own temporary folder) -------------------------
 

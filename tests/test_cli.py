@@ -215,3 +215,48 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     status = cli.main(["train", "--limit", "64", "--epochs", "1", "--device", "cuda", "--out", str(tmp_path)])
     assert status == 1
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("optimizer,scheduler", [("adam", "onecycle"), ("adamw", "step"), ("rmsprop", "plateau"),
+                                                 ("adagrad", "exponential"), ("sgd", "multistep")])
+def test_train_with_each_optimizer_and_scheduler(tmp_path, capsys, optimizer, scheduler):
+    out = tmp_path / "run"
+    args = ["train", "--model", "mlp", "--epochs", "2", "--limit", "96", "--out", str(out), "--no-progress",
+            "--log-interval", "0", "--optimizer", optimizer, "--scheduler", scheduler, "--weight-decay", "0.001"]
+    assert cli.main(args) == 0
+    text = capsys.readouterr().out
+    name = {"adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad", "sgd": "SGD"}[optimizer]
+    assert f"{name}(lr=0.01" in text and f"weight_decay=0.001, {scheduler} schedule)" in text
+    from manualbp import checkpoint
+    header = checkpoint.read(out / "last.npz")[0]
+    assert header["optimizer"]["type"] == name
+    assert header["extra"]["scheduler"]["type"] in {"OneCycleLR", "StepLR", "ReduceLROnPlateau", "ExponentialLR",
+                                                    "MultiStepLR"}
+    lrs = [row["lr"] for row in json.loads((out / "history.json").read_text())["epochs"]]
+    if scheduler in ("onecycle", "exponential"):
+        assert lrs[0] != lrs[1]
+    resumed = cli.main(args[:4] + ["3"] + args[5:] + ["--resume", str(out / "last.npz")])
+    if scheduler == "onecycle":   # its cycle was laid out over 2 epochs
+        assert resumed == 1 and "OneCycleLR" in capsys.readouterr().err
+    else:
+        assert resumed == 0
+        assert len(json.loads((out / "history.json").read_text())["epochs"]) == 3
+
+
+def test_schedule_is_the_older_name_of_scheduler(tmp_path, capsys):
+    common = ["train", "--model", "mlp", "--epochs", "2", "--limit", "64", "--no-progress", "--log-interval", "0"]
+    assert cli.main(common + ["--out", str(tmp_path / "a"), "--schedule", "constant"]) == 0
+    assert cli.main(common + ["--out", str(tmp_path / "b"), "--scheduler", "constant"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("SGD(lr=0.01, momentum=0.9, constant schedule)") == 2
+    runs = [json.loads((tmp_path / d / "history.json").read_text())["epochs"] for d in "ab"]
+    assert [r["lr"] for r in runs[0]] == [r["lr"] for r in runs[1]] == [0.01, 0.01]
+    assert [r["val_loss"] for r in runs[0]] == [r["val_loss"] for r in runs[1]]
+    with pytest.raises(SystemExit):
+        cli.main(common + ["--schedule", "cosine", "--scheduler", "step"])
+    with pytest.raises(SystemExit):
+        cli.main(common + ["--optimizer", "adam", "--momentum", "0.9"])
+    with pytest.raises(SystemExit):
+        cli.main(common + ["--optimizer", "lbfgs"])
+    assert cli.main(common + ["--out", str(tmp_path / "c"), "--optimizer", "adam", "--weight-decay", "-1"]) == 1
+    assert "Invalid weight_decay value: -1.0" in capsys.readouterr().err

@@ -101,3 +101,16 @@ def test_avgpool2d_positional_arguments_mean_what_they_mean_in_torch():
     x = np.random.default_rng(0).standard_normal((1, 2, 7, 6))
     args = ((3, 2), (2, 1), (1, 1), True, False, 5)
     np.testing.assert_allclose(nn.AvgPool2d(*args)(x), tnn.AvgPool2d(*args)(torch.tensor(x)).numpy(), rtol=1e-14)
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "RMSprop", "Adagrad"])
+def test_adaptive_optimizer_signatures_are_torchs(name):
+    assert _params(getattr(optim, name).__init__) == _params(getattr(torch.optim, name).__init__)
+    assert [p[0] for p in _params(getattr(optim, name).step)] == ["closure"]
+
+
+@pytest.mark.parametrize("name", ["StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "LinearLR",
+                                  "OneCycleLR", "ReduceLROnPlateau"])
+def test_lr_scheduler_signatures_are_torchs(name):
+    ours, theirs = getattr(optim.lr_scheduler, name), getattr(torch.optim.lr_scheduler, name)
+    assert _params(ours.__init__) == _params(theirs.__init__)
+    assert [p[0] for p in _params(ours.step)] == [p[0] for p in _params(theirs.step)]

@@ -244,5 +244,6 @@ def sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first
 
 
 from .activation_extra import *
+from .adaptive import *
 from .losses import *
 from .pooling_avg import *

@@ -32,27 +32,34 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}  # id(Parameter) -> dict of buffers
-        seen = set()
         for group in groups:
-            if not isinstance(group, dict) or "params" not in group:
-                raise TypeError(f"{name}: a parameter group must be a dict with a 'params' key")
-            ps = group["params"]
-            ps = [ps] if isinstance(ps, Parameter) else list(ps)
-            for p in ps:
-                if not isinstance(p, Parameter):
-                    raise TypeError(f"{name}: expected Parameters, got {type(p).__name__}")
-                if id(p) in seen:
-                    raise ValueError(f"{name}: some parameters appear more than once (shape {p.shape}); "
-                                     f"each Parameter may be given only once")
-                seen.add(id(p))
-            full = dict(self.defaults)
-            full.update({k: v for k, v in group.items() if k != "params"})
-            unknown = set(full) - set(self.defaults)
-            if unknown:
-                raise ValueError(f"{name}: unknown option(s) {sorted(unknown)} in a parameter group")
-            self._check_group(full)
-            full["params"] = ps
-            self.param_groups.append(full)
+            self.add_param_group(group)
+
+    def add_param_group(self, param_group):
+        """Add a parameter group (a dict with ``params`` and any options, the others taken from ``defaults``),
+        as torch's ``add_param_group`` (to unfreeze a layer part-way through training, say).  A parameter that
+        is in a group already is refused."""
+        name = type(self).__name__
+        if not isinstance(param_group, dict) or "params" not in param_group:
+            raise TypeError(f"{name}: a parameter group must be a dict with a 'params' key")
+        seen = {id(p) for p in self._params()}
+        ps = param_group["params"]
+        ps = [ps] if isinstance(ps, Parameter) else list(ps)
+        for p in ps:
+            if not isinstance(p, Parameter):
+                raise TypeError(f"{name}: expected Parameters, got {type(p).__name__}")
+            if id(p) in seen:
+                raise ValueError(f"{name}: some parameters appear more than once (shape {p.shape}); "
+                                 f"each Parameter may be given only once")
+            seen.add(id(p))
+        full = dict(self.defaults)
+        full.update({k: v for k, v in param_group.items() if k != "params"})
+        unknown = set(full) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"{name}: unknown option(s) {sorted(unknown)} in a parameter group")
+        self._check_group(full)
+        full["params"] = ps
+        self.param_groups.append(full)
 
     def _check_group(self, group):
         """Validate one group's hyper-parameters (subclasses override)."""
@@ -74,7 +81,7 @@ class Optimizer:
         """``{"state": {index: {buffer: array}}, "param_groups": [...]}`` with torch's layout:
         parameters are referred to by their position across all groups."""
         index = {id(p): i for i, p in enumerate(self._params())}
-        state = {index[pid]: {k: np.array(to_numpy(v), copy=True) for k, v in s.items()}  # NumPy, from the GPU too
+        state = {index[pid]: {k: _saved(k, v) for k, v in s.items()}  # NumPy, from the GPU too
                  for pid, s in self.state.items() if pid in index}
         groups = []
         for group in self.param_groups:
@@ -104,6 +111,9 @@ class Optimizer:
             entry = {}
             for bname, value in buffers.items():
                 value = np.asarray(host_array(value, f"{name}.load_state_dict", bname))  # NumPy or a tensor
+                if bname in SCALAR_STATE and value.size == 1:  # a step count: a float on the host, as torch's
+                    entry[bname] = float(value.reshape(()))
+                    continue
                 if value.shape != p.shape:
                     raise ValueError(f"{name}.load_state_dict: {bname} of parameter {i} has shape {value.shape}, "
                                      f"expected {p.shape}")
@@ -112,8 +122,9 @@ class Optimizer:
         new_groups = []
         for g, own in zip(groups, self.param_groups):
             merged = {k: v for k, v in g.items() if k != "params"}
-            self._check_group({**self.defaults, **merged})
-            new_groups.append({**own, **merged, "params": own["params"]})
+            checked = {**self.defaults, **merged}
+            self._check_group(checked)  # validates, and normalises (Adam's betas from a JSON list to a tuple)
+            new_groups.append({**own, **{k: checked[k] for k in merged}, "params": own["params"]})
         self.param_groups = new_groups
         self.state = new_state
 
@@ -129,3 +140,14 @@ def check_number(value, who, name, low=None, high=None, high_open=False):
         bound = f"< {high}" if high_open else f"<= {high}"
         raise ValueError(f"{who}: invalid {name} {value}: expected {name} {bound}")
     return float(value)
+
+
+SCALAR_STATE = ("step",)  # per-parameter state kept as a host float (torch keeps a 0-d float32 tensor)
+
+
+def _saved(key, value):
+    """One state entry as state_dict gives it: a NumPy copy of a buffer (from the GPU too), or a step count as
+    a 0-d float32 array, the layout of torch's 0-d float32 tensor."""
+    if key in SCALAR_STATE and isinstance(value, float):
+        return np.array(value, dtype=np.float32)
+    return np.array(to_numpy(value), copy=True)

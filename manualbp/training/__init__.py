@@ -12,7 +12,8 @@ learning rate, a Ctrl-C or a crash needs more around them.  Each of those jobs l
     checkpoints.py  ``Checkpointer``: last.npz / best.npz after each epoch, resuming a run, interrupted.npz
     guards.py       ``DivergenceGuard`` (a nan/inf becomes a ``NonFiniteLossError`` that says what to do),
                     ``_DeferredInterrupt`` (a Ctrl-C waits for the step under way), ``check_loss``, ...
-    schedule.py     ``set_lr``, ``cosine_lr``: the learning-rate schedule
+    schedule.py     ``set_lr``, ``cosine_lr``: the learning-rate schedule; ``check_scheduler``,
+                    ``step_after_epoch``, ...: a torch-style scheduler (``fit(scheduler=...)``)
 
 None of them changes the arithmetic of training: they read, print, count, save and stop.
 """
@@ -23,9 +24,9 @@ from .guards import _DeferredInterrupt as _DeferredInterrupt
 from .guards import _Interrupted as _Interrupted
 from .history import EPOCH_FIELDS, History
 from .progress import CompileNote, Progress, kernel_cache_is_empty
-from .schedule import cosine_lr, set_lr
+from .schedule import check_scheduler, cosine_lr, set_lr, step_after_epoch, steps_per_batch
 
 __all__ = ["EPOCH_FIELDS", "Checkpointer", "CompileNote", "DivergenceGuard", "EpochTally", "History",
            "IterableBatches", "NonFiniteLossError", "Progress", "as_loader", "check_loss", "check_optimizer",
-           "cosine_lr", "count_correct", "is_batches", "is_classification", "kernel_cache_is_empty", "length",
-           "set_lr"]
+           "check_scheduler", "cosine_lr", "count_correct", "is_batches", "is_classification", "kernel_cache_is_empty",
+           "length", "set_lr", "step_after_epoch", "steps_per_batch"]

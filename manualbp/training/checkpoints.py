@@ -6,7 +6,7 @@ import numpy as np
 
 from .batches import rng_state
 from .history import History
-from .schedule import resumed_schedule, schedule_config
+from .schedule import load_scheduler_state, resumed_schedule, schedule_config, scheduler_state
 
 
 class Checkpointer:
@@ -15,7 +15,7 @@ class Checkpointer:
     After each epoch it writes ``last.npz`` in ``folder`` (and ``best.npz`` when the monitored loss --
     validation loss, or training loss without validation data -- is the lowest so far).  Each holds the
     weights, the optimizer's buffers, the history, the shuffling generator's state and the learning-rate
-    schedule's settings, which is all a run depends on.  With ``folder=None`` it writes nothing but
+    schedule's settings (or the scheduler's state_dict), which is all a run depends on.  With ``folder=None`` it writes nothing but
     ``interrupted.npz`` after a Ctrl-C (in the current folder).  ``last_good`` remembers the newest
     ``last.npz`` of this run for error messages.
 
@@ -23,8 +23,9 @@ class Checkpointer:
     save: it resumes at an epoch boundary, and an epoch cut short by Ctrl-C starts again from its first batch.
     """
 
-    def __init__(self, network, optimizer, loader, folder=None, lr_schedule=None):
+    def __init__(self, network, optimizer, loader, folder=None, lr_schedule=None, scheduler=None):
         self.network, self.optimizer, self.loader, self.folder = network, optimizer, loader, folder
+        self.scheduler = scheduler
         self.extra = {"lr_schedule": schedule_config(lr_schedule)}
         self.best = np.inf
         self.last_good = {"path": None, "epoch": None}
@@ -56,6 +57,14 @@ class Checkpointer:
                  if partial else f"after epoch {first_epoch - 1}")
         log.say(f"Resumed from {os.fspath(path)} {where}")
         lr_schedule = resumed_schedule(lr_schedule, extra.get("lr_schedule"), epochs, log)
+        if self.scheduler is not None:
+            if not extra.get("scheduler"):
+                raise ValueError(f"Network.fit: {os.fspath(path)} was written by a run without a scheduler; "
+                                 f"resume it without one (or start a new run with the scheduler)")
+            load_scheduler_state(self.scheduler, extra["scheduler"], os.fspath(path))
+        elif extra.get("scheduler"):
+            log.say(f"Note: the run was saved with a {extra['scheduler'].get('type')}; without a scheduler it goes "
+                    f"on at the optimizer's last learning rate")
         self.extra["lr_schedule"] = schedule_config(lr_schedule)
         self.best = min((_monitor(r) for r in history.epochs), default=np.inf)
         return history, first_epoch, partial, lr_schedule
@@ -65,7 +74,7 @@ class Checkpointer:
         if self.folder is None:
             return
         state = {"optimizer": self.optimizer, "epoch": epoch, "history": history.to_dict(),
-                 "rng_state": rng_state(self.loader), "extra": self.extra}
+                 "rng_state": rng_state(self.loader), "extra": self._extra()}
         last = os.path.join(self.folder, "last.npz")
         self.network.save(last, **state)
         self.last_good.update(path=last, epoch=epoch)
@@ -80,7 +89,7 @@ class Checkpointer:
         resumable = self.loader.rng is not None   # a generic iterable: epoch boundaries only
         partial = None if progress["step"] == 0 or not resumable else progress
         self.network.save(path, self.optimizer, epoch=stop.epoch - 1, history=history.to_dict(),
-                          rng_state=progress["rng_state"], extra={**self.extra, "interrupted": partial})
+                          rng_state=progress["rng_state"], extra={**self._extra(), "interrupted": partial})
         where = (f"during epoch {stop.epoch}, after step {progress['step']}" if progress["step"]
                  else f"after epoch {stop.epoch - 1}")
         again = ("" if partial or not progress["step"] else
@@ -88,6 +97,12 @@ class Checkpointer:
                  f"again from its first batch, with these weights)")
         print(f"Interrupted {where}: saved {path}{again}. Continue with fit(..., resume={path!r}) "
               f"(manualbp train --resume {path}).", file=sys.stderr, flush=True)
+
+    def _extra(self):
+        """The header's extra: the schedule's settings and, with a scheduler, its state as it is now."""
+        if self.scheduler is None:
+            return self.extra
+        return {**self.extra, "scheduler": scheduler_state(self.scheduler)}
 
     def last_good_note(self):
         """A sentence on which checkpoint a diverged run left behind."""

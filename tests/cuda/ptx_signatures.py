@@ -80,3 +80,11 @@ SIGNATURES["avgpool2d_forward_kernel"] = _sig(F4, F4, *["int64"] * 6, "boolean",
 SIGNATURES["avgpool2d_backward_kernel"] = _sig(F4, F4, *["int64"] * 6, "boolean", "int64")
 SIGNATURES["adaptive_pool2d_forward_kernel"] = _sig(F4, F4, I4, "boolean")
 SIGNATURES["adaptive_pool2d_backward_kernel"] = _sig(F4, I4, F4, "boolean")
+# adaptive.py: Adam/AdamW, RMSprop, Adagrad
+SIGNATURES.update({
+    "adam_update_kernel": _sig(F1, F1, F1, F1, F1, *["float32"] * 3, "boolean", *["float32"] * 5, "boolean",
+                               "boolean"),
+    "rmsprop_update_kernel": _sig(F1, F1, F1, F1, F1, *["float32"] * 3, "boolean", *["float32"] * 3, "boolean",
+                                  "boolean"),
+    "adagrad_update_kernel": _sig(F1, F1, F1, *["float32"] * 3),
+})

@@ -234,3 +234,8 @@ from .activation_extra import *
 from .pooling_avg import *
 
 FAMILIES = FAMILIES + (activation_extra, pooling_avg)
+from . import adaptive  # Adam/AdamW, RMSprop, Adagrad
+from .adaptive import adagrad_update, adam_update, rmsprop_update
+
+FAMILIES = (*FAMILIES, adaptive)
+__all__ += ["adagrad_update", "adam_update", "rmsprop_update"]
