@@ -213,8 +213,8 @@ CASES += [
     (SCHED, "ReduceLROnPlateau: min_lr list of the wrong length", SGD,
      "optim.lr_scheduler.ReduceLROnPlateau(opt, min_lr=[0.1, 0.01])"),
     (SCHED, "fit with a scheduler of another optimizer", SGD + "\nnet = Network(nn.Linear(2, 3))",
-     "net.fit((np.zeros((10, 2), np.float32), np.zeros(10, np.int64)), optimizer=optim.SGD(net.parameters(), "
-     "lr=0.1), scheduler=optim.lr_scheduler.StepLR(opt, 1))"),
+     ("net.fit((np.zeros((10, 2), np.float32), np.zeros(10, np.int64)), optimizer=optim.SGD(net.parameters(), "
+     "lr=0.1), scheduler=optim.lr_scheduler.StepLR(opt, 1))")),
 ]
 
 

@@ -55,7 +55,7 @@ __all__ = ["conv2d_forward", "conv2d_grad_input", "conv2d_grad_params", "conv2d_
            "maxpool2d_backward", "maxpool2d_forward", "pad2d", "pad2d_backward", "pool_index_dtype", "sgd_update"]
 
 from .activation_extra import *  # GELU, SiLU, ELU, Softplus (derivations/17-gelu-silu-elu.md)
-from .pooling_avg import *  # AvgPool2d, adaptive pooling (derivations/16-average-pooling.md)
 from .adaptive import *
+from .pooling_avg import *  # AvgPool2d, adaptive pooling (derivations/16-average-pooling.md)
 
 __all__ += ["adagrad_update", "adam_update", "rmsprop_update"]

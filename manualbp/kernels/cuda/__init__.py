@@ -229,13 +229,12 @@ def benchmark_matmul(n, repeats=10, compare_torch=True):
     result["max_abs_diff"] = float(np.abs(dc.copy_to_host() - tc.cpu().numpy()).max())
     return result
 
-from . import activation_extra, pooling_avg  # GELU, SiLU, ELU, Softplus; AvgPool2d, adaptive pooling
+
+# The families added since: GELU, SiLU, ELU, Softplus; AvgPool2d and adaptive pooling; Adam/AdamW, RMSprop, Adagrad
+from . import activation_extra, adaptive, pooling_avg
 from .activation_extra import *
+from .adaptive import adagrad_update, adam_update, rmsprop_update
 from .pooling_avg import *
 
-FAMILIES = FAMILIES + (activation_extra, pooling_avg)
-from . import adaptive  # Adam/AdamW, RMSprop, Adagrad
-from .adaptive import adagrad_update, adam_update, rmsprop_update
-
-FAMILIES = (*FAMILIES, adaptive)
+FAMILIES = (*FAMILIES, activation_extra, pooling_avg, adaptive)
 __all__ += ["adagrad_update", "adam_update", "rmsprop_update"]
