@@ -244,3 +244,4 @@ def sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first
 
 
 from .losses import *
+from .norm import *

@@ -489,3 +489,4 @@ def softmax_backward(grad_y, p, axis):
 
 
 from .reference_loss import *
+from .reference_norm import *

@@ -35,3 +35,7 @@ __all__ = [
     "Tanh",
     "init",
 ]
+
+from .batchnorm import BatchNorm1d, BatchNorm2d
+
+__all__ += ["BatchNorm1d", "BatchNorm2d"]

@@ -9,22 +9,23 @@ it and ``summary()`` does not count it as a parameter.
 """
 import numpy as np
 
-from ..device import as_array, cast, is_cuda_array, require_cuda, to_numpy
+from .._checks import is_array
+from ..device import as_array
 
 
 def buffer_value(value, name, who):
     """What a buffer may hold: None, a NumPy or numba.cuda device array, or anything ``as_array`` reads
     (a torch tensor: copied, so the buffer owns its memory)."""
-    if value is None or isinstance(value, np.ndarray) or is_cuda_array(value):
+    if value is None or is_array(value):
         return value
     from .parameter import Parameter
     if isinstance(value, Parameter):
         raise TypeError(f"{who}: cannot assign a Parameter to buffer {name!r} (a buffer is not trained)")
     a = as_array(value, who, name)
-    if not (isinstance(a, np.ndarray) or is_cuda_array(a)):
+    if not is_array(a):
         raise TypeError(f"cannot assign '{type(value).__name__}' object to buffer '{name}' (an array or None "
                         f"required)")
-    return a if is_cuda_array(a) else np.array(a, copy=True)
+    return np.array(a, copy=True) if isinstance(a, np.ndarray) else a
 
 
 def check_buffer_name(module, name):
@@ -37,21 +38,3 @@ def check_buffer_name(module, name):
         raise KeyError('buffer name can\'t be empty string ""')
     if hasattr(module, name) and name not in module._buffers:
         raise KeyError(f"attribute '{name}' already exists")
-
-
-def cast_buffer(a, dtype, who):
-    """A float buffer converted to ``dtype``; an integer one (a count) as it is, as torch does."""
-    if a is None or np.dtype(a.dtype).kind != "f":
-        return a
-    return cast(a, dtype, who) if is_cuda_array(a) else np.asarray(a, dtype=dtype, order="C")
-
-
-def move_buffer(a, where):
-    """A buffer on ``where`` ("cpu"/"cuda"), keeping its shape (0-d too) and its dtype."""
-    if a is None:
-        return None
-    if where == "cpu":
-        return to_numpy(a)
-    if is_cuda_array(a):
-        return a
-    return require_cuda().to_device(np.array(a, order="C"))

@@ -16,8 +16,8 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from .. import kernels
-from ..device import cast, host_array, is_cuda_array, move, parse_to, require_cuda, to_numpy
-from .buffers import buffer_value, cast_buffer, check_buffer_name, move_buffer
+from ..device import cast, cast_float, device_of, host_array, move, move_keep, parse_to, require_cuda, to_numpy
+from .buffers import buffer_value, check_buffer_name
 from .parameter import Parameter
 from .saved import TAPE, checked_backward, replay_backward, restore, saves, snapshot
 
@@ -240,7 +240,7 @@ class Module:
                 p.grad = cast(p.grad, dtype, type(self).__name__)
         for m in self.modules():
             for name, b in m._buffers.items():
-                m._buffers[name] = cast_buffer(b, dtype, type(self).__name__)
+                m._buffers[name] = cast_float(b, dtype, type(self).__name__)
         return self
 
     def float(self):
@@ -284,7 +284,7 @@ class Module:
             p.data, p.grad = move(p.data, where), move(p.grad, where)
         for m in self.modules():
             for name, b in m._buffers.items():
-                m._buffers[name] = move_buffer(b, where)
+                m._buffers[name] = move_keep(b, where)
 
     def cuda(self, device=None):
         """``to("cuda")`` (``device``: None, 0, ``"cuda:0"`` or a ``torch.device``: the current GPU)."""
@@ -342,7 +342,7 @@ class Module:
         for m, attr, is_buffer, old, value in updates:  # checked everything first: no half-loaded model
             new = np.array(value, dtype=old.dtype, order="C", copy=True)
             if is_buffer:  # a buffer keeps its dtype (an int64 count stays int64) and its device
-                m._buffers[attr] = move_buffer(new, "cuda" if is_cuda_array(old) else "cpu")
+                m._buffers[attr] = move_keep(new, device_of(old))
             else:
                 m._parameters[attr].data = kernels.like(old, new)  # stays put
         return IncompatibleKeys(missing, unexpected)

@@ -53,3 +53,15 @@ from .pool import maxpool2d_backward, maxpool2d_forward, pool_index_dtype
 
 __all__ = ["conv2d_forward", "conv2d_grad_input", "conv2d_grad_params", "conv2d_grad_weight", "matmul",
            "maxpool2d_backward", "maxpool2d_forward", "pad2d", "pad2d_backward", "pool_index_dtype", "sgd_update"]
+
+from .norm import (
+    batch_norm_backward,
+    batch_norm_forward,
+    dropout_backward,
+    dropout_forward,
+    layer_norm_backward,
+    layer_norm_forward,
+)
+
+__all__ += ["batch_norm_backward", "batch_norm_forward", "dropout_backward", "dropout_forward", "layer_norm_backward",
+            "layer_norm_forward"]

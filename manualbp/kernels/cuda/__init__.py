@@ -228,3 +228,17 @@ def benchmark_matmul(n, repeats=10, compare_torch=True):
     result["ratio"] = result["ours_gflops"] / result["torch_gflops"]
     result["max_abs_diff"] = float(np.abs(dc.copy_to_host() - tc.cpu().numpy()).max())
     return result
+
+from . import norm
+from .norm import (
+    batch_norm_backward,
+    batch_norm_forward,
+    dropout_backward,
+    dropout_forward,
+    layer_norm_backward,
+    layer_norm_forward,
+)
+
+FAMILIES += (norm,)
+__all__ += ["batch_norm_backward", "batch_norm_forward", "dropout_backward", "dropout_forward",
+            "layer_norm_backward", "layer_norm_forward"]
