@@ -79,3 +79,16 @@ def test_linear_takes_dtype_and_device_as_torch():
     assert nn.Linear(2, 3, True, "cpu", "float32").weight.dtype == np.float32
     with pytest.raises(TypeError, match="dtype=.*float32.*float64"):
         nn.Linear(2, 3, dtype=np.int32)
+
+
+NORM_CLASSES = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "Dropout", "Dropout2d"]
+
+
+@pytest.mark.parametrize("name", NORM_CLASSES)
+def test_normalisation_and_dropout_signatures_are_torchs(name):
+    ours, theirs = getattr(nn, name), getattr(tnn, name)
+    assert _params(ours.__init__) == _params(theirs.__init__)
+    assert [p[0] for p in _params(ours.forward)] == [p[0] for p in _params(theirs.forward)]
+    args = {"BatchNorm1d": (4, 1e-3, None, True, False), "BatchNorm2d": (4, 1e-3, 0.2, False),
+            "LayerNorm": ((2, 4), 1e-3, True, False), "Dropout": (0.25, False), "Dropout2d": (0.25,)}[name]
+    assert repr(ours(*args)) == repr(theirs(*args))  # positional arguments mean what they mean in torch

@@ -39,3 +39,8 @@ __all__ = [
 from .batchnorm import BatchNorm1d, BatchNorm2d
 
 __all__ += ["BatchNorm1d", "BatchNorm2d"]
+
+from .dropout import Dropout, Dropout2d
+from .normalization import LayerNorm
+
+__all__ += ["Dropout", "Dropout2d", "LayerNorm"]
