@@ -169,3 +169,62 @@ def test_summary_leaves_the_running_statistics_alone():
     assert info["total_params"] == 3 * 4 + 4 + 4 + 4  # the buffers are not parameters
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+def test_nan_reaches_the_output_and_the_running_mean_as_in_torch():
+    x = np.random.default_rng(0).standard_normal((4, 3, 2, 2))
+    x[0, 1, 0, 0] = np.nan
+    ours, theirs = pair("BatchNorm2d", 3)
+    y_ours, y_theirs = ours(x), theirs(torch.tensor(x)).detach().numpy()
+    np.testing.assert_array_equal(np.isnan(y_ours), np.isnan(y_theirs))
+    np.testing.assert_allclose(y_ours[~np.isnan(y_ours)], y_theirs[~np.isnan(y_theirs)], rtol=1e-12)
+    np.testing.assert_array_equal(np.isnan(ours.running_mean), np.isnan(theirs.running_mean.numpy()))
+
+
+def test_sgd_steps_on_a_network_with_batchnorm_match_torch(assert_close):
+    """Conv -> BatchNorm2d -> ReLU -> Linear -> BatchNorm1d: three SGD steps with momentum, every weight and
+    running statistic against torch's (the optimizer never touches the buffers)."""
+    from manualbp import optim
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                 torch.nn.Linear(12, 4), torch.nn.BatchNorm1d(4, momentum=None)).double()
+    ours = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 4),
+                         nn.BatchNorm1d(4, momentum=None)).double()
+    ours.load_state_dict(theirs.state_dict())
+    t_opt = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
+    o_opt = optim.SGD(ours.parameters(), lr=0.1, momentum=0.9)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        x = torch.randn(5, 2, 4, 4, dtype=torch.float64, generator=gen)
+        target = torch.randint(0, 4, (5,), generator=gen)
+        t_opt.zero_grad()
+        torch.nn.functional.cross_entropy(theirs(x), target).backward()
+        t_opt.step()
+        o_opt.zero_grad()
+        loss_fn = nn.CrossEntropyLoss()
+        loss_fn(ours(x.numpy()), target.numpy())
+        ours.backward(loss_fn.backward())
+        o_opt.step()
+    for key, value in theirs.state_dict().items():
+        assert_close(ours.state_dict()[key], value, 1e-9, key)
+    theirs.eval()
+    ours.eval()
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64, generator=gen)
+    assert_close(ours(x.numpy()), theirs(x), 1e-9, "eval output")
+
+
+def test_network_fit_trains_a_model_with_batchnorm_and_dropout():
+    manualbp.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 1, 6, 6)).astype(np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0).astype(np.int64)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout2d(0.1), nn.Flatten(),
+                          nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
+    net = manualbp.Network(model)
+    from manualbp import optim
+    net.fit((x, y), epochs=5, batch_size=16, loss=nn.CrossEntropyLoss(), optimizer=optim.SGD(model.parameters(),
+                                                                                               lr=0.1),
+            verbose=False)
+    assert int(model[1].num_batches_tracked) == 20 and int(model[6].num_batches_tracked) == 20
+    first = net.predict(x)
+    np.testing.assert_array_equal(net.predict(x), first)  # eval mode: no dropout, fixed statistics
+    assert model.training

@@ -68,3 +68,11 @@ def test_state_dict_repr_and_errors_are_torchs():
         nn.LayerNorm((3, 4))(np.ones((2, 3, 5), np.float32))
     with pytest.raises(ValueError, match="expected input with shape"):
         nn.LayerNorm((2, 3, 4))(np.ones((3, 4), np.float32))
+
+
+def test_an_empty_batch_gives_an_empty_output_as_torch():
+    layer = nn.LayerNorm(5)
+    y = layer(np.zeros((0, 5), np.float32))
+    assert y.shape == tuple(torch.nn.LayerNorm(5)(torch.zeros(0, 5)).shape)
+    assert layer.backward(np.zeros((0, 5), np.float32)).shape == (0, 5)
+    np.testing.assert_array_equal(layer.weight.grad, np.zeros(5, np.float32))
