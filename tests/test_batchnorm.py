@@ -228,3 +228,10 @@ def test_network_fit_trains_a_model_with_batchnorm_and_dropout():
     first = net.predict(x)
     np.testing.assert_array_equal(net.predict(x), first)  # eval mode: no dropout, fixed statistics
     assert model.training
+
+
+def test_without_parameters_or_buffers_any_float_dtype_is_accepted_as_in_torch(assert_close):
+    ours = nn.BatchNorm1d(3, affine=False, track_running_stats=False)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    assert_close(ours(x.numpy()), torch.nn.BatchNorm1d(3, affine=False, track_running_stats=False)(x), RTOL)
+    assert ours(x.numpy().astype(np.float32)).dtype == np.float32

@@ -62,7 +62,6 @@ class _BatchNorm(Module):
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
-        self._dtype = dt
         if device is not None:
             self.to(device)
         self._x = None  # the (N, C, L) input: x_hat in (BN6), (BN7)
@@ -86,9 +85,10 @@ class _BatchNorm(Module):
             assign(self.bias.data, 0)
 
     def _dtype_now(self):
+        """The dtype the input must have: its parameters' or buffers'; None (either float) when it has neither."""
         if self.weight is not None:
             return self.weight.dtype
-        return self.running_mean.dtype if self.running_mean is not None else self._dtype
+        return self.running_mean.dtype if self.running_mean is not None else None
 
     def _like(self):
         if self.weight is not None:

@@ -94,6 +94,9 @@ def test_batchnorm_layer_on_the_gpu_matches_the_cpu():
         cpu_layer.eval()
         gpu_layer.eval()
         close(gpu_layer(to_device(x)), cpu_layer(x), "eval")
+        gpu_layer.load_state_dict(cpu_layer.state_dict())  # buffers stay on the GPU, the count int64 and 0-d
+        assert gpu_layer.num_batches_tracked.dtype == np.int64 and gpu_layer.num_batches_tracked.shape == ()
+        assert hasattr(gpu_layer.running_var, "copy_to_host")
         back = gpu_layer.to("cpu")
         assert isinstance(back.running_mean, np.ndarray) and int(back.num_batches_tracked) == 2
 
