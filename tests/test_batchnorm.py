@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 RTOL = 1e-10
 
 
-def pair(cls_name, C, **kw):
+def pair(cls_name, C, **kw):  # (C >= 8 with (N, C) input takes the CPU's blocks-of-channels path)
     """Our layer and torch's, float64, torch's random gamma and beta loaded into ours."""
     theirs = getattr(torch.nn, cls_name)(C, **kw).double()
     with torch.no_grad():
@@ -55,7 +55,7 @@ def compare_state(ours, theirs, assert_close, what):
     assert list(ours.state_dict()) == list(theirs.state_dict())
 
 
-CASES = [("BatchNorm1d", (8, 3)), ("BatchNorm1d", (4, 3, 5)), ("BatchNorm2d", (2, 3, 4, 5))]
+CASES = [("BatchNorm1d", (8, 3)), ("BatchNorm1d", (6, 70)), ("BatchNorm1d", (4, 3, 5)), ("BatchNorm2d", (2, 3, 4, 5))]
 OPTIONS = [{}, {"momentum": None}, {"momentum": 0.3, "eps": 1e-3}, {"affine": False}, {"bias": False},
            {"track_running_stats": False}, {"affine": False, "track_running_stats": False}]
 

@@ -20,7 +20,7 @@ def close(a, b, dtype, what=""):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(5, 3, 1), (2, 3, 7), BIG], ids=["NC", "NCL", "big"])
+@pytest.mark.parametrize("shape", [(5, 3, 1), (40, 70, 1), (2, 3, 7), BIG], ids=["NC", "NC-blocks", "NCL", "big"])
 @pytest.mark.parametrize("momentum,affine", [(0.1, True), (None, False), (0.5, True)])
 def test_batch_norm_matches_its_twin(shape, dtype, momentum, affine):
     x = (RNG.standard_normal(shape) * 2 + 3).astype(dtype)
@@ -108,7 +108,10 @@ def test_results_do_not_depend_on_the_thread_count():
             dx = cpu.batch_norm_backward(g, x, None, m, s, True)
             ly, lm, ls = cpu.layer_norm_forward(rows, None, None, 1e-5)
             ldx = cpu.layer_norm_backward(g.reshape(64, 1024), rows, None, lm, ls)
-            results.append([y, *dx, ly, *ldx, cpu.dropout_forward(x, 0.5, 7, 1, False)[0]])
+            feats = x.reshape(512, 128, 1)
+            fy, fm, fs = cpu.batch_norm_forward(feats, None, None, None, None, None, True, 0.1, 1e-5)
+            fdx = cpu.batch_norm_backward(feats, feats, None, fm, fs, True)
+            results.append([y, *dx, ly, *ldx, fy, *fdx, cpu.dropout_forward(x, 0.5, 7, 1, False)[0]])
     finally:
         numba.set_num_threads(before)
     for a, b in zip(results[0], results[-1]):

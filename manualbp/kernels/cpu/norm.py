@@ -3,7 +3,8 @@
 Derivations: derivations/14-batchnorm.md (BN1-BN11), derivations/15-layernorm-dropout.md (LD1-LD8);
 readable twins in ``reference_norm.py`` (``tests/test_norm_kernels.py`` holds them equal).
 
-BatchNorm: one task per channel (``prange`` over C).  A channel's M = N*L values are read twice in the
+BatchNorm: one task per channel (``prange`` over C); for (N, C) features, one task per block of 64 channels
+that walks the rows (a channel's values are then C apart in memory, a row's block is contiguous).  A channel's M = N*L values are read twice in the
 forward: one pass for the statistics (the sum and the sum of squares of x - x[0, c, 0], a shift that keeps
 the subtraction in var = (ss - s^2/M)/M from cancelling), one pass for y = (x - mean) * (gamma * invstd) + beta.
 The backward likewise: one pass for sum g and sum g * x_hat, one for dL/dx.  Each channel's sums run in
@@ -127,6 +128,90 @@ def _bn_backward_serial(gy, x, gx, w, mean, invstd, dgamma, dbeta, training):
         _bn_channel_backward(gy, x, gx, c, w, mean, invstd, dgamma, dbeta, training)
 
 
+# (N, C) features (L = 1): a channel's values are a column, C apart in memory.  One task per block of _COLS
+# channels instead, walking the rows in order: each row's block is contiguous (vector loads), and each
+# channel's sums still run over n = 0, 1, ... in order on one thread.
+_COLS = 64
+
+
+@njit(cache=True, fastmath=_FM)
+def _bnf_block(x, y, w, b, mean, var, invstd, training, eps, c0, c1):
+    N = x.shape[0]
+    if training:
+        shift = x[0, c0:c1].copy()
+        s = np.zeros(c1 - c0, x.dtype)
+        ss = np.zeros(c1 - c0, x.dtype)
+        for n in range(N):
+            row = x[n, c0:c1]
+            for k in range(c1 - c0):
+                d = row[k] - shift[k]
+                s[k] += d
+                ss[k] += d * d
+        for k in range(c1 - c0):
+            m = s[k] / N
+            v = (ss[k] - s[k] * m) / N
+            mean[c0 + k] = shift[k] + m
+            var[c0 + k] = v if v > 0 else x.dtype.type(0)
+    a = np.empty(c1 - c0, x.dtype)
+    for k in range(c1 - c0):
+        invstd[c0 + k] = 1 / np.sqrt(var[c0 + k] + eps)
+        a[k] = w[c0 + k] * invstd[c0 + k]
+    mu = mean[c0:c1]
+    beta = b[c0:c1]
+    for n in range(N):
+        row = x[n, c0:c1]
+        out = y[n, c0:c1]
+        for k in range(c1 - c0):
+            out[k] = (row[k] - mu[k]) * a[k] + beta[k]
+
+
+@njit(cache=True, fastmath=_FM, parallel=True)
+def _bn_forward_features(x, y, w, b, mean, var, invstd, training, eps):
+    C = x.shape[1]
+    for blk in prange((C + _COLS - 1) // _COLS):
+        _bnf_block(x, y, w, b, mean, var, invstd, training, eps, blk * _COLS, min(blk * _COLS + _COLS, C))
+
+
+@njit(cache=True, fastmath=_FM)
+def _bnf_block_backward(gy, x, gx, w, mean, invstd, dgamma, dbeta, training, c0, c1):
+    N = x.shape[0]
+    mu = mean[c0:c1]
+    sg = np.zeros(c1 - c0, x.dtype)
+    sgx = np.zeros(c1 - c0, x.dtype)
+    for n in range(N):
+        grow = gy[n, c0:c1]
+        xrow = x[n, c0:c1]
+        for k in range(c1 - c0):
+            g = grow[k]
+            sg[k] += g
+            sgx[k] += g * (xrow[k] - mu[k])
+    kk = np.empty(c1 - c0, x.dtype)
+    a = np.zeros(c1 - c0, x.dtype)
+    bcoef = np.zeros(c1 - c0, x.dtype)
+    for k in range(c1 - c0):
+        inv = invstd[c0 + k]
+        dbeta[c0 + k] = sg[k]
+        dgamma[c0 + k] = sgx[k] * inv
+        kk[k] = w[c0 + k] * inv
+        if training:
+            a[k] = sg[k] / N
+            bcoef[k] = sgx[k] * inv * inv / N
+    for n in range(N):
+        grow = gy[n, c0:c1]
+        xrow = x[n, c0:c1]
+        out = gx[n, c0:c1]
+        for k in range(c1 - c0):
+            out[k] = kk[k] * (grow[k] - a[k] - (xrow[k] - mu[k]) * bcoef[k])
+
+
+@njit(cache=True, fastmath=_FM, parallel=True)
+def _bn_backward_features(gy, x, gx, w, mean, invstd, dgamma, dbeta, training):
+    C = x.shape[1]
+    for blk in prange((C + _COLS - 1) // _COLS):
+        _bnf_block_backward(gy, x, gx, w, mean, invstd, dgamma, dbeta, training, blk * _COLS,
+                            min(blk * _COLS + _COLS, C))
+
+
 def _affine(a, C, dtype, fill):
     return np.full(C, fill, dtype=dtype) if a is None else np.ascontiguousarray(a, dtype=dtype)
 
@@ -142,8 +227,12 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, num_batches_t
     else:
         mean, var = np.array(running_mean, dtype=dt), np.array(running_var, dtype=dt)  # (BN10)
     invstd = np.empty(C, dt)
-    kernel = _bn_forward if x.size >= NORM_PARALLEL_MIN_ELEMENTS and C > 1 else _bn_forward_serial
-    kernel(x, y, _affine(weight, C, dt, 1), _affine(bias, C, dt, 0), mean, var, invstd, bool(training), dt.type(eps))
+    args = (_affine(weight, C, dt, 1), _affine(bias, C, dt, 0), mean, var, invstd, bool(training), dt.type(eps))
+    if x.shape[2] == 1 and C >= 8:  # (N, C) features: blocks of channels, row by row
+        _bn_forward_features(x[:, :, 0], y[:, :, 0], *args)
+    else:
+        kernel = _bn_forward if x.size >= NORM_PARALLEL_MIN_ELEMENTS and C > 1 else _bn_forward_serial
+        kernel(x, y, *args)
     if training and running_mean is not None:
         update_running_stats(running_mean, running_var, num_batches_tracked, mean, var,
                              x.shape[0] * x.shape[2], momentum)
@@ -156,9 +245,13 @@ def batch_norm_backward(grad_y, x, weight, mean, invstd, training):
     C, dt = x.shape[1], x.dtype
     gx = np.empty_like(x)
     dgamma, dbeta = np.empty(C, dt), np.empty(C, dt)
-    kernel = _bn_backward if x.size >= NORM_PARALLEL_MIN_ELEMENTS and C > 1 else _bn_backward_serial
-    kernel(gy, x, gx, _affine(weight, C, dt, 1), np.ascontiguousarray(mean, dtype=dt),
-           np.ascontiguousarray(invstd, dtype=dt), dgamma, dbeta, bool(training))
+    args = (_affine(weight, C, dt, 1), np.ascontiguousarray(mean, dtype=dt), np.ascontiguousarray(invstd, dtype=dt),
+            dgamma, dbeta, bool(training))
+    if x.shape[2] == 1 and C >= 8:  # (N, C) features: blocks of channels, row by row
+        _bn_backward_features(gy[:, :, 0], x[:, :, 0], gx[:, :, 0], *args)
+    else:
+        kernel = _bn_backward if x.size >= NORM_PARALLEL_MIN_ELEMENTS and C > 1 else _bn_backward_serial
+        kernel(gy, x, gx, *args)
     return gx, dgamma, dbeta
 
 
