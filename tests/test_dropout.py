@@ -109,3 +109,15 @@ def test_errors_and_warnings_are_torchs():
         nn.Dropout2d()(np.ones(3, np.float32))
     assert repr(nn.Dropout(0.25, True)) == repr(torch.nn.Dropout(0.25, True))
     assert nn.Dropout().state_dict() == {} and list(nn.Dropout().parameters()) == []
+
+
+def test_nan_and_inf_give_what_torch_gives_with_the_same_mask():
+    """torch multiplies by the mask: a dropped inf becomes NaN, a NaN stays NaN, in the gradient too."""
+    manualbp.manual_seed(0)
+    x = np.tile([np.nan, np.inf, 1.0], 100)
+    layer = nn.Dropout(0.5)
+    y = layer(x)
+    mask = layer._mask.astype(np.float64)
+    np.testing.assert_array_equal(y, (torch.tensor(x) * torch.tensor(mask) * 2.0).numpy())
+    g = np.tile([1.0, np.nan, np.inf], 100)
+    np.testing.assert_array_equal(layer.backward(g), (torch.tensor(g) * torch.tensor(mask) * 2.0).numpy())

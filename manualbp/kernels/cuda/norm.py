@@ -317,7 +317,7 @@ def _dropout_forward(x, y, mask, key, threshold, scale, inner):
     if i < x.shape[0]:
         r = i // inner
         keep = dropout_bits(key, r) >= uint64(threshold)
-        y[i] = x[i] * scale if keep else float32(0.0)
+        y[i] = x[i] * (scale if keep else float32(0.0))  # a product even when dropped: NaN * 0 is NaN, as torch
         if i - r * inner == 0:
             mask[r] = 1 if keep else 0
 
@@ -326,7 +326,7 @@ def _dropout_backward(gy, mask, scale, inner, gx):
     """One thread per element: dL/dx = mask * dL/dy / (1 - p)  (LD7)."""
     i = cuda.grid(1)
     if i < gy.shape[0]:
-        gx[i] = gy[i] * scale if mask[i // inner] != 0 else float32(0.0)
+        gx[i] = gy[i] * (scale if mask[i // inner] != 0 else float32(0.0))
 
 
 dropout_forward_kernel = cuda.jit(_dropout_forward)

@@ -21,7 +21,7 @@ def dev(a):
 
 
 def close(got, want, what=""):
-    np.testing.assert_allclose(to_numpy(got), want, err_msg=what, **TOL)
+    np.testing.assert_allclose(to_numpy(got), want, err_msg=what, equal_nan=True, **TOL)
 
 
 @pytest.mark.parametrize("momentum,affine", [(0.1, True), (None, False)])
@@ -66,7 +66,9 @@ def test_layer_norm_ops_match_the_reference(affine):
 @pytest.mark.parametrize("p,inner", [(0.5, 1), (0.25, 4), (1.0, 1), (0.0, 2)])
 def test_dropout_ops_give_the_cpu_mask(p, inner):
     x = RNG.standard_normal((3, 4, 2, 2)).astype(np.float32)
+    x.reshape(-1)[:2] = np.nan, np.inf  # a product with the mask, as torch: a dropped inf is NaN
     g = RNG.standard_normal(x.shape).astype(np.float32)
+    g.reshape(-1)[2] = np.nan
     key = 0xDEADBEEF12345
     y_ref, mask_ref = reference.dropout_forward(x, p, key, inner, False)
     y, mask = gpu.dropout_forward(dev(x), p, key, inner, False)
