@@ -235,3 +235,19 @@ def test_without_parameters_or_buffers_any_float_dtype_is_accepted_as_in_torch(a
     x = torch.randn(4, 3, dtype=torch.float64)
     assert_close(ours(x.numpy()), torch.nn.BatchNorm1d(3, affine=False, track_running_stats=False)(x), RTOL)
     assert ours(x.numpy().astype(np.float32)).dtype == np.float32
+
+
+def test_a_state_dict_without_num_batches_tracked_loads_as_in_torch():
+    """torch fills a missing num_batches_tracked when the mapping carries no version record (an old file, a
+    safetensors file): so do we; a torch state_dict() (version 2) without it is missing a key, for both."""
+    theirs = torch.nn.BatchNorm1d(3)
+    plain = {k: v for k, v in theirs.state_dict().items() if k != "num_batches_tracked"}
+    theirs.load_state_dict(plain)  # no error in torch
+    ours = nn.BatchNorm1d(3)
+    assert ours.load_state_dict(plain).missing_keys == []
+    versioned = theirs.state_dict()
+    del versioned["num_batches_tracked"]
+    with pytest.raises(RuntimeError, match="num_batches_tracked"):
+        theirs.load_state_dict(versioned)
+    with pytest.raises(ValueError, match="num_batches_tracked"):
+        ours.load_state_dict(versioned)

@@ -38,6 +38,9 @@ class _BatchNorm(Module):
     """
 
     _dims = (4,)
+    # torch added num_batches_tracked in its state_dict version 2: a mapping without torch's version record
+    # (a safetensors file, a hand-made dict) may lack it, and loading then keeps the current count
+    _optional_in_old_files = ("num_batches_tracked",)
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None,
                  dtype=None, *, bias=True):

@@ -321,6 +321,9 @@ class Module:
             raise TypeError(f"load_state_dict expected a mapping of name -> array, got {type(state_dict).__name__}")
         own = OrderedDict((key, (m, name, is_buffer)) for key, m, name, is_buffer in self._state_entries())
         missing = [k for k in own if k not in state_dict]
+        if missing and getattr(state_dict, "_metadata", None) is None:  # no torch version record: an old file
+            optional = {k for k, (m, attr, _) in own.items() if attr in getattr(m, "_optional_in_old_files", ())}
+            missing = [k for k in missing if k not in optional]  # kept as they are, as torch does
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
             raise ValueError(
