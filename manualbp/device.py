@@ -362,3 +362,23 @@ class Uploader:
         return target.reshape(x.shape)
 
     __call__ = upload
+
+
+# --- buffers (BatchNorm's running statistics): moved and cast with their module, keeping shape and int dtype ---
+
+def move_keep(a, where):
+    """``a`` on ``where`` ("cpu"/"cuda") with its shape (0-d too) and its dtype (an int64 count stays int64)."""
+    if a is None:
+        return None
+    if where == "cpu":
+        return to_numpy(a)
+    if is_cuda_array(a):
+        return a
+    return require_cuda().to_device(np.array(a, order="C"))
+
+
+def cast_float(a, dtype, who):
+    """A float array converted to ``dtype`` (``cast``); an integer array (a count) as it is, as torch does."""
+    if a is None or np.dtype(a.dtype).kind != "f":
+        return a
+    return cast(a, dtype, who) if is_cuda_array(a) else np.asarray(a, dtype=dtype, order="C")

@@ -27,7 +27,7 @@ the sizes.
 """
 import numpy as np
 
-from .device import module_device, to_device
+from .device import assign, module_device, to_device, to_numpy
 from .nn.module import Module, Sequential
 from .nn.saved import no_grad
 
@@ -114,8 +114,14 @@ def summary(model, input_shape, batch_size=-1, dtype=None, verbose=True):
     # global one (and so a seeded training run) unaffected by printing a summary
     x = np.random.default_rng(0).random((2,) + input_shape).astype(dtype)
     x = to_device(x, module_device(model))  # a model on the GPU gets its dummy batch there
-    with no_grad():  # the dummy batch saves nothing: a forward's state waiting for its backward stays as it was
-        rows = _record_forward(model, x, batch_size)
+    # a training-mode forward updates buffers (BatchNorm's running statistics): they are put back afterwards
+    buffers = [(b, np.array(to_numpy(b), copy=True)) for b in model.buffers()]
+    try:
+        with no_grad():  # the dummy batch saves nothing: a forward's state waiting for its backward stays as it was
+            rows = _record_forward(model, x, batch_size)
+    finally:
+        for b, values in buffers:
+            assign(b, values)
 
     lines = [_LINE, "{:>20}  {:>25} {:>15}".format("Layer (type)", "Output Shape", "Param #"), _DOUBLE]
     total_params = total_output = trainable_params = 0

@@ -218,6 +218,23 @@ CASES += [
 ]
 
 
+# --- normalisation and dropout -------------------------------------------------------------------------
+NORM = "Normalisation and dropout"
+CASES += [
+    (NORM, "BatchNorm2d given the wrong channel count", "", "nn.BatchNorm2d(3)(np.ones((2, 4, 5, 5), np.float32))"),
+    (NORM, "BatchNorm2d given a 3-D input", "", "nn.BatchNorm2d(3)(np.ones((3, 5, 5), np.float32))"),
+    (NORM, "BatchNorm1d given a 4-D input", "", "nn.BatchNorm1d(3)(np.ones((2, 3, 4, 4), np.float32))"),
+    (NORM, "BatchNorm training on one value per channel", "", "nn.BatchNorm1d(3)(np.ones((1, 3), np.float32))"),
+    (NORM, "BatchNorm with zero num_features", "", "nn.BatchNorm2d(0)"),
+    (NORM, "LayerNorm shape that does not end the input's shape", "",
+     "nn.LayerNorm((3, 4))(np.ones((2, 3, 5), np.float32))"),
+    (NORM, "LayerNorm normalized_shape as a string", "", "nn.LayerNorm('4')"),
+    (NORM, "Dropout p above 1", "", "nn.Dropout(1.5)"),
+    (NORM, "Dropout p below 0", "", "nn.Dropout2d(-0.1)"),
+    (NORM, "Dropout2d on a 1-D input", "", "nn.Dropout2d()(np.ones(4, np.float32))"),
+]
+
+
 # --- helpers the cases use (files are written in the case's own temporary folder) -------------------------
 
 def small_model():

@@ -114,3 +114,15 @@ def test_lr_scheduler_signatures_are_torchs(name):
     ours, theirs = getattr(optim.lr_scheduler, name), getattr(torch.optim.lr_scheduler, name)
     assert _params(ours.__init__) == _params(theirs.__init__)
     assert [p[0] for p in _params(ours.step)] == [p[0] for p in _params(theirs.step)]
+
+NORM_CLASSES = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "Dropout", "Dropout2d"]
+
+
+@pytest.mark.parametrize("name", NORM_CLASSES)
+def test_normalisation_and_dropout_signatures_are_torchs(name):
+    ours, theirs = getattr(nn, name), getattr(tnn, name)
+    assert _params(ours.__init__) == _params(theirs.__init__)
+    assert [p[0] for p in _params(ours.forward)] == [p[0] for p in _params(theirs.forward)]
+    args = {"BatchNorm1d": (4, 1e-3, None, True, False), "BatchNorm2d": (4, 1e-3, 0.2, False),
+            "LayerNorm": ((2, 4), 1e-3, True, False), "Dropout": (0.25, False), "Dropout2d": (0.25,)}[name]
+    assert repr(ours(*args)) == repr(theirs(*args))  # positional arguments mean what they mean in torch

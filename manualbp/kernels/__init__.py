@@ -246,4 +246,5 @@ def sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first
 from .activation_extra import *
 from .adaptive import *
 from .losses import *
+from .norm import *
 from .pooling_avg import *

@@ -491,4 +491,5 @@ def softmax_backward(grad_y, p, axis):
 from .reference_activation_extra import *
 from .reference_adaptive import *
 from .reference_loss import *
+from .reference_norm import *
 from .reference_pooling_avg import *

@@ -43,3 +43,12 @@ __all__ += ["ELU", "GELU", "SiLU", "Softplus"]
 from .pooling_avg import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d
 
 __all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d"]
+
+from .batchnorm import BatchNorm1d, BatchNorm2d
+
+__all__ += ["BatchNorm1d", "BatchNorm2d"]
+
+from .dropout import Dropout, Dropout2d
+from .normalization import LayerNorm
+
+__all__ += ["Dropout", "Dropout2d", "LayerNorm"]

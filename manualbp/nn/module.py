@@ -16,7 +16,8 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from .. import kernels
-from ..device import cast, host_array, move, parse_to, require_cuda, to_numpy
+from ..device import cast, cast_float, device_of, host_array, move, move_keep, parse_to, require_cuda, to_numpy
+from .buffers import buffer_value, check_buffer_name
 from .parameter import Parameter
 from .saved import TAPE, checked_backward, replay_backward, restore, saves, snapshot
 
@@ -35,6 +36,8 @@ class Module:
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent_buffers_set", set())
         object.__setattr__(self, "training", True)
 
     # --- registration -----------------------------------------------------
@@ -43,6 +46,13 @@ class Module:
             raise AttributeError(
                 f"cannot assign attributes before Module.__init__() is called in {type(self).__name__}")
         params, modules = self.__dict__["_parameters"], self.__dict__["_modules"]
+        buffers = self.__dict__.get("_buffers")
+        if buffers is not None and name in buffers:
+            if not isinstance(value, (Parameter, Module)):  # a registered buffer: assignment replaces its array
+                buffers[name] = buffer_value(value, name, type(self).__name__)
+                return
+            del buffers[name]  # a Parameter or a Module takes the name over, as in torch
+            self.__dict__["_non_persistent_buffers_set"].discard(name)
         params.pop(name, None)
         modules.pop(name, None)
         if isinstance(value, Parameter):
@@ -53,7 +63,18 @@ class Module:
             params[name] = None  # registered as absent, as torch does for bias=False
         object.__setattr__(self, name, value)
 
+    def __getattr__(self, name):  # only called when ordinary lookup fails: buffers live in _buffers alone
+        buffers = self.__dict__.get("_buffers")
+        if buffers is not None and name in buffers:
+            return buffers[name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
     def __delattr__(self, name):
+        buffers = self.__dict__.get("_buffers")
+        if buffers is not None and name in buffers:
+            del buffers[name]
+            self._non_persistent_buffers_set.discard(name)
+            return
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
         object.__delattr__(self, name)
@@ -157,6 +178,47 @@ class Module:
         for _, p in self.named_parameters(recurse=recurse):
             yield p
 
+    def register_buffer(self, name, tensor, persistent=True):
+        """Keep ``tensor`` (an array, or None) as buffer ``name``: an attribute that is not a parameter, moved
+        and converted with the module and, if ``persistent``, saved in ``state_dict()`` (manualbp/nn/buffers.py)."""
+        if "_buffers" not in self.__dict__:
+            raise AttributeError("cannot assign buffer before Module.__init__() call")
+        check_buffer_name(self, name)
+        value = buffer_value(tensor, name, type(self).__name__)
+        self._buffers[name] = value
+        if persistent:
+            self._non_persistent_buffers_set.discard(name)
+        else:
+            self._non_persistent_buffers_set.add(name)
+
+    def named_buffers(self, prefix="", recurse=True, remove_duplicate=True):
+        """Yield ``(name, array)`` for every buffer that is not None, with torch's dotted names."""
+        seen = set()
+        for mod_name, module in (self.named_modules(prefix) if recurse else [(prefix, self)]):
+            for name, b in module._buffers.items():
+                if b is None or (remove_duplicate and id(b) in seen):
+                    continue
+                seen.add(id(b))
+                yield (f"{mod_name}.{name}" if mod_name else name), b
+
+    def buffers(self, recurse=True):
+        for _, b in self.named_buffers(recurse=recurse):
+            yield b
+
+    def _state_entries(self):
+        """(key, owner module, attribute name, is a buffer) in torch's state_dict order: each module's
+        parameters, then its persistent buffers, then its children's, recursively."""
+        seen = set()
+        for mod_name, module in self.named_modules():
+            prefix = f"{mod_name}." if mod_name else ""
+            for name, p in module._parameters.items():
+                if p is not None and id(p) not in seen:
+                    seen.add(id(p))
+                    yield prefix + name, module, name, False
+            for name, b in module._buffers.items():
+                if b is not None and name not in module._non_persistent_buffers_set:
+                    yield prefix + name, module, name, True
+
     def zero_grad(self):
         """Set every parameter's ``.grad`` back to ``None`` (torch's default)."""
         for p in self.parameters():
@@ -176,6 +238,9 @@ class Module:
             p.data = cast(p.data, dtype, type(self).__name__)
             if p.grad is not None:
                 p.grad = cast(p.grad, dtype, type(self).__name__)
+        for m in self.modules():
+            for name, b in m._buffers.items():
+                m._buffers[name] = cast_float(b, dtype, type(self).__name__)
         return self
 
     def float(self):
@@ -207,12 +272,19 @@ class Module:
                 if p.dtype != np.float32:
                     raise TypeError(f"{type(self).__name__}.to('cuda'): parameter {name!r} is {p.dtype}, but "
                                     f"the GPU kernels compute in float32; call .float() first")
+            for name, b in self.named_buffers():
+                if b.dtype.kind == "f" and b.dtype != np.float32:
+                    raise TypeError(f"{type(self).__name__}.to('cuda'): buffer {name!r} is {b.dtype}, but "
+                                    f"the GPU kernels compute in float32; call .float() first")
             self._move("cuda")
         return self
 
     def _move(self, where):
         for p in self.parameters():
             p.data, p.grad = move(p.data, where), move(p.grad, where)
+        for m in self.modules():
+            for name, b in m._buffers.items():
+                m._buffers[name] = move_keep(b, where)
 
     def cuda(self, device=None):
         """``to("cuda")`` (``device``: None, 0, ``"cuda:0"`` or a ``torch.device``: the current GPU)."""
@@ -224,16 +296,18 @@ class Module:
 
     # --- state ------------------------------------------------------------
     def state_dict(self):
-        """An ordered ``{name: array copy}`` with PyTorch's keys and shapes (NumPy copies, wherever the model is).
+        """An ordered ``{name: array copy}`` with PyTorch's keys and shapes (NumPy copies, wherever the model is):
+        each module's parameters, then its persistent buffers (BatchNorm's running statistics), as torch orders them.
 
         To hand the weights to torch, write them with ``manualbp.save_safetensors(model, path)`` and read
         them with ``safetensors.torch.load_file(path)``: ``torch.load`` (weights_only, its default) refuses
         a pickle of NumPy arrays.
         """
-        return OrderedDict((name, np.array(to_numpy(p.data), copy=True)) for name, p in self.named_parameters())
+        return OrderedDict((key, np.array(to_numpy(m._buffers[name] if is_buffer else m._parameters[name].data),
+                                          copy=True)) for key, m, name, is_buffer in self._state_entries())
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy arrays into the parameters; keys and shapes are checked as torch does.
+        """Copy arrays into the parameters and persistent buffers; keys and shapes are checked as torch does.
 
         Values may be NumPy arrays, torch tensors (a torch model's ``state_dict()`` as it is, or
         ``safetensors.torch.load_file``), or anything ``manualbp.device.as_array`` reads; each is cast
@@ -245,27 +319,35 @@ class Module:
         """
         if not hasattr(state_dict, "items"):
             raise TypeError(f"load_state_dict expected a mapping of name -> array, got {type(state_dict).__name__}")
-        own = OrderedDict(self.named_parameters())
+        own = OrderedDict((key, (m, name, is_buffer)) for key, m, name, is_buffer in self._state_entries())
         missing = [k for k in own if k not in state_dict]
+        if missing and getattr(state_dict, "_metadata", None) is None:  # no torch version record: an old file
+            optional = {k for k, (m, attr, _) in own.items() if attr in getattr(m, "_optional_in_old_files", ())}
+            missing = [k for k in missing if k not in optional]  # kept as they are, as torch does
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
             raise ValueError(
                 f"Error loading state_dict into {type(self).__name__}: missing keys {missing}, "
                 f"unexpected keys {unexpected}")
         updates = []
-        for name, p in own.items():
+        for name, (m, attr, is_buffer) in own.items():
             if name not in state_dict:
                 continue
+            old = m._buffers[attr] if is_buffer else m._parameters[attr].data
             value = np.asarray(host_array(state_dict[name], "load_state_dict", repr(name)))
-            if value.shape != p.data.shape:
+            if value.shape != tuple(old.shape):
                 raise ValueError(
                     f"Error loading state_dict into {type(self).__name__}: {name!r} expected shape "
-                    f"{tuple(p.data.shape)}, got {tuple(value.shape)}")
+                    f"{tuple(old.shape)}, got {tuple(value.shape)}")
             if value.dtype.kind not in "fiu":
                 raise TypeError(f"Error loading state_dict: {name!r} has non-numeric dtype {value.dtype}")
-            updates.append((p, value))
-        for p, value in updates:  # checked everything first: no half-loaded model
-            p.data = kernels.like(p.data, np.array(value, dtype=p.data.dtype, order="C", copy=True))  # stays put
+            updates.append((m, attr, is_buffer, old, value))
+        for m, attr, is_buffer, old, value in updates:  # checked everything first: no half-loaded model
+            new = np.array(value, dtype=old.dtype, order="C", copy=True)
+            if is_buffer:  # a buffer keeps its dtype (an int64 count stays int64) and its device
+                m._buffers[attr] = move_keep(new, device_of(old))
+            else:
+                m._parameters[attr].data = kernels.like(old, new)  # stays put
         return IncompatibleKeys(missing, unexpected)
 
     # --- printing ---------------------------------------------------------

@@ -87,4 +87,19 @@ SIGNATURES.update({
     "rmsprop_update_kernel": _sig(F1, F1, F1, F1, F1, *["float32"] * 3, "boolean", *["float32"] * 3, "boolean",
                                   "boolean"),
     "adagrad_update_kernel": _sig(F1, F1, F1, *["float32"] * 3),
+
+# norm.py: BatchNorm, LayerNorm, Dropout
+U1 = "uint8[::1]"
+SIGNATURES.update({
+    "bn_stats_kernel": _sig(F1, F1, F1, F1, F1, I1, "int64", "int64", "boolean", "boolean", "float32", "boolean",
+                            "float32"),
+    "bn_count_kernel": _sig(I1),
+    "bn_normalise_kernel": _sig(F1, F1, F1, F1, F1, F1, "int64", "int64", "boolean", "boolean"),
+    "bn_backward_sums_kernel": _sig(F1, F1, F1, F1, F1, F1, "int64", "int64"),
+    "bn_backward_dx_kernel": _sig(F1, F1, F1, F1, F1, F1, F1, F1, "int64", "int64", "boolean", "boolean"),
+    "ln_forward_kernel": _sig(F1, F1, F1, F1, F1, F1, "int64", "boolean", "boolean", "float32"),
+    "ln_backward_dx_kernel": _sig(F1, F1, F1, F1, F1, F1, "int64", "boolean"),
+    "ln_backward_params_kernel": _sig(F1, F1, F1, F1, F1, F1, "int64"),
+    "dropout_forward_kernel": _sig(F1, F1, U1, "uint64", "int64", "float32", "int64"),
+    "dropout_backward_kernel": _sig(F1, U1, "float32", "int64", F1),
 })

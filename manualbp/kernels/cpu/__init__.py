@@ -59,3 +59,15 @@ from .adaptive import *
 from .pooling_avg import *  # AvgPool2d, adaptive pooling (derivations/16-average-pooling.md)
 
 __all__ += ["adagrad_update", "adam_update", "rmsprop_update"]
+
+from .norm import (
+    batch_norm_backward,
+    batch_norm_forward,
+    dropout_backward,
+    dropout_forward,
+    layer_norm_backward,
+    layer_norm_forward,
+)
+
+__all__ += ["batch_norm_backward", "batch_norm_forward", "dropout_backward", "dropout_forward", "layer_norm_backward",
+            "layer_norm_forward"]

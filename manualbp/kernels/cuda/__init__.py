@@ -238,3 +238,17 @@ from .pooling_avg import *
 
 FAMILIES = (*FAMILIES, activation_extra, pooling_avg, adaptive)
 __all__ += ["adagrad_update", "adam_update", "rmsprop_update"]
+
+from . import norm
+from .norm import (
+    batch_norm_backward,
+    batch_norm_forward,
+    dropout_backward,
+    dropout_forward,
+    layer_norm_backward,
+    layer_norm_forward,
+)
+
+FAMILIES += (norm,)
+__all__ += ["batch_norm_backward", "batch_norm_forward", "dropout_backward", "dropout_forward",
+            "layer_norm_backward", "layer_norm_forward"]

@@ -1,0 +1,163 @@
+"""BatchNorm1d and BatchNorm2d: each channel normalised by the batch's mean and variance, then scaled and shifted.
+
+Derivation: derivations/14-batchnorm.md
+
+Shapes: BatchNorm1d takes x (N, C) or (N, C, L), BatchNorm2d x (N, C, H, W); both compute on the (N, C, L)
+view (L = 1 for (N, C), H*W for images), where each channel has M = N*L values.
+"""
+
+import numpy as np
+
+from .. import kernels
+from .._checks import float_array, float_dtype, positive_int, real_number
+from ..device import assign
+from .module import Module
+from .parameter import Parameter
+
+
+class _BatchNorm(Module):
+    r"""y = (x - E[x]) / sqrt(Var[x] + eps) * gamma + beta, per channel   (BN1)-(BN4).
+
+    Args (torch's, in torch's order):
+        num_features: C, the number of channels.
+        eps: added to the variance for numerical stability (default 1e-5).
+        momentum: the running statistics' factor, running = (1 - momentum) running + momentum batch (default
+            0.1); None: a cumulative moving average (the factor is 1 / num_batches_tracked)   (BN8), (BN9).
+        affine: learn gamma (``weight``, ones) and beta (``bias``, zeros) (default True).
+        track_running_stats: keep ``running_mean`` (zeros), ``running_var`` (ones) and ``num_batches_tracked``
+            (an int64 count) as buffers, used in eval mode (default True); False: always the batch's statistics.
+        device, dtype: where the parameters and buffers live and their dtype (float32 by default), as torch.
+        bias (keyword only): with ``affine``, learn beta too (default True); False: gamma alone, as torch.
+
+    Training mode normalises with the batch's mean and biased variance (divided by M) and, with running
+    statistics, updates them with the unbiased variance (divided by M - 1) (BN9); eval mode normalises with
+    the running statistics (BN10).  Backward (derivations/14-batchnorm.md):
+        dL/dbeta = sum g  (BN5),  dL/dgamma = sum g x_hat  (BN6),
+        dL/dx = (invstd / M) (M g_hat - sum g_hat - x_hat sum(g_hat x_hat)),  g_hat = gamma g   (BN7),
+    or gamma invstd g when the statistics were the running ones (constants, (BN11)).
+    """
+
+    _dims = (4,)
+    # torch added num_batches_tracked in its state_dict version 2: a mapping without torch's version record
+    # (a safetensors file, a hand-made dict) may lack it, and loading then keeps the current count
+    _optional_in_old_files = ("num_batches_tracked",)
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None,
+                 dtype=None, *, bias=True):
+        super().__init__()
+        who = type(self).__name__
+        self.num_features = positive_int(num_features, who, "num_features")
+        self.eps = real_number(eps, who, "eps", low=0)
+        if momentum is not None:
+            momentum = real_number(momentum, who, "momentum")
+        self.momentum = momentum
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        dt = float_dtype(dtype, who)
+        C = self.num_features
+        self.weight = Parameter(np.ones(C, dtype=dt)) if self.affine else None
+        self.bias = Parameter(np.zeros(C, dtype=dt)) if self.affine and bias else None
+        if self.track_running_stats:
+            self.register_buffer("running_mean", np.zeros(C, dtype=dt))
+            self.register_buffer("running_var", np.ones(C, dtype=dt))
+            self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        if device is not None:
+            self.to(device)
+        self._x = None  # the (N, C, L) input: x_hat in (BN6), (BN7)
+        self._mean = self._invstd = None  # the statistics forward used, (BN3)
+        self._batch_stats = True  # whether they were the batch's (then they depend on x: (BN7)) or constants (BN11)
+        self._shape = None
+
+    def reset_running_stats(self):
+        """running_mean = 0, running_var = 1, num_batches_tracked = 0, in place (where they are), as torch."""
+        if self.track_running_stats:
+            assign(self.running_mean, 0)
+            assign(self.running_var, 1)
+            assign(self.num_batches_tracked, 0)
+
+    def reset_parameters(self):
+        """The running statistics reset, gamma = 1 and beta = 0, as torch."""
+        self.reset_running_stats()
+        if self.weight is not None:
+            assign(self.weight.data, 1)
+        if self.bias is not None:
+            assign(self.bias.data, 0)
+
+    def _dtype_now(self):
+        """The dtype the input must have: its parameters' or buffers'; None (either float) when it has neither."""
+        if self.weight is not None:
+            return self.weight.dtype
+        return self.running_mean.dtype if self.running_mean is not None else None
+
+    def _like(self):
+        if self.weight is not None:
+            return self.weight.data
+        return self.running_mean
+
+    def _check_input(self, x):
+        who = type(self).__name__
+        if x.ndim not in self._dims:
+            want = " or ".join(f"{d}D" for d in self._dims)
+            raise ValueError(f"{who}: expected {want} input (got {x.ndim}D input)")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{who}({self.num_features}): expected input with {self.num_features} channels "
+                             f"(dimension 1), got shape {tuple(x.shape)}")
+
+    def forward(self, input):
+        who = type(self).__name__
+        x = float_array(input, who, min_ndim=2, dtype=self._dtype_now(), like=self._like())
+        self._check_input(x)
+        shape = tuple(x.shape)
+        N, C = shape[0], shape[1]
+        L = x.size // (N * C)
+        x3 = x.reshape((N, C, L))  # a view
+        batch_stats = self.training or self.running_mean is None
+        if batch_stats and N * L <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {shape}")
+        update = self.training and self.track_running_stats and self.running_mean is not None
+        momentum = self.momentum
+        w = self.weight.data if self.weight is not None else None
+        b = self.bias.data if self.bias is not None else None
+        y, mean, invstd = kernels.batch_norm_forward(
+            x3, w, b, self.running_mean if update or not batch_stats else None,
+            self.running_var if update or not batch_stats else None,
+            self.num_batches_tracked if update else None, batch_stats, momentum, self.eps)  # (BN1)-(BN4), (BN8)-(BN10)
+        self._x, self._mean, self._invstd, self._batch_stats, self._shape = x3, mean, invstd, batch_stats, shape
+        return y.reshape(shape)
+
+    def backward(self, grad_output):
+        who = type(self).__name__
+        x = self._saved(self._x, "the input")
+        g = float_array(grad_output, f"{who}.backward", "grad_output", dtype=x.dtype, like=x)
+        if tuple(g.shape) != self._shape:
+            raise ValueError(f"{who}.backward: expected grad_output of shape {self._shape}, got {tuple(g.shape)}")
+        w = self.weight.data if self.weight is not None else None
+        gx, dgamma, dbeta = kernels.batch_norm_backward(g.reshape(tuple(x.shape)), x, w, self._mean, self._invstd,
+                                                        self._batch_stats)  # (BN5)-(BN7), (BN11)
+        if self.weight is not None:
+            self.weight.accumulate_grad(dgamma)  # (BN6)
+        if self.bias is not None:
+            self.bias.accumulate_grad(dbeta)  # (BN5)
+        return gx.reshape(self._shape)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation over (N, C) or (N, C, L) inputs (derivations/14-batchnorm.md; see ``_BatchNorm``)."""
+
+    _dims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation over (N, C, H, W) inputs (derivations/14-batchnorm.md; see ``_BatchNorm``)."""
+
+    _dims = (4,)
+
+
