@@ -87,6 +87,7 @@ SIGNATURES.update({
     "rmsprop_update_kernel": _sig(F1, F1, F1, F1, F1, *["float32"] * 3, "boolean", *["float32"] * 3, "boolean",
                                   "boolean"),
     "adagrad_update_kernel": _sig(F1, F1, F1, *["float32"] * 3),
+})
 
 # norm.py: BatchNorm, LayerNorm, Dropout
 U1 = "uint8[::1]"
