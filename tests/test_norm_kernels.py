@@ -126,3 +126,27 @@ def test_the_numpy_backend_runs_the_twins():
     finally:
         manualbp.set_backend("numba")
     np.testing.assert_allclose(y, reference.batch_norm_forward(x, None, None, None, None, None, True, 0.1, 1e-5)[0])
+
+
+def test_serial_and_parallel_drivers_give_identical_bits():
+    x = RNG.standard_normal((3, 5, 7)).astype(np.float32)
+    g = RNG.standard_normal(x.shape).astype(np.float32)
+    w, b = np.ones(5, np.float32), np.zeros(5, np.float32)
+    outs = []
+    for fwd, bwd in ((cpu._bn_forward, cpu._bn_backward), (cpu._bn_forward_serial, cpu._bn_backward_serial)):
+        y, mean, var, inv = np.empty_like(x), np.empty(5, np.float32), np.empty(5, np.float32), np.empty(5, np.float32)
+        fwd(x, y, w, b, mean, var, inv, True, np.float32(1e-5))
+        gx, dg, db = np.empty_like(x), np.empty(5, np.float32), np.empty(5, np.float32)
+        bwd(g, x, gx, w, mean, inv, dg, db, True)
+        outs.append((y, mean, inv, gx, dg, db))
+    rows = x.reshape(15, 7)
+    for fwd, bwd in ((cpu._ln_forward, cpu._ln_backward), (cpu._ln_forward_serial, cpu._ln_backward_serial)):
+        y, mean, inv = np.empty_like(rows), np.empty(15, np.float32), np.empty(15, np.float32)
+        fwd(rows, y, np.ones(7, np.float32), np.zeros(7, np.float32), mean, inv, np.float32(1e-5))
+        gx = np.empty_like(rows)
+        bwd(g.reshape(15, 7), rows, gx, np.ones(7, np.float32), mean, inv)
+        outs.append((y, mean, inv, gx))
+    for a, b in zip(outs[0], outs[1]):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(outs[2], outs[3]):
+        np.testing.assert_array_equal(a, b)

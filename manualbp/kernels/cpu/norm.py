@@ -17,7 +17,8 @@ Dropout: one pass; each row's keep/drop decision is the counter-based hash of ``
 (LD8) of (key, row), so it does not depend on how the rows are shared among threads.
 
 Every kernel has a serial twin (the same tasks, in order) for small inputs, where waking the thread pool costs
-more than the work.  The fast-math flags leave out 'nnan' and 'ninf': a NaN in the input must reach the output.
+more than the work.  Of the fast-math flags only 'nsz' and 'contract' are on: a NaN in the input must reach the
+output, a sum must run in the order written, and 1/sqrt must be the same in vector and scalar code.
 
 Legend: N batch, C channels, L positions per channel, M = N*L; R rows, D row length; inner: elements per
 dropout decision.
@@ -28,7 +29,12 @@ from numba import njit, prange
 from ..reference_norm import dropout_scale, dropout_threshold, update_running_stats
 
 NORM_PARALLEL_MIN_ELEMENTS = 1 << 15
-_FM = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# Only 'nsz' and 'contract' (fused multiply-adds): without 'reassoc' LLVM may not reorder a sum (vectorising it
+# splits it into lanes, and the split depends on the data's alignment and on the code around the loop), and
+# without 'arcp'/'afn' 1/sqrt is not replaced by an approximation that vector and scalar code round
+# differently; so every result is the same whatever the driver (serial or parallel) or the address of the
+# array.  No 'nnan'/'ninf': a NaN must reach the output.
+_FM = {"nsz", "contract"}
 
 
 # --- BatchNorm (derivations/14-batchnorm.md) -------------------------------------------------------------
