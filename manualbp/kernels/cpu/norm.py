@@ -17,7 +17,8 @@ Dropout: one pass; each row's keep/drop decision is the counter-based hash of ``
 (LD8) of (key, row), so it does not depend on how the rows are shared among threads.
 
 Every kernel has a serial twin (the same tasks, in order) for small inputs, where waking the thread pool costs
-more than the work.  The fast-math flags leave out 'nnan' and 'ninf': a NaN in the input must reach the output.
+more than the work.  Of the fast-math flags only 'nsz' and 'contract' are on: a NaN in the input must reach the
+output, a sum must run in the order written, and 1/sqrt must be the same in vector and scalar code.
 
 Legend: N batch, C channels, L positions per channel, M = N*L; R rows, D row length; inner: elements per
 dropout decision.
@@ -28,24 +29,49 @@ from numba import njit, prange
 from ..reference_norm import dropout_scale, dropout_threshold, update_running_stats
 
 NORM_PARALLEL_MIN_ELEMENTS = 1 << 15
-_FM = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# Only 'nsz' and 'contract' (fused multiply-adds): without 'reassoc' LLVM may not reorder a sum (vectorising it
+# splits it into lanes, and the split depends on the data's alignment and on the code around the loop), and
+# without 'arcp'/'afn' 1/sqrt is not replaced by an approximation that vector and scalar code round
+# differently; so every result is the same whatever the driver (serial or parallel) or the address of the
+# array.  No 'nnan'/'ninf': a NaN must reach the output.
+_FM = {"nsz", "contract"}
 
 
 # --- BatchNorm (derivations/14-batchnorm.md) -------------------------------------------------------------
 
 @njit(cache=True, fastmath=_FM)
 def _bn_channel_stats(x, c):
-    """(mean, biased var) of channel c of x (N, C, L): (BN1), (BN2), shifted by the channel's first value."""
+    """(mean, biased var) of channel c of x (N, C, L): (BN1), (BN2), shifted by the channel's first value.
+
+    Four partial sums of each kind (positions k = 0, 1, 2, 3 mod 4 of every row), added together at the end
+    in a fixed order: independent chains the CPU overlaps, and the same order on every run."""
     N, _, L = x.shape
     shift = x[0, c, 0]
-    s = x.dtype.type(0)
-    ss = x.dtype.type(0)
+    z = x.dtype.type(0)
+    s0 = s1 = s2 = s3 = z
+    q0 = q1 = q2 = q3 = z
+    L4 = L - L % 4
     for n in range(N):
         row = x[n, c]
-        for k in range(L):
+        for k in range(0, L4, 4):
+            d0 = row[k] - shift
+            d1 = row[k + 1] - shift
+            d2 = row[k + 2] - shift
+            d3 = row[k + 3] - shift
+            s0 += d0
+            s1 += d1
+            s2 += d2
+            s3 += d3
+            q0 += d0 * d0
+            q1 += d1 * d1
+            q2 += d2 * d2
+            q3 += d3 * d3
+        for k in range(L4, L):
             d = row[k] - shift
-            s += d
-            ss += d * d
+            s0 += d
+            q0 += d * d
+    s = (s0 + s1) + (s2 + s3)
+    ss = (q0 + q1) + (q2 + q3)
     M = N * L
     m = s / M
     var = (ss - s * m) / M
@@ -93,16 +119,27 @@ def _bn_channel_backward(gy, x, gx, c, w, mean, invstd, dgamma, dbeta, training)
     N, _, L = x.shape
     m = mean[c]
     inv = invstd[c]
-    sg = x.dtype.type(0)
-    sgx = x.dtype.type(0)
+    z = x.dtype.type(0)
+    a0 = a1 = a2 = a3 = z  # four partial sums of g and of g (x - mean), as in _bn_channel_stats
+    b0 = b1 = b2 = b3 = z
+    L4 = L - L % 4
     for n in range(N):
         grow = gy[n, c]
         xrow = x[n, c]
-        for k in range(L):
-            g = grow[k]
-            sg += g
-            sgx += g * (xrow[k] - m)
-    sgx *= inv  # sum g * x_hat
+        for k in range(0, L4, 4):
+            a0 += grow[k]
+            a1 += grow[k + 1]
+            a2 += grow[k + 2]
+            a3 += grow[k + 3]
+            b0 += grow[k] * (xrow[k] - m)
+            b1 += grow[k + 1] * (xrow[k + 1] - m)
+            b2 += grow[k + 2] * (xrow[k + 2] - m)
+            b3 += grow[k + 3] * (xrow[k + 3] - m)
+        for k in range(L4, L):
+            a0 += grow[k]
+            b0 += grow[k] * (xrow[k] - m)
+    sg = (a0 + a1) + (a2 + a3)
+    sgx = ((b0 + b1) + (b2 + b3)) * inv  # sum g * x_hat
     dbeta[c] = sg
     dgamma[c] = sgx
     k_ = w[c] * inv
