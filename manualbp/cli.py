@@ -2,6 +2,7 @@
 
     manualbp train                         # LeNet-5 on the offline digits: >= 95% test accuracy in about a minute
     manualbp train --model cifar10net --dataset cifar10 --download --epochs 20
+    manualbp train --model resnet20 --epochs 6
     manualbp train --optimizer adamw --lr 0.001 --scheduler onecycle   # any of torch.optim's five, seven schedules
     manualbp explain                       # the chain rule, step by step, on the 2-2-2 network
 
@@ -27,10 +28,11 @@ SCHEDULERS = ("cosine", "constant", "step", "multistep", "exponential", "onecycl
 def _train_parser(prog="manualbp train"):
     p = argparse.ArgumentParser(
         prog=prog, description="Train one of the tutorials' networks with manualbp's hand-written backward passes.")
-    p.add_argument("--model", choices=("mlp", "lenet5", "cifar10net"), default="lenet5",
+    p.add_argument("--model", choices=("mlp", "lenet5", "cifar10net", "resnet20"), default="lenet5",
                    help="mlp: Linear(inputs, 64) -> ReLU -> Linear(64, 10) on the flattened images (about 92%% "
                         "on the digits; 96%% with --lr 0.05); lenet5: the tutorials' 3-channel LeNet-5 (default); "
-                        "cifar10net: the tutorials' CIFAR-10 network")
+                        "cifar10net: the tutorials' CIFAR-10 network; resnet20: He et al.'s ResNet-20 "
+                        "(BatchNorm, residual blocks)")
     p.add_argument("--dataset", choices=("digits", "mnist", "cifar10"), default="digits",
                    help="digits: scikit-learn's handwritten digits, offline (default); mnist/cifar10: through "
                         "torchvision (add --download the first time)")

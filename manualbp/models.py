@@ -1,17 +1,19 @@
-"""The tutorials' three networks, built from manualbp layers.
+"""The tutorials' three networks, built from manualbp layers, and ResNet-20.
 
     mlp()         the 3-4-2-3 network of the torchsummary example: 31 parameters
     lenet5()      LeNet-5 as the tutorials write it for CIFAR-10: 3 x 32 x 32 in, 10 classes out
     cifar10net()  the CIFAR-10 network of the loss/optimizer tutorial (Conv-Pool x3, Flatten, Linear x2)
+    resnet20()    He et al.'s ResNet-20 for CIFAR-10 (manualbp/resnet.py): 269,722 parameters
 
-Each returns a ``Sequential`` whose parameter names and shapes match the same ``torch.nn.Sequential``,
+The first three return a ``Sequential`` whose parameter names and shapes match the same ``torch.nn.Sequential``,
 so ``model.load_state_dict({k: v.numpy() for k, v in torch_model.state_dict().items()})`` works.
 ``INPUT_SHAPES`` gives the (C, H, W) each expects, which ``manualbp train`` uses to shape the data.
 """
 from . import nn
 from .nn import init
+from .resnet import resnet20
 
-__all__ = ["MODELS", "build", "cifar10net", "input_shape", "lenet5", "mlp"]
+__all__ = ["MODELS", "build", "cifar10net", "input_shape", "lenet5", "mlp", "resnet20"]
 
 
 def mlp(in_features=3, num_classes=3, hidden=(4, 2), softmax=False):
@@ -87,14 +89,14 @@ def _activation(name):
     return (lambda: [cls()]) if cls is not None else (list)
 
 
-MODELS = {"mlp": mlp, "lenet5": lenet5, "cifar10net": cifar10net}
+MODELS = {"mlp": mlp, "lenet5": lenet5, "cifar10net": cifar10net, "resnet20": resnet20}
 
 
 def input_shape(name, in_channels=3):
     """The (C, H, W) image each image model expects; for ``mlp`` the shape of its flat input."""
     if name == "mlp":
         return (3,)
-    if name in ("lenet5", "cifar10net"):
+    if name in ("lenet5", "cifar10net", "resnet20"):
         return (in_channels, 32, 32)
     raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
 

@@ -248,3 +248,4 @@ from .adaptive import *
 from .losses import *
 from .norm import *
 from .pooling_avg import *
+from .residual import *

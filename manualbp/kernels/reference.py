@@ -493,3 +493,4 @@ from .reference_adaptive import *
 from .reference_loss import *
 from .reference_norm import *
 from .reference_pooling_avg import *
+from .reference_residual import *

@@ -104,3 +104,10 @@ SIGNATURES.update({
     "dropout_forward_kernel": _sig(F1, F1, U1, "uint64", "int64", "float32", "int64"),
     "dropout_backward_kernel": _sig(F1, U1, "float32", "int64", F1),
 })
+
+# residual.py: a residual block's join y = a + b and option-A shortcut
+SIGNATURES.update({
+    "residual_add_kernel": _sig(F1, F1, F1),
+    "shortcut_forward_kernel": _sig(F1, F1, *["int64"] * 7),
+    "shortcut_backward_kernel": _sig(F1, F1, *["int64"] * 7),
+})

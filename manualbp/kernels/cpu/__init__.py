@@ -71,3 +71,7 @@ from .norm import (
 
 __all__ += ["batch_norm_backward", "batch_norm_forward", "dropout_backward", "dropout_forward", "layer_norm_backward",
             "layer_norm_forward"]
+
+from .residual import add, shortcut_a_backward, shortcut_a_forward  # a residual block's join and shortcut
+
+__all__ += ["add", "shortcut_a_backward", "shortcut_a_forward"]

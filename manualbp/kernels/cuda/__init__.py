@@ -252,3 +252,9 @@ from .norm import (
 FAMILIES += (norm,)
 __all__ += ["batch_norm_backward", "batch_norm_forward", "dropout_backward", "dropout_forward",
             "layer_norm_backward", "layer_norm_forward"]
+
+from . import residual  # a residual block's join and option-A shortcut
+from .residual import add, shortcut_a_backward, shortcut_a_forward
+
+FAMILIES += (residual,)
+__all__ += ["add", "shortcut_a_backward", "shortcut_a_forward"]

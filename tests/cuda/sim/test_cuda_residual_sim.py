@@ -1,0 +1,40 @@
+"""A residual block's operations, and a block with an option-A shortcut, on the (simulated) GPU against the CPU (rtol 1e-4)."""
+import numpy as np
+
+import manualbp
+from manualbp import kernels
+from manualbp.device import is_cuda_array, to_device, to_numpy
+from manualbp.kernels import cuda as gpu
+from manualbp.kernels import reference
+from manualbp.resnet import BasicBlock
+
+TOL = {"rtol": 1e-4, "atol": 1e-5}
+
+
+def test_residual_operations_match_their_numpy_twins():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
+    for pad in (0, 2):
+        y = gpu.shortcut_a_forward(to_device(x), pad)
+        np.testing.assert_array_equal(to_numpy(y), reference.shortcut_a_forward(x, pad))
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        gx = gpu.shortcut_a_backward(to_device(g), x.shape, pad)
+        np.testing.assert_array_equal(to_numpy(gx), reference.shortcut_a_backward(g, x.shape, pad))
+    b = rng.standard_normal(x.shape).astype(np.float32)
+    np.testing.assert_array_equal(to_numpy(kernels.add(to_device(x), to_device(b))), x + b)
+
+
+def test_a_residual_block_with_option_a_on_the_gpu_gives_the_cpus_output_and_gradients():
+    manualbp.manual_seed(3)
+    cpu_block = BasicBlock(2, 4, 2)
+    gpu_block = BasicBlock(2, 4, 2)
+    gpu_block.load_state_dict(cpu_block.state_dict())
+    gpu_block.to("cuda")
+    x = np.random.default_rng(1).standard_normal((2, 2, 4, 4)).astype(np.float32)
+    y_cpu, y_gpu = cpu_block(x), gpu_block(to_device(x))
+    assert is_cuda_array(y_gpu)
+    np.testing.assert_allclose(to_numpy(y_gpu), y_cpu, **TOL)
+    g = np.random.default_rng(2).standard_normal(y_cpu.shape).astype(np.float32)
+    np.testing.assert_allclose(to_numpy(gpu_block.backward(to_device(g))), cpu_block.backward(g), **TOL)
+    for (name, p_gpu), (_, p_cpu) in zip(gpu_block.named_parameters(), cpu_block.named_parameters()):
+        np.testing.assert_allclose(to_numpy(p_gpu.grad), p_cpu.grad, err_msg=name, **TOL)
