@@ -17,8 +17,7 @@ three blocks with 16, 32 and 64 channels (the first block of stages 2 and 3 halv
 global average pooling and a Linear(64, 10): 269,722 parameters.  Its ``state_dict`` keys are those of the
 standard PyTorch CIFAR ResNet (``conv1``, ``bn1``, ``layer1.0.conv1``, ..., ``fc``), in the same order.
 """
-from . import kernels
-from . import nn
+from . import kernels, nn
 from .nn import init
 
 __all__ = ["BasicBlock", "ResNet", "ShortcutA", "resnet20"]

@@ -1,6 +1,5 @@
 """The standard PyTorch CIFAR ResNet with option-A shortcuts (He et al. 2016, section 4.2), for the tests to
 compare manualbp.resnet20 with: the same modules under the same names, so state_dicts match key for key."""
-import torch
 import torch.nn as tnn
 import torch.nn.functional as F
 

@@ -45,7 +45,7 @@ def add(a, b):
 
 @njit(cache=True, parallel=True)
 def _shortcut_forward(x, y, P):
-    N, C, H, W = x.shape
+    N, C, _H, _W = x.shape
     OH, OW = y.shape[2], y.shape[3]
     CO = y.shape[1]
     for t in prange(N * CO):
@@ -63,7 +63,7 @@ def _shortcut_forward(x, y, P):
 
 @njit(cache=True, parallel=True)
 def _shortcut_backward(g, gx, P):
-    N, C, H, W = gx.shape
+    N, C, _H, _W = gx.shape
     OH, OW = g.shape[2], g.shape[3]
     for t in prange(N * C):
         n, c = t // C, t % C
