@@ -37,7 +37,7 @@ if ROOT not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, ROOT)
 
 SETTLE_S = 0.3  # seconds of quiet before each timed block (see ``timed``)
-SECTIONS = ("matmul", "conv", "train", "startup", "memory")
+SECTIONS = ("matmul", "conv", "train", "resnet", "startup", "memory")
 MODELS = ("lenet5", "cifar10net")
 CIFAR_CONVS = ((3, 32, 32), (32, 32, 16), (32, 64, 8))  # (C, O, H=W) of the CIFAR-10 net's 5x5, pad-2 convs
 
@@ -278,7 +278,10 @@ def torch_twin(name, ours):
     """The same network in torch.nn, with our weights copied in."""
     import torch
     from torch import nn as tnn
-    if name == "lenet5":
+    if name == "resnet20":
+        from benchmarks.torch_resnet import TorchResNet  # the standard PyTorch CIFAR ResNet, in this folder
+        m = TorchResNet()
+    elif name == "lenet5":
         m = tnn.Sequential(tnn.Conv2d(3, 6, 5), tnn.MaxPool2d(2, 2), tnn.Conv2d(6, 16, 5), tnn.MaxPool2d(2, 2),
                            tnn.Flatten(), tnn.Linear(400, 120), tnn.Linear(120, 84), tnn.Linear(84, 10))
     else:
@@ -417,6 +420,20 @@ def bench_train(args, peak):
                         Figure.rate(t["torch"], fwd_flop * batch / 1e9), peak=peak))
         _say(args, rows[-2])
     return rows, profiles
+
+
+def bench_resnet(args):
+    """ResNet-20 training steps (BatchNorm in training mode, option-A shortcuts) against torch's twin."""
+    batches = (1, 2) if args.quick else (1, 64, 128)
+    rows = []
+    for batch in batches:
+        ours, theirs, _, _, _ = _train_pair("resnet20", batch)
+        t = timed({"ours": ours, "torch": theirs}, args.repeats, args.quick, target_s=0.5)
+        rows.append(Row("resnet", f"resnet20 training step, batch {batch}", "img/s",
+                        Figure.rate(t["ours"], batch), Figure.rate(t["torch"], batch),
+                        target=("torch", 1.0) if batch == 64 else None, key=f"train-resnet20-{batch}"))
+        _say(args, rows[-1])
+    return rows
 
 
 # --- start-up and memory (fresh processes) ------------------------------------------------------------
@@ -642,6 +659,7 @@ def render(rows, profiles, meta, chart_name, notes):
     titles = {"matmul": "float32 matrix product (n x n) @ (n x n)",
               "conv": "Convolutions of the CIFAR-10 net, batch 64 (5x5, padding 2, float32)",
               "train": "Training step (zero_grad, forward, CrossEntropyLoss, backward, SGD momentum) and inference",
+              "resnet": "ResNet-20 training step (BatchNorm in training mode, residual blocks, SGD momentum)",
               "startup": "Start-up: process start to the end of the first training step",
               "memory": "Peak resident memory (ru_maxrss) of a 1-epoch training run"}
     for section in SECTIONS:
@@ -788,6 +806,8 @@ def main(argv=None):
     if "train" in args.sections:
         r, profiles = bench_train(args, peak)
         rows += r
+    if "resnet" in args.sections:
+        rows += bench_resnet(args)
     if "startup" in args.sections:
         rows += bench_startup(args, threads)
     if "memory" in args.sections:

@@ -25,10 +25,10 @@ def test_quick_run_of_every_section_writes_the_report(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
     for heading in ("## Machine and versions", "## Targets", "float32 matrix product", "Convolutions of the CIFAR-10",
-                    "Training step", "Start-up", "Peak resident memory"):
+                    "Training step", "ResNet-20 training step", "Start-up", "Peak resident memory"):
         assert heading in report, heading
     for row in ("matmul n=16", "conv2 32->32 16x16 grad-weight", "lenet5 training step, batch 1",
-                "cifar10net inference, batch 4", "empty Numba cache", "filled Numba cache", "peak RSS"):
+                "cifar10net inference, batch 4", "resnet20 training step, batch 2", "empty Numba cache", "filled Numba cache", "peak RSS"):
         assert row in report, row
     assert "FMA probe" in report and "ratio ours/torch" in report
     data = json.loads((tmp_path / "BENCHMARKS.json").read_text(encoding="utf-8"))

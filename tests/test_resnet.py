@@ -13,7 +13,7 @@ from manualbp.kernels import cpu, reference
 from manualbp.resnet import BasicBlock, ShortcutA
 
 torch = pytest.importorskip("torch")
-from torch_resnet import TorchBlock, TorchResNet
+from benchmarks.torch_resnet import TorchBlock, TorchResNet
 
 
 def _load_from_torch(ours, theirs):
