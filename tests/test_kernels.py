@@ -436,3 +436,17 @@ def test_sgd_update_kernel_matches_reference_bit_for_bit(dtype, momentum, dampen
         if momentum:
             np.testing.assert_array_equal(b_ours, b_ref)
     assert p_ours.dtype == dtype
+
+
+@pytest.mark.parametrize("shape", [(), (0, 3), (7,), (3, 4), (4, 16, 32, 32)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_kernels_give_the_twins_bits_nan_and_0d_included(shape, dtype):
+    rng = np.random.default_rng(len(shape))
+    x = np.asarray(rng.standard_normal(shape)).astype(dtype)
+    if x.size:
+        x.reshape(-1)[:3] = [np.nan, 0.0, -0.0][:x.size]
+    g = np.asarray(rng.standard_normal(shape)).astype(dtype)
+    for ours, twin in ((cpu.relu_forward(x), reference.relu_forward(x)),
+                       (cpu.relu_backward(g, x), reference.relu_backward(g, x))):
+        assert ours.shape == twin.shape and ours.dtype == twin.dtype
+        np.testing.assert_array_equal(ours, twin)
