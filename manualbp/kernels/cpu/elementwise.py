@@ -28,7 +28,6 @@ from ..reference import (
 )
 from .gemm import matmul
 
-
 # Below this many elements the thread pool is not woken.
 RELU_PARALLEL_MIN = 1 << 15
 
@@ -37,14 +36,14 @@ RELU_PARALLEL_MIN = 1 << 15
 def _relu_forward(x, y):
     for i in prange(x.shape[0]):
         v = x[i]
-        y[i] = 0 if v <= 0 else v  # (A1); a NaN fails v <= 0 and stays NaN
+        y[i] = max(0, v)  # (A1); a NaN fails v <= 0 and stays NaN
 
 
 @njit(cache=True)
 def _relu_forward_serial(x, y):
     for i in range(x.shape[0]):
         v = x[i]
-        y[i] = 0 if v <= 0 else v
+        y[i] = max(0, v)
 
 
 @njit(cache=True, parallel=True)
