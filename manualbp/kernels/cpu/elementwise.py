@@ -36,14 +36,14 @@ RELU_PARALLEL_MIN = 1 << 15
 def _relu_forward(x, y):
     for i in prange(x.shape[0]):
         v = x[i]
-        y[i] = max(0, v)  # (A1); a NaN fails v <= 0 and stays NaN
+        y[i] = 0 if v <= 0 else v  # noqa: FURB136  (A1); a NaN fails v <= 0 and stays NaN (max(0, v) would give 0)
 
 
 @njit(cache=True)
 def _relu_forward_serial(x, y):
     for i in range(x.shape[0]):
         v = x[i]
-        y[i] = max(0, v)
+        y[i] = 0 if v <= 0 else v  # noqa: FURB136  (NaN stays NaN)
 
 
 @njit(cache=True, parallel=True)
