@@ -103,6 +103,9 @@ def save_figure(runs, path):
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png", dpi=100)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes the file private; give it an ordinary file's mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -127,6 +127,9 @@ def test_training_example_quick_run(path, tmp_path):
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} wrote no PNG to --out"
         assert [p.name for p in tmp_path.iterdir()] == ["figure.png"], "a temporary file was left beside the figure"
         assert f"figure: {out}" in result.stdout
+        umask = os.umask(0)
+        os.umask(umask)
+        assert out.stat().st_mode & 0o777 == 0o666 & ~umask, "the figure kept the temporary file's private mode"
 
 
 @pytest.mark.parametrize("name", [n for n, (_, figure) in QUICK_EXPECTED.items() if figure])
