@@ -4,6 +4,7 @@ The reading-order examples (examples/0*.py, examples/1*.py) run in full: each ta
 training examples (examples/2*.py) run only when their author gave them a size flag for a quick run
 (``--tiny``, ``--smoke`` or ``--quick``); otherwise they are skipped here and exercised by their own tests.
 """
+import importlib.util
 import os
 import re
 import subprocess
@@ -54,6 +55,30 @@ EXPECTED = {
     ],
 }
 
+# Training examples whose quick run is checked further: patterns its output must contain, and whether it draws a
+# figure (to the path given by --out; without matplotlib it says it skipped the figure).
+QUICK_EXPECTED = {
+    "22_batchnorm_vs_plain.py": ([
+        r"plain\s+final test accuracy \d+\.\d\d%",
+        r"BatchNorm final test accuracy \d+\.\d\d%",
+        r"plain\s+first conv: max \|dL/dbias\| \d\.\de-0[1-3]",
+        r"BatchNorm first conv: max \|dL/dbias\| \d\.\de-(0[5-9]|[1-9]\d)",   # no gradient before BatchNorm
+    ], True),
+    "23_sgd_momentum_adam.py": ([
+        r"SGD\(lr=0\.1\)\s+final loss \d\.\d\de-\d\d, accuracy \d+%",
+        r"SGD\(lr=0\.1, momentum=0\.9\)\s+final loss",
+        r"Adam\(lr=0\.01\)\s+final loss \d\.\d\de-\d\d, accuracy 100%",
+        r"Adam\(lr=0\.01\)\s+min 1\.0e-02\s+median 1\.0e-02\s+max 1\.0e-02",   # Adam's first step is lr
+    ], True),
+    "24_resnet20.py": ([
+        r"Total params: 269,722",
+        r"Train Epoch: 1 \[0/128 \(0%\)\]\tLoss: \d",
+        r"Epoch 1: .*, lr 0\.1,",
+        r"Epoch 2: .*, lr 0\.01,",                  # MultiStepLR's milestone after the first epoch
+        r"Test accuracy after 2 epochs: \d+/64",
+    ], False),
+}
+
 
 def run(path, *args, timeout=300):
     # One Numba thread: these scripts make thousands of tiny kernel calls, and on a busy machine parallel
@@ -88,9 +113,34 @@ def _quick_flag(path):
 
 
 @pytest.mark.parametrize("path", [p for p in EXAMPLES if p.name[0] not in "01"], ids=lambda p: p.name)
-def test_training_example_quick_run(path):
+def test_training_example_quick_run(path, tmp_path):
     flag = _quick_flag(path)
     if flag is None:
         pytest.skip(f"{path.name} has no {'/'.join(QUICK_FLAGS)} flag for a quick run")
-    result = run(path, flag, timeout=600)
+    patterns, figure = QUICK_EXPECTED.get(path.name, ([], False))
+    out = tmp_path / "figure.png"
+    result = run(path, flag, *(["--out", str(out)] if figure else []), timeout=600)
     assert result.returncode == 0, f"{path.name} {flag} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    for pattern in patterns:
+        assert re.search(pattern, result.stdout), f"{path.name}: no line matches {pattern!r}:\n{result.stdout}"
+    if figure and importlib.util.find_spec("matplotlib") is not None:
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} wrote no PNG to --out"
+        assert [p.name for p in tmp_path.iterdir()] == ["figure.png"], "a temporary file was left beside the figure"
+        assert f"figure: {out}" in result.stdout
+        umask = os.umask(0)
+        os.umask(umask)
+        assert out.stat().st_mode & 0o777 == 0o666 & ~umask, "the figure kept the temporary file's private mode"
+
+
+@pytest.mark.parametrize("name", [n for n, (_, figure) in QUICK_EXPECTED.items() if figure])
+def test_figure_is_skipped_with_a_message_without_matplotlib(name, tmp_path, monkeypatch):
+    # A package named matplotlib that fails to import, ahead of the real one on the path
+    (tmp_path / "matplotlib").mkdir()
+    (tmp_path / "matplotlib" / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    path = ROOT / "examples" / name
+    out = tmp_path / "out" / "figure.png"
+    result = run(path, _quick_flag(path), "--out", str(out))
+    assert result.returncode == 0, f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    assert "figure skipped: matplotlib is not installed" in result.stdout, result.stdout
+    assert not out.exists()
