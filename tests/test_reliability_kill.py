@@ -1,5 +1,6 @@
 """SIGKILL a training process at random moments, 20 times: the checkpoint on disk always loads, and
-resuming from it ends exactly where the uninterrupted run ends.
+resuming from it ends exactly where the uninterrupted run ends (weights, BatchNorm's running statistics,
+Adam's state and the StepLR schedule all travel in the checkpoint).
 
 The child (tests/reliability_child.py) is tiny: three steps per epoch, then a checkpoint write of
 about 100 kB with two fsyncs, so a large share of its time -- and of the kills -- falls inside
