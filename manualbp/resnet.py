@@ -69,6 +69,9 @@ class BasicBlock(nn.Module):
                 raise ValueError(f"BasicBlock: option A pads channels and halves the image: expected stride 2 and "
                                  f"planes = 2 * in_planes, got in_planes={in_planes}, planes={planes}, "
                                  f"stride={stride}")
+            if in_planes % 2:  # planes // 4 zero channels on each side would give in_planes + 2 * pad != planes
+                raise ValueError(f"BasicBlock: option A pads in_planes / 2 zero channels on each side, so in_planes "
+                                 f"must be even, got in_planes={in_planes}, planes={planes}")
             self.shortcut = ShortcutA(planes // 4)
         else:
             self.shortcut = nn.Identity()

@@ -95,6 +95,16 @@ def test_option_a_needs_stride_two_and_doubled_channels():
     assert isinstance(BasicBlock(4, 4, 1).shortcut, nn.Identity)
 
 
+def test_option_a_needs_an_even_number_of_input_channels():
+    """in_planes = 3 -> planes = 6: the shortcut adds 6 // 4 = 1 channel on each side (5 in all), which cannot
+    meet the 6 of the block's output (torch's reference raises at the addition; manualbp used to fail inside a
+    reshape with no word of why)."""
+    for in_planes in (1, 3, 5):
+        with pytest.raises(ValueError, match="in_planes must be even"):
+            BasicBlock(in_planes, 2 * in_planes, 2)
+    assert BasicBlock(2, 4, 2)(np.ones((2, 2, 3, 3), dtype=np.float32)).shape == (2, 4, 2, 2)
+
+
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(0, 3), c=st.integers(1, 4), h=st.integers(1, 7), w=st.integers(1, 7), pad=st.integers(0, 3),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
