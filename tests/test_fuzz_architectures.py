@@ -4,7 +4,7 @@ steps (forward, loss, backward, optimizer step, scheduler step) in float64 by ma
 torch.autograd from the same weights.
 
 The layers: Conv2d (stride, padding, dilation, groups, padding='same', every padding_mode), residual
-blocks (manualbp.resnet.BasicBlock against tests/torch_resnet.py's TorchBlock, identity and option-A
+blocks (manualbp.resnet.BasicBlock against benchmarks/torch_resnet.py's TorchBlock, identity and option-A
 shortcuts), BatchNorm2d / BatchNorm1d (train mode, or eval mode now and then; momentum, affine and
 track_running_stats drawn), LayerNorm over the last one to three dimensions, MaxPool2d (dilation,
 ceil_mode), AvgPool2d (ceil_mode, count_include_pad, divisor_override), AdaptiveAvgPool2d,
@@ -25,7 +25,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from torch_resnet import TorchBlock
+from benchmarks.torch_resnet import TorchBlock
 
 import manualbp
 from manualbp import nn, optim
