@@ -25,9 +25,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from benchmarks.torch_resnet import TorchBlock
 
 import manualbp
+from benchmarks.torch_resnet import TorchBlock
 from manualbp import nn, optim
 from manualbp.resnet import BasicBlock
 
