@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 
 from .device import as_array, is_cuda_array, mixed_message, to_numpy
+from .device import float_dtype as device_float_dtype
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -221,18 +222,8 @@ def legacy_reduction(size_average, reduce, reduction):
 
 
 def float_dtype(dtype, who):
-    """The parameter dtype a constructor's ``dtype=`` asks for: None (float32), float32 or float64, given as a
-    NumPy dtype, a string or a torch dtype (read by its name, without importing torch)."""
+    """The parameter dtype a constructor's ``dtype=`` asks for: None (float32, torch's default), or float32 or
+    float64 given as a NumPy dtype, a name or a torch dtype (``device.float_dtype``)."""
     if dtype is None:
         return np.dtype(np.float32)
-    name = str(dtype).replace("torch.", "")
-    names = {"float32": np.float32, "float": np.float32, "float64": np.float64, "double": np.float64}
-    if name in names:
-        return np.dtype(names[name])
-    try:
-        found = None if isinstance(dtype, (bool, numbers.Number)) else np.dtype(dtype)
-    except (TypeError, ValueError):
-        found = None
-    if found is not None and found in FLOAT_DTYPES:  # (np.dtype == None is true for float64: NumPy's default)
-        return found
-    raise TypeError(f"{who}: expected dtype float32 or float64 (None: float32), got {dtype!r}")
+    return device_float_dtype(dtype, who)

@@ -89,16 +89,23 @@ def _is_dtype(value):
             or (not isinstance(value, str) and str(value).startswith("torch.")))
 
 
-def _float_dtype(value, who):
-    """np.float32/np.float64 from a NumPy or torch dtype; TypeError for any other."""
-    name = str(value)
+def float_dtype(value, who):
+    """np.float32 or np.float64 from a NumPy dtype, a scalar type, a name ('float32', 'double', ...) or a torch
+    dtype (read by its name: torch is never imported); a TypeError naming the two for anything else."""
+    name = str(value).replace("torch.", "")
+    names = {"float32": np.float32, "float": np.float32, "float64": np.float64, "double": np.float64}
+    if name in names:
+        return np.dtype(names[name])
     try:
-        dtype = np.dtype(name[len("torch."):] if name.startswith("torch.") else value)
-    except TypeError:
-        dtype = None
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"{who}: expected dtype float32 or float64, got {value!r}")
-    return dtype
+        found = None if value is None or isinstance(value, (bool, numbers.Number)) else np.dtype(value)
+    except (TypeError, ValueError):
+        found = None
+    if found is not None and found in FLOAT_DTYPES:  # (np.dtype == None is true for float64: check None first)
+        return found
+    raise TypeError(f"{who}: expected dtype float32 or float64, got {value!r}")
+
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def parse_to(args, kwargs, who):
@@ -118,7 +125,7 @@ def parse_to(args, kwargs, who):
             device = arg
         else:
             raise TypeError(f"{who}: expected a device and/or a dtype, got {args!r}")
-    return (None if device is None else normalize(device)), (None if dtype is None else _float_dtype(dtype, who))
+    return (None if device is None else normalize(device)), (None if dtype is None else float_dtype(dtype, who))
 
 
 def require_cuda(who="manualbp"):

@@ -126,3 +126,14 @@ def test_normalisation_and_dropout_signatures_are_torchs(name):
     args = {"BatchNorm1d": (4, 1e-3, None, True, False), "BatchNorm2d": (4, 1e-3, 0.2, False),
             "LayerNorm": ((2, 4), 1e-3, True, False), "Dropout": (0.25, False), "Dropout2d": (0.25,)}[name]
     assert repr(ours(*args)) == repr(theirs(*args))  # positional arguments mean what they mean in torch
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.int32, np.int64, "float16"])
+def test_to_and_dtype_arguments_refuse_every_dtype_but_float32_and_float64(dtype):
+    model = nn.Sequential(nn.Linear(2, 2))
+    if not isinstance(dtype, str):  # a string goes to .to() as a device name, as in torch
+        with pytest.raises(TypeError, match="expected dtype float32 or float64"):
+            model.to(dtype)
+    with pytest.raises(TypeError, match="expected dtype float32 or float64"):
+        nn.Linear(2, 2, dtype=dtype)
+    assert model[0].weight.dtype == np.float32
