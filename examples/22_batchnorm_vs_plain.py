@@ -28,14 +28,13 @@ What to look at:
 The derivation of BatchNorm's forward and backward, and of its eval mode: derivations/14-batchnorm.md.
 """
 import argparse
-import os
-import tempfile
 import time
 
 import numpy as np
 
 import manualbp
 from manualbp import data, nn, optim
+from manualbp.checkpoint import atomic_write
 
 
 def build(batchnorm):
@@ -97,20 +96,7 @@ def save_figure(runs, path):
         ax.legend()
     axes[0].set_ylabel("cross-entropy loss")
     fig.tight_layout()
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes the file private; give it an ordinary file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))  # temp file beside it, then renamed
     return True
 
 

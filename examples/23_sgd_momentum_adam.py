@@ -30,14 +30,13 @@ What to look at:
 The derivations: derivations/12-adaptive-optimizers.md (Adam) and derivations/09-sgd-momentum.md (momentum).
 """
 import argparse
-import os
-import tempfile
 import time
 
 import numpy as np
 
 import manualbp
 from manualbp import nn, optim
+from manualbp.checkpoint import atomic_write
 
 
 def spirals(points_per_arm=100):
@@ -89,20 +88,7 @@ def save_figure(curves, path):
     ax.set_title("two spirals, MLP 2-64-64-2, the same starting weights")
     ax.legend()
     fig.tight_layout()
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes the file private; give it an ordinary file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))  # temp file beside it, then renamed
     return True
 
 

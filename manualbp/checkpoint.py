@@ -36,7 +36,7 @@ FORMAT = "manualbp-checkpoint"
 FORMAT_VERSION = 1
 HEADER_KEY = "__header__"
 
-__all__ = ["FORMAT_VERSION", "load", "load_safetensors", "read", "save", "save_safetensors"]
+__all__ = ["FORMAT_VERSION", "atomic_write", "load", "load_safetensors", "read", "save", "save_safetensors"]
 
 # mkstemp creates files readable by their owner only; a checkpoint gets the mode an ordinary
 # open() would give it (0o666 less the umask).  The umask can only be read by setting it.
@@ -76,11 +76,12 @@ def _remove_stale_temps(folder, prefix, before):
 
 def _atomic_write(path, arrays):
     """np.savez into a temp file beside ``path``, fsync, then rename it over ``path``."""
-    _atomic_write_with(path, lambda f: np.savez(f, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def _atomic_write_with(path, write):
-    """``write(file)`` into a temp file beside ``path``, fsync, then rename it over ``path``."""
+def atomic_write(path, write):
+    """``write(file)`` into a temp file beside ``path``, fsync, then rename it over ``path``: a reader sees the
+    old file or the whole new one, never half of it (checkpoints, safetensors files, figures)."""
     path = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
@@ -303,7 +304,7 @@ def save_safetensors(model_or_state_dict, path, metadata=None):
     info = {"format": "pt"}
     info.update({str(k): str(v) for k, v in (metadata or {}).items()})
     blob = st.save(arrays, metadata=info)
-    _atomic_write_with(path, lambda f: f.write(blob))
+    atomic_write(path, lambda f: f.write(blob))
     return path
 
 

@@ -114,7 +114,8 @@ def write_curve(history, path, title=None):
         fig = curve_figure(history, title)
     except ImportError:
         return False
-    fig.savefig(path, dpi=100)
+    from .checkpoint import atomic_write
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))  # never a half-written PNG
     return True
 
 
