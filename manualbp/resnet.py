@@ -18,6 +18,7 @@ global average pooling and a Linear(64, 10): 269,722 parameters.  Its ``state_di
 standard PyTorch CIFAR ResNet (``conv1``, ``bn1``, ``layer1.0.conv1``, ..., ``fc``), in the same order.
 """
 from . import kernels, nn
+from ._checks import float_array
 from .nn import init
 
 __all__ = ["BasicBlock", "ResNet", "ShortcutA", "resnet20"]
@@ -34,7 +35,6 @@ class ShortcutA(nn.Module):
         self._x_shape = None  # dL/dx has the input's shape (Q4)
 
     def forward(self, input):
-        from ._checks import float_array
         x = float_array(input, "ShortcutA", ndim=4)
         self._x_shape = tuple(x.shape)
         return kernels.shortcut_a_forward(x, self.pad)  # (Q3)
@@ -82,7 +82,7 @@ class BasicBlock(nn.Module):
         out = kernels.add(out, self.shortcut(input))  # F(x) + S(x): x is used a second time here (Q1)
         return self.relu2(out)
 
-    def backward(self, grad_output, input_grad=True):
+    def backward(self, grad_output):
         g = self.relu2.backward(grad_output)  # dL/d(F(x) + S(x)): both terms get it (Q2)
         g_short = self.shortcut.backward(g)  # along the shortcut: g itself, or (Q4)
         g = self.bn2.backward(g)

@@ -87,7 +87,8 @@ class LRScheduler:
 
     def get_lr(self):
         """The rates of epoch ``last_epoch``, computed from the current ones (torch's chainable form)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not define get_lr(): a scheduler subclass says how "
+                                  f"the rates of epoch last_epoch follow from the current ones")
 
     def get_last_lr(self):
         """The learning rate of every group, as the last ``step()`` set it."""
