@@ -134,8 +134,7 @@ def checked_backward(backward):
         d = self.__dict__
         if d.get("_in_backward"):  # a subclass's backward calling super().backward: already accounted for
             return backward(self, *args, **kwargs)
-        pending = d.get("_pending", 0)
-        if pending == 0:
+        if not d.get("_pending", 0) and not _may_repeat(d):
             raise SavedStateError(_nothing_saved_message(self))
         outer = TAPE.backward_root
         if outer is None:  # the backward a user called: check the gradient belongs to the last forward
@@ -159,17 +158,20 @@ def checked_backward(backward):
             stack = d.get("_saved_stack")
             if stack:  # the module was called more than once in that forward: the earlier call's state is next
                 restore(self, stack.pop())
-            elif _holds_parameters(d):  # a second backward would add into .grad twice: refuse it
+            else:  # used up: a second backward would add into .grad twice (see _may_repeat for the exception)
                 d["_pending"] = 0
         return result
     wrapper.__wrapped_backward__ = backward
     return wrapper
 
 
-def _holds_parameters(d):
-    """Does the module own parameters, or child modules (which may)?  A layer without any may be asked for
-    its backward again: it changes nothing (the derivations' checks do it to print and then assert)."""
-    return bool(d.get("_modules")) or any(p is not None for p in d.get("_parameters", {}).values())
+def _may_repeat(d):
+    """May a used-up state serve another backward?  Only for a layer that owns no parameters and no child
+    modules (which may own some): its backward changes nothing (the derivations' checks run one twice, to
+    print and then assert), and it keeps its saved values until the next forward.  Asked only on that path,
+    so an ordinary backward pays nothing for it."""
+    return (d.get("_ever_saved", False) and not d.get("_modules")
+            and not any(p is not None for p in d.get("_parameters", {}).values()))
 
 
 def _check_origin(module, grad):
