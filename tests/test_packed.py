@@ -183,8 +183,10 @@ def test_packed_convolution_drivers_serial_and_parallel_give_identical_bits(dtyp
     perm, offs = cpu_conv._row_first_taps(c, kh, kw, hp, wp)
     packed = tile.pack_panels(wt.reshape(o, -1), 32, perm)
     ys = [np.empty(gy.shape, dtype) for _ in range(2)]
-    conv_packed.conv2d_packed(x, packed, b, ys[0], ph, pw, offs, np.empty((2, c * hp * wp + wp + 8), dtype))
-    conv_packed.conv2d_packed_serial(x, packed, b, ys[1], ph, pw, offs, np.empty((1, c * hp * wp + wp + 8), dtype))
+    one, k = np.int64(1), np.int64(kh)
+    conv_packed.conv2d_packed(x, packed, b, ys[0], ph, pw, offs, np.empty((2, c * hp * wp + wp + 8), dtype), one, one, k)
+    conv_packed.conv2d_packed_serial(x, packed, b, ys[1], ph, pw, offs, np.empty((1, c * hp * wp + wp + 8), dtype),
+                                     one, one, k)
     assert ys[0].tobytes() == ys[1].tobytes()
     sp, op = -(-kw * c // 8) * 8, -(-o // 32) * 32
     gws = [np.empty((kh, sp, op), dtype) for _ in range(2)]
@@ -219,8 +221,45 @@ def test_packed_convolutions_skip_the_zero_padding():
     assert list(perm[:kw + 1]) == [0, 1, 2, 3, 4, kh * kw] and offs[kw] == hp * wp
 
 
+STRIDED_GEOMETRIES = [
+    # (n, c, h, w, o, kh, kw, ph, pw, sh, sw)
+    (2, 16, 32, 32, 32, 3, 3, 1, 1, 2, 2),   # ResNet-20's first stride-2 layer (16 -> 32 channels)
+    (3, 32, 16, 16, 64, 3, 3, 1, 1, 2, 2),   # its second (32 -> 64), two panels of 32
+    (2, 16, 9, 11, 56, 3, 3, 1, 0, 2, 2),    # odd sizes: the last column of each row unread, 56 = 32 + 24
+    (1, 12, 10, 13, 32, 4, 3, 2, 1, 1, 2),   # unequal strides, a kernel row that reads only padding
+    (2, 8, 11, 7, 32, 5, 4, 0, 2, 2, 1),     # stride 2 down, 1 across
+]
+
+
+@pytest.mark.parametrize("g", STRIDED_GEOMETRIES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_strided_packed_convolutions_match_reference(g, dtype, assert_close):
+    n, c, h, w, o, kh, kw, ph, pw, sh, sw = g
+    assert cpu_conv._use_packed((sh, sw), o, c * kh * kw)
+    rng = np.random.default_rng(sum(g))
+    x, wt, b = rand(rng, (n, c, h, w), dtype), rand(rng, (o, c, kh, kw), dtype), rand(rng, (o,), dtype)
+    stride, pad = (sh, sw), (ph, pw)
+    y = reference.conv2d_forward(x, wt, b, stride, pad)
+    gy = rand(rng, y.shape, dtype)
+    assert_close(cpu.conv2d_forward(x, wt, b, stride, pad), y, RTOL[dtype], "forward")
+    assert_close(cpu.conv2d_grad_weight(gy, x, wt.shape, stride, pad),
+                 reference.conv2d_grad_weight(gy, x, wt.shape, stride, pad), RTOL[dtype], "grad-weight")
+    assert_close(cpu.conv2d_grad_input(gy, wt, x.shape, stride, pad),
+                 reference.conv2d_grad_input(gy, wt, x.shape, stride, pad), RTOL[dtype], "grad-input")
+
+
+def test_stride_two_taps_read_the_phase_split_rows():
+    # 3 x 3 kernel, stride 2 across, padded rows of WP = 10 columns: even columns first (WE = 5), then odd.
+    # Tap (p, c, q) = (1, 1, 2) reads padded column 2j + 2, the even column j + 1: offset c*HP*WR + p*WR + 1.
+    perm, offs = cpu_conv._row_first_taps(2, 3, 3, 6, 10, 2)
+    k = 1 * 2 * 3 + 1 * 3 + 2  # kernel row first: k = (p, c, q)
+    assert perm[k] == 1 * 9 + 1 * 3 + 2
+    assert offs[k] == 1 * 6 * 10 + 1 * 10 + 1
+    assert offs[k - 1] == 1 * 6 * 10 + 1 * 10 + 5  # q = 1: the odd columns, after the 5 even ones
+
+
 def test_packed_convolution_is_not_used_where_it_would_waste_work():
-    assert not cpu_conv._use_packed((2, 2), 64, 800)   # stride 2: im2col
+    assert not cpu_conv._use_packed((3, 3), 64, 800)   # stride 3: im2col
     assert not cpu_conv._use_packed((1, 1), 16, 150)   # LeNet-5's conv2: half a panel of zeros
     assert not cpu_conv._use_packed((1, 1), 40, 800)   # 40 channels in two panels of 32
     assert not cpu_conv._use_packed((1, 1), 32, 75)    # 75 taps: too short a sum for the tile

@@ -8,8 +8,9 @@ Which kernel runs, from the shapes only (so the rounding never depends on the th
 - groups > 1: each group on its own, as a convolution of its C/G input and O/G output channels (K10),
   its channels sliced out contiguous, through the choice below; the results side by side;
 - a dilation other than 1: im2col (``conv_im2col.py``, whose windows take the dilation, (K10));
-- stride 1, at least 32 output channels and 128 taps: the 8 x 32 tiles of ``conv_packed.py``
-  (output positions x output channels), reading the padded image in place;
+- stride 1 or 2, at least 32 output channels and 128 taps: the 8 x 32 tiles of ``conv_packed.py``
+  (output positions x output channels), reading the padded image in place (for stride 2, its columns
+  split into even and odd ones); grad-input of a stride-2 convolution goes to im2col;
 - stride 1, 128 taps or more but fewer channels: the same tile turned around (``conv_packed.conv2d_rows``);
 - stride 1 otherwise (the 75-tap first layers): shifted rows of the padded image (``conv_direct.py``);
 - any other stride: im2col and the dot-product kernels (``conv_im2col.py``).
@@ -42,10 +43,13 @@ def _use_direct(stride):
 
 
 def _use_packed(stride, O, R):
-    """Stride 1 with at least 32 output channels, nearly all of whole 32-channel panels (a panel is the
-    width of the 8 x 32 tile, padded with zero channels), and at least PACKED_MIN_TAPS taps: then the
-    tiles of conv_packed.py beat the direct kernels (measured on the CIFAR-10 and LeNet-5 layers)."""
-    return tuple(stride) == (1, 1) and O >= 32 and _up(O, 32) * 4 <= O * 5 and R >= PACKED_MIN_TAPS
+    """At least 32 output channels, nearly all of whole 32-channel panels (a panel is the width of the
+    8 x 32 tile, padded with zero channels), and at least PACKED_MIN_TAPS taps: then the tiles of
+    conv_packed.py beat the direct kernels (measured on the CIFAR-10 and LeNet-5 layers), and, for
+    strides up to 2, im2col (measured on ResNet-20's stride-2 layers, 16 -> 32 and 32 -> 64 channels:
+    forward 2.6 -> 1.1 ms and 3.2 -> 1.2 ms at batch 64).  The forward reads a stride-2 image with its
+    columns split by phase; grad-weight only visits other positions (``_grad_weight_lists``)."""
+    return max(stride) <= 2 and O >= 32 and _up(O, 32) * 4 <= O * 5 and R >= PACKED_MIN_TAPS
 
 
 PACKED_MIN_TAPS = 128
@@ -78,18 +82,18 @@ def _direct(x, w2, b, y, KH, KW, PH, PW, has_bias):
     kernel(x, w2, b, y, xf, yw, KH, KW, PH, PW, has_bias)
 
 
-def _packed(x, w2, b, y, KH, KW, PH, PW):
-    """y = stride-1 convolution of x with w2 (O, C*KH*KW) plus b (O,), through ``conv_packed``."""
+def _packed(x, w2, b, y, KH, KW, PH, PW, SH=1, SW=1):
+    """y = convolution of x with w2 (O, C*KH*KW) plus b (O,), strides (SH, SW), through ``conv_packed``."""
     N, C, H, W = x.shape
     O, R = w2.shape
     OH, OW = y.shape[2], y.shape[3]
-    HP, WP = H + 2 * PH, W + 2 * PW
-    perm, offs = _row_first_taps(C, KH, KW, HP, WP)
+    HP, WR = H + 2 * PH, _up(W + 2 * PW, SW)  # a padded row, its columns split by phase (SW of them)
+    perm, offs = _row_first_taps(C, KH, KW, HP, W + 2 * PW, SW)
     wt = pack_panels(w2, NR, perm)
     T = workers(N, N * O * R * OH * OW)
-    xf = workspace("padded-flat", (T, C * HP * WP + WP + MR), x.dtype)  # + slack past the image
+    xf = workspace("padded-flat", (T, C * HP * WR + WR + MR), x.dtype)  # + slack past the image
     kernel = conv_packed.conv2d_packed if T > 1 else conv_packed.conv2d_packed_serial
-    kernel(x, wt, b, y, PH, PW, offs, xf)
+    kernel(x, wt, b, y, PH, PW, offs, xf, np.int64(SH), np.int64(SW), np.int64(KH))
 
 
 @functools.lru_cache(maxsize=64)
@@ -101,14 +105,20 @@ def _tap_offsets(C, KH, KW, HP, WP):
 
 
 @functools.lru_cache(maxsize=64)
-def _row_first_taps(C, KH, KW, HP, WP):
+def _row_first_taps(C, KH, KW, HP, WP, SW=1):
     """(perm, offs): the taps in the order k = (p, c, q), kernel row first, as ``conv2d_packed`` and
     ``conv2d_rows`` want them (kernel rows that read only zero padding are a contiguous run of k):
     perm[k] = r = (c, p, q), the column of w2 = w.reshape(O, -1) that tap k is, and offs[k] where it reads
-    in the padded, flattened image.  Cached per shape; the kernels only read them."""
+    in the padded, flattened image, whose rows of WP columns are split into SW phases of WE = ceil(WP/SW)
+    (``conv_packed._pad_flat``): offs[k] = c*HP*WR + p*WR + (q % SW)*WE + q // SW, WR = SW*WE.  Cached per
+    shape; the kernels only read them."""
     p, c, q = np.meshgrid(np.arange(KH), np.arange(C), np.arange(KW), indexing="ij")
     perm = (c * (KH * KW) + p * KW + q).ravel()
-    return perm, _tap_offsets(C, KH, KW, HP, WP)[perm]
+    if SW == 1:
+        return perm, _tap_offsets(C, KH, KW, HP, WP)[perm]
+    WE = -(-WP // SW)
+    WR = SW * WE
+    return perm, (c * (HP * WR) + p * WR + (q % SW) * WE + q // SW).ravel()
 
 
 def _rows(x, w2, b, y, KH, KW, PH, PW):
@@ -157,7 +167,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation=(1, 1), groups=1):
     bias = np.ascontiguousarray(b, dtype=x.dtype) if has_bias else np.zeros(O, dtype=x.dtype)
     undilated = DH == 1 and DW == 1  # the stride-1 kernels read taps side by side; a dilated one goes to im2col
     if undilated and _use_packed((SH, SW), O, C * KH * KW):  # 8 x 32 tiles reading the padded image in place
-        _packed(x, w2, bias, y, KH, KW, PH, PW)
+        _packed(x, w2, bias, y, KH, KW, PH, PW, SH, SW)
         return y
     if undilated and _use_rows((SH, SW), C * KH * KW):  # 8 channels x 32 wide outputs per tile, read in place
         _rows(x, w2, bias, y, KH, KW, PH, PW)
@@ -265,7 +275,7 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding, dilation=(1, 1), gro
         xh = workspace("channels-last", (N, HP * WP * C + MR), gy.dtype)
         gb = workspace("grad-panels", (OP // NR, N * OH * OW * NR), gy.dtype)
         dWt = np.empty((KH, SP, OP), dtype=gy.dtype)
-        visits = _grad_weight_lists(C, H, W, KH, KW, PH, PW, xh.shape[1], SP)  # positions off the padding
+        visits = _grad_weight_lists(C, H, W, KH, KW, PH, PW, xh.shape[1], SP, SH, SW)  # positions off the padding
         if parallel:
             conv_packed.conv2d_packed_grad_weight(x, gy, dWt, xh, gb, PH, PW, numba.get_num_threads(), *visits)
         else:
@@ -301,7 +311,7 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding, dilation=(1, 1), gro
 
 
 @functools.lru_cache(maxsize=32)
-def _grad_weight_lists(C, H, W, KH, KW, PH, PW, L, SP):
+def _grad_weight_lists(C, H, W, KH, KW, PH, PW, L, SP, SH=1, SW=1):
     """(lists, ka, kb, counts): the output positions that each block of 8 rows of ``conv2d_packed_grad_weight``
     visits, those whose inputs for its tap (p, q) are real pixels, not the zero padding (see conv_packed.py).
 
@@ -312,11 +322,12 @@ def _grad_weight_lists(C, H, W, KH, KW, PH, PW, L, SP):
     list KH*KW + p keeps those rows and every column, for blocks whose 8 rows s = q*C + c straddle two
     values of q (or lie in the scratch rows s >= KW*C).  lists[b] is block b's list.  Cached per shape
     (not per batch size); the kernels only read them."""
-    OH, OW = H + 2 * PH - KH + 1, W + 2 * PW - KW + 1
+    OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
     P, WP = OH * OW, W + 2 * PW
     group = max(1, conv_packed.GW_KC // P)
     u, i, j = np.meshgrid(np.arange(group), np.arange(OH), np.arange(OW), indexing="ij")
-    a_all, b_all = u * L + (i * WP + j) * C, (u * P + i * OW + j) * NR
+    i, j = SH * i, SW * j  # where output (i, j) reads tap (0, 0) in the padded image, (K1)
+    a_all, b_all = u * L + (i * WP + j) * C, (u * P + i // SH * OW + j // SW) * NR
     G = KH * KW + KH
     ka, kb = np.zeros((G, group * P), np.int64), np.zeros((G, group * P), np.int64)
     counts = np.zeros(G, np.int64)

@@ -17,41 +17,55 @@ from .tile import MR, NR, ONE, YES, ZERO, tile8x32
 
 
 @njit(cache=True)
-def _pad_flat(xn, xf, PH, PW, WP):
-    """xf (flat) = xn (C, H, W) padded with PH rows and PW columns of zeros, channel c at c*HP*WP, and
-    zeros after the last channel (the slack that the last panels read past the image)."""
+def _pad_flat(xn, xf, PH, PW, WE, SW):
+    """xf (flat) = xn (C, H, W) padded with PH rows and PW columns of zeros, channel c at c*HP*WR, and
+    zeros after the last channel (the slack that the last panels read past the image).
+
+    Each padded row of WP columns is stored as WR = SW*WE floats, its columns split by phase for a
+    stride SW: column w lies at (w % SW)*WE + w // SW (WE = ceil(WP / SW)).  With SW = 1 that is the row
+    as it is; with SW = 2 the even columns come first, then the odd ones, so the inputs that SW-apart
+    outputs read at one tap are consecutive floats."""
     C, H, W = xn.shape
     HP = H + 2 * PH
+    WR = SW * WE
     zero = xf.dtype.type(0)
     for k in range(xf.shape[0]):
         xf[k] = zero
     for c in range(C):
         for h in range(H):
-            dst = xf[c * HP * WP + (h + PH) * WP + PW:]
+            dst = xf[c * HP * WR + (h + PH) * WR:]
             src = xn[c, h]
-            for w in range(W):
-                dst[w] = src[w]
+            if SW == 1:
+                for w in range(W):
+                    dst[PW + w] = src[w]
+            else:  # phase r holds the padded columns m*SW + r, that is image columns m*SW + r - PW
+                for r in range(SW):
+                    m0 = max(0, (PW - r + SW - 1) // SW)
+                    m1 = min(WE, (W + PW - r + SW - 1) // SW)
+                    out = dst[r * WE:]
+                    for m in range(m0, m1):
+                        out[m] = src[m * SW + r - PW]
 
 
 @njit(cache=True, fastmath=True)
-def _conv_images(x, wt, bias, y, xf, offs, kofs, tmp, zeros8, n0, step, PH, PW):
-    """Images n0, n0 + step, ... of a stride-1 convolution (see ``conv2d_packed``)."""
+def _conv_images(x, wt, bias, y, xf, offs, kofs, tmp, zeros8, n0, step, PH, PW, SH, SW, KH):
+    """Images n0, n0 + step, ... of a convolution with strides (SH, SW) (see ``conv2d_packed``)."""
     N, O, OH, OW = y.shape
     H = x.shape[2]
-    WP = x.shape[3] + 2 * PW
-    KH = H + 2 * PH - OH + 1  # stride 1
+    WE = (x.shape[3] + 2 * PW + SW - 1) // SW
+    WR = SW * WE  # floats per padded row (its columns split by phase)
     per_row = offs.shape[0] // KH  # taps in one row p of the kernel: C*KW
     for n in range(n0, N, step):
-        _pad_flat(x[n], xf, PH, PW, WP)
+        _pad_flat(x[n], xf, PH, PW, WE, SW)
         for i in range(OH):
-            # Output row i reads padded rows i + p; those with i + p < PH or i + p >= H + PH are all
+            # Output row i reads padded rows SH*i + p; those with SH*i + p < PH or >= H + PH are all
             # zeros, so only the kernel rows p0 <= p < p1 add anything: the taps k0 <= k < k1.
-            k0 = max(0, PH - i) * per_row
-            k1 = max(k0, min(KH, H + PH - i) * per_row)
+            k0 = max(0, PH - SH * i) * per_row
+            k1 = max(k0, min(KH, H + PH - SH * i) * per_row)
             for j0 in range(0, OW, MR):
                 for jb in range(wt.shape[0]):
-                    # tmp[u, v] = sum_{k0 <= k < k1} xf[offs[k] + i*WP + j0 + u] * w2[32*jb + v, k]
-                    tile8x32(xf, offs[k0:], i * WP + j0, wt[jb], kofs[k0:], ZERO, k1 - k0, zeros8, tmp, ZERO,
+                    # tmp[u, v] = sum_{k0 <= k < k1} xf[offs[k] + SH*i*WR + j0 + u] * w2[32*jb + v, k]
+                    tile8x32(xf, offs[k0:], SH * i * WR + j0, wt[jb], kofs[k0:], ZERO, k1 - k0, zeros8, tmp, ZERO,
                              ZERO, YES)
                     for v in range(min(NR, O - NR * jb)):  # write the 8 x 32 block out, channels first
                         o = NR * jb + v
@@ -62,7 +76,7 @@ def _conv_images(x, wt, bias, y, xf, offs, kofs, tmp, zeros8, n0, step, PH, PW):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def conv2d_packed(x, wt, bias, y, PH, PW, offs, xf_ws):
+def conv2d_packed(x, wt, bias, y, PH, PW, offs, xf_ws, SH, SW, KH):
     """y (N, O, OH, OW) = stride-1 convolution of x (N, C, H, W) (eq. (K1)); grad-input is this with the
     flipped kernel (K6).  Weights packed by ``pack_panels(w2, 32, order)`` into panels of 32 output channels.
 
@@ -76,6 +90,12 @@ def conv2d_packed(x, wt, bias, y, PH, PW, offs, xf_ws):
     end.  A row of fewer than 8 outputs left computes a few columns past the image (the slack after it)
     that are not written out.
 
+    Strides (SH, SW): output (i, j) reads padded row SH*i + p and column SW*j + q.  The padded rows are
+    stored with their columns split by phase (``_pad_flat``), so tap (p, c, q) of 8 neighbouring outputs
+    is again 8 consecutive floats, at offs[k] + SH*i*WR + j0 with offs[k] = c*HP*WR + p*WR +
+    (q % SW)*WE + q // SW (WE = ceil(WP / SW), WR = SW*WE; for stride 1, WR = WP and this is the layout
+    above).  KH: the kernel's height.
+
     Parallel over images: worker t of T = len(xf_ws) takes images t, t + T, ... with its own padded
     image xf_ws[t], and writes only its own images.
     """
@@ -83,15 +103,16 @@ def conv2d_packed(x, wt, bias, y, PH, PW, offs, xf_ws):
     kofs = np.arange(offs.shape[0]) * NR  # row r of a weight panel starts at 32*r
     for t in prange(T):
         tmp = np.empty((MR, NR), dtype=y.dtype)
-        _conv_images(x, wt, bias, y, xf_ws[t], offs, kofs, tmp, np.zeros(MR, dtype=y.dtype), np.int64(t), T, PH, PW)
+        _conv_images(x, wt, bias, y, xf_ws[t], offs, kofs, tmp, np.zeros(MR, dtype=y.dtype), np.int64(t), T, PH, PW,
+                     SH, SW, KH)
 
 
 @njit(cache=True, fastmath=True)
-def conv2d_packed_serial(x, wt, bias, y, PH, PW, offs, xf_ws):
+def conv2d_packed_serial(x, wt, bias, y, PH, PW, offs, xf_ws, SH, SW, KH):
     """``conv2d_packed`` on the calling thread alone (small batches)."""
     kofs = np.arange(offs.shape[0]) * NR
     tmp = np.empty((MR, NR), dtype=y.dtype)
-    _conv_images(x, wt, bias, y, xf_ws[0], offs, kofs, tmp, np.zeros(MR, dtype=y.dtype), ZERO, ONE, PH, PW)
+    _conv_images(x, wt, bias, y, xf_ws[0], offs, kofs, tmp, np.zeros(MR, dtype=y.dtype), ZERO, ONE, PH, PW, SH, SW, KH)
 
 
 # --- convolution with few output channels (stride 1): channels as the tile's rows ----------------------
@@ -114,7 +135,7 @@ def _conv_rows_images(x, wr, bias8, y, xf, yw, offs, aoffs, n0, step, PH, PW):
     per_row = offs.shape[0] // KH  # taps in one row p of the kernel: C*KW
     L = OH * WP  # outputs on the wide grid
     for n in range(n0, N, step):
-        _pad_flat(x[n], xf, PH, PW, WP)
+        _pad_flat(x[n], xf, PH, PW, WP, ONE)
         for s0 in range(0, L, NR):
             # These 32 outputs lie on output rows i0 ... i1; kernel row p adds something to one of
             # them only if some i + p is a row of the image, PH <= i + p < H + PH: taps k0 <= k < k1.
