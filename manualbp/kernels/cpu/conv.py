@@ -46,8 +46,9 @@ def _use_packed(stride, O, R):
     """At least 32 output channels, nearly all of whole 32-channel panels (a panel is the width of the
     8 x 32 tile, padded with zero channels), and at least PACKED_MIN_TAPS taps: then the tiles of
     conv_packed.py beat the direct kernels (measured on the CIFAR-10 and LeNet-5 layers), and, for
-    strides up to 2, im2col (measured on ResNet-20's stride-2 layers, 16 -> 32 and 32 -> 64 channels:
-    forward 2.6 -> 1.1 ms and 3.2 -> 1.2 ms at batch 64).  The forward reads a stride-2 image with its
+    strides up to 2, im2col (measured on ResNet-20's stride-2 layers, 16 -> 32 and 32 -> 64 channels, at
+    batch 64 on one thread: forward 5.3 -> 3.2 ms and 4.7 -> 2.4 ms, grad-weight 7.4 -> 2.8 ms and
+    6.1 -> 1.8 ms).  The forward reads a stride-2 image with its
     columns split by phase; grad-weight only visits other positions (``_grad_weight_lists``)."""
     return max(stride) <= 2 and O >= 32 and _up(O, 32) * 4 <= O * 5 and R >= PACKED_MIN_TAPS
 
