@@ -9,7 +9,8 @@
 ``train`` prints the model's summary table and the tutorials' progress lines, and writes into ``--out``
 (default ``runs/<model>-<dataset>``): history.csv, history.json, curve.png (when matplotlib is
 installed), and the checkpoints best.npz (lowest test loss) and last.npz (``--resume`` continues from it;
-``--epochs`` counts from the start of the run, and the learning-rate schedule goes on as it began).
+``--epochs`` counts from the start of the run, and the learning-rate scheduler goes on as it began: the default
+cosine, CosineAnnealingLR over the first run's epochs, climbs back up past them, as torch's does).
 On a first run, when Numba's cache holds none of the kernels, it says so and compiles them first.
 """
 import argparse
@@ -51,10 +52,12 @@ def _train_parser(prog="manualbp train"):
     p.add_argument("--weight-decay", type=float, default=None,
                    help="weight decay lambda (default 0; AdamW's default 0.01, decoupled)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
-                   help="learning rate over the run: cosine decay from --lr towards 0 (default); constant, as in the "
-                        "tutorials; step (x0.1 every third of the epochs); multistep (x0.1 at half and at three "
-                        "quarters); exponential (x0.9 per epoch); onecycle (up to --lr and down, per batch); "
-                        "plateau (x0.5 when the test loss stops improving for 2 epochs)")
+                   help="learning rate over the run: cosine (default), CosineAnnealingLR(T_max=--epochs), from --lr "
+                        "down towards 0; constant, as in the tutorials; step (x0.1 every third of the epochs); "
+                        "multistep (x0.1 at half and at three quarters); exponential (x0.9 per epoch); onecycle (up "
+                        "to --lr and down, per batch); plateau (x0.5 when the test loss stops improving for 2 "
+                        "epochs). A resumed run goes on with the scheduler it saved, as it began (the cosine's "
+                        "T_max stays the first run's --epochs, and past it the rate climbs back up, as torch's)")
     p.add_argument("--schedule", choices=("cosine", "constant"), default=None,
                    help="the older name of --scheduler cosine/constant")
     p.add_argument("--seed", type=int, default=0, help="seed for the weights and the shuffling (default 0)")
@@ -69,7 +72,8 @@ def _train_parser(prog="manualbp train"):
     p.add_argument("--backend", choices=("numba", "numpy"), default=None,
                    help="kernels: numba (default, fast) or numpy (the readable reference, slow)")
     p.add_argument("--resume", default=None,
-                   help="continue from a checkpoint (e.g. runs/lenet5-digits/last.npz) up to --epochs in all")
+                   help="continue from a checkpoint (e.g. runs/lenet5-digits/last.npz) up to --epochs in all, "
+                        "with the --scheduler it was trained with, which goes on where it stopped")
     p.add_argument("--no-progress", action="store_true", help="plain lines even on a terminal (no tqdm bar)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cpu (default): the Numba CPU kernels; cuda: the numba.cuda kernels on an NVIDIA GPU "
@@ -190,23 +194,46 @@ def _optimizer(args, params):
     return opt, f"{name}({', '.join(f'{k}={v}' for k, v in kwargs.items())}, {args.scheduler} schedule)"
 
 
-def _scheduler(args, opt, steps_per_epoch):
-    """(scheduler, lr_schedule) for fit from --scheduler: the built-in cosine stays a function epoch -> lr
-    (``cosine_lr``, CosineAnnealingLR's closed form), the others are manualbp.optim.lr_scheduler objects."""
+def _scheduler(args, opt, steps_per_epoch, saved=None):
+    """(scheduler, lr_schedule) for fit from --scheduler: a manualbp.optim.lr_scheduler object, which fit steps
+    and checkpoints (None for constant).  A checkpoint (``saved``: its header's extra) written before the cosine
+    was a CosineAnnealingLR holds the function epoch -> lr it began with (``cosine_lr``) instead: resuming it
+    goes on along that function."""
     from manualbp.network import cosine_lr
     from manualbp.optim import lr_scheduler
     e = args.epochs
+    if args.scheduler == "cosine" and _old_cosine(saved):
+        return None, cosine_lr(args.lr, e)   # fit takes the lr and epochs the run began with from the checkpoint
     make = {
-        "cosine": None, "constant": None,
+        "cosine": lambda: lr_scheduler.CosineAnnealingLR(opt, T_max=e), "constant": None,
         "step": lambda: lr_scheduler.StepLR(opt, step_size=max(1, e // 3), gamma=0.1),
         "multistep": lambda: lr_scheduler.MultiStepLR(opt, milestones=[max(1, e // 2), max(1, 3 * e // 4)]),
         "exponential": lambda: lr_scheduler.ExponentialLR(opt, gamma=0.9),
         "onecycle": lambda: lr_scheduler.OneCycleLR(opt, max_lr=args.lr, epochs=e, steps_per_epoch=steps_per_epoch),
         "plateau": lambda: lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2),
     }[args.scheduler]
-    if make is not None:
-        return make(), None
-    return None, cosine_lr(args.lr, e) if args.scheduler == "cosine" else None
+    return (make() if make is not None else None), None
+
+
+def _old_cosine(saved):
+    """Whether a checkpoint's extra is an older run's cosine: an lr_schedule function, no scheduler."""
+    return bool(saved) and not saved.get("scheduler") and (saved.get("lr_schedule") or {}).get("name") == "cosine"
+
+
+def _resumed_scheduler_note(args, scheduler, saved):
+    """A resumed run goes on with the scheduler it saved (``saved``: the checkpoint header's extra): refuse
+    another (without one, fit goes on at the last rate and says so); for a cosine that --epochs takes past its
+    T_max, a sentence saying that the rate climbs back."""
+    had = (saved.get("scheduler") or {}).get("type")
+    if scheduler is not None and had != type(scheduler).__name__:
+        began = had or ("the older cosine schedule" if _old_cosine(saved) else "a constant learning rate")
+        raise ValueError(f"{args.resume} was trained with {began}, not --scheduler {args.scheduler}; resume it "
+                         f"with the --scheduler it began with, or start a new run")
+    t_max = (saved.get("scheduler") or {}).get("state", {}).get("T_max") if had == "CosineAnnealingLR" else None
+    if t_max is not None and args.epochs > t_max:
+        return (f"The learning rate goes on along the cosine the run began with (CosineAnnealingLR, T_max {t_max}): "
+                f"past epoch {t_max} it climbs back up, as torch's does")
+    return None
 
 
 def _check_cycle_length(args):
@@ -219,6 +246,12 @@ def _check_cycle_length(args):
     if total is not None and done and args.epochs * saved.get("last_epoch", 0) // done > total:
         raise ValueError(f"{args.resume} was trained with OneCycleLR over {total} steps in all, which --epochs "
                          f"{args.epochs} would go past; resume it with the --epochs it began with, or start a new run")
+
+
+def _saved_extra(path):
+    """The ``extra`` of a checkpoint's header (its schedule or scheduler); {} when it has none."""
+    from .checkpoint import read
+    return read(path)[0].get("extra") or {}
 
 
 def _epochs_done(path):
@@ -275,7 +308,9 @@ def train(argv=None):
         return 1
     try:
         opt, optimizer = _optimizer(args, net.parameters())
-        scheduler, lr_schedule = _scheduler(args, opt, -(-len(train_data[0]) // args.batch_size))
+        saved = _saved_extra(args.resume) if args.resume is not None else None
+        scheduler, lr_schedule = _scheduler(args, opt, -(-len(train_data[0]) // args.batch_size), saved)
+        note = _resumed_scheduler_note(args, scheduler, saved) if saved is not None else None
         if args.resume is not None and args.scheduler == "onecycle":
             _check_cycle_length(args)
     except (TypeError, ValueError) as exc:   # a hyper-parameter the optimizer or scheduler refuses
@@ -287,6 +322,8 @@ def train(argv=None):
           + ("s" if args.epochs != 1 else "")
           + (f" (resuming after epoch {done})" if args.resume is not None else "") + f", seed {args.seed}, "
           + ("device cuda" if args.device == "cuda" else f"backend {manualbp.get_backend()}"))
+    if note:
+        print(note)
     _compile_kernels(net, train_data, test_data, args)
     net.summary(input_shape)
     log_interval = args.log_interval if args.log_interval is not None else (10 if args.dataset == "digits" else 100)

@@ -91,7 +91,6 @@ CASES = [
     ("Losses", "HuberLoss delta 0", "", "nn.HuberLoss(delta=0)"),
     ("Losses", "loss backward before forward", "", "nn.MSELoss().backward()"),
     # --- optimizer -----------------------------------------------------------------------------------
-    ("Optimizer", "lr 0", "", "optim.SGD(nn.Linear(2, 2).parameters(), lr=0)"),
     ("Optimizer", "negative lr", "", "optim.SGD(nn.Linear(2, 2).parameters(), lr=-0.01)"),
     ("Optimizer", "lr as a string", "", "optim.SGD(nn.Linear(2, 2).parameters(), lr='0.01')"),
     ("Optimizer", "momentum 1", "", "optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1, momentum=1.0)"),

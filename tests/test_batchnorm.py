@@ -96,6 +96,63 @@ def test_any_shape_matches_torch(n, c, spatial, momentum, training, seed, assert
     compare_state(ours, theirs, assert_close, f"{shape}")
 
 
+EMPTY = [("BatchNorm1d", (0, 3)), ("BatchNorm1d", (0, 3, 4)), ("BatchNorm1d", (2, 3, 0)),
+         ("BatchNorm2d", (0, 3, 2, 2)), ("BatchNorm2d", (2, 3, 0, 2))]
+EMPTY_OPTIONS = [{}, {"momentum": None}, {"affine": False}, {"track_running_stats": False},
+                 {"momentum": None, "affine": False, "track_running_stats": False}]
+
+
+@pytest.fixture
+def backend():
+    old = manualbp.get_backend()
+    yield manualbp.set_backend
+    manualbp.set_backend(old)
+
+
+@pytest.mark.parametrize("name", ["numba", "numpy"])
+@pytest.mark.parametrize("options", EMPTY_OPTIONS, ids=[str(o) for o in EMPTY_OPTIONS])
+@pytest.mark.parametrize("cls_name,shape", EMPTY, ids=[f"{c}{s}" for c, s in EMPTY])
+def test_an_empty_batch_is_torchs(cls_name, shape, options, name, backend, assert_close):
+    """N = 0 (or a zero-sized L): an empty output and dL/dx, zero dL/dgamma and dL/dbeta (a .grad, not None);
+    in training num_batches_tracked counts the batch and the running statistics stay (so, with momentum=None,
+    the next batch's factor is 1 / (count + 1)); in eval mode nothing changes.  Empty, full, empty, then eval."""
+    backend(name)
+    ours, theirs = pair(cls_name, shape[1], **options)
+    gen = torch.Generator().manual_seed(1)
+    if theirs.running_mean is not None:
+        with torch.no_grad():
+            theirs.running_mean.normal_(generator=gen)
+            theirs.running_var.uniform_(0.5, 2.0, generator=gen)
+            theirs.num_batches_tracked.fill_(3)
+        ours.load_state_dict(theirs.state_dict())
+    full = (4,) + shape[1:2] + tuple(d or 2 for d in shape[2:])
+    for k, batch in enumerate((shape, full, shape)):
+        step(ours, theirs, batch, gen, assert_close, f"{name} train step {k} {batch}")
+        compare_state(ours, theirs, assert_close, f"{name} after train step {k} {batch}")
+    ours.eval()
+    theirs.eval()
+    for k in range(2):
+        step(ours, theirs, shape, gen, assert_close, f"{name} eval {k}")
+        compare_state(ours, theirs, assert_close, f"{name} after eval {k}")
+
+
+def test_an_empty_batch_first_gives_zero_gradients_of_the_parameters_dtype():
+    ours = nn.BatchNorm2d(3)
+    y = ours(np.zeros((0, 3, 4, 4), np.float32))
+    assert y.shape == (0, 3, 4, 4) and y.dtype == np.float32
+    gx = ours.backward(np.zeros((0, 3, 4, 4), np.float32))
+    assert gx.shape == (0, 3, 4, 4) and gx.dtype == np.float32
+    for p in (ours.weight, ours.bias):
+        assert p.grad.dtype == np.float32 and p.grad.shape == (3,) and not p.grad.any()
+    assert ours.weight.grad is not ours.bias.grad  # each .grad its own array: they accumulate separately
+    assert int(ours.num_batches_tracked) == 1
+    np.testing.assert_array_equal(ours.running_mean, 0)
+    np.testing.assert_array_equal(ours.running_var, 1)
+    ours(np.zeros((0, 3, 4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"expected grad_output of shape \(0, 3, 4, 4\)"):
+        ours.backward(np.zeros((0, 3, 4, 3), np.float32))
+
+
 def test_a_constant_channel_normalises_to_zero_and_keeps_finite_gradients(assert_close):
     ours, theirs = pair("BatchNorm1d", 2)
     x = torch.tensor([[1.0, 2.0], [1.0, 3.0], [1.0, -1.0]], dtype=torch.float64, requires_grad=True)
@@ -119,6 +176,32 @@ def test_float32_matches_torch(assert_close):
     ours2(x.detach().numpy())
     assert_close(ours2.backward((torch.ones_like(y) * 0.5 + x.detach()).numpy()), x.grad, 1e-4)
     assert ours2.running_mean.dtype == np.float32
+
+
+ONE_VALUE = [("BatchNorm1d", (1, 3)), ("BatchNorm1d", (1, 3, 1)), ("BatchNorm2d", (1, 3, 1, 1))]
+
+
+@pytest.mark.parametrize("options", [{}, {"track_running_stats": False}], ids=["running", "batch-only"])
+@pytest.mark.parametrize("cls_name,shape", ONE_VALUE, ids=[f"{c}{s}" for c, s in ONE_VALUE])
+def test_one_value_per_channel_is_refused_in_training_as_torch(cls_name, shape, options):
+    """torch refuses M = 1 whenever it normalises with the batch's statistics (training, or eval without running
+    statistics), in training after its module has counted the batch in num_batches_tracked; eval mode with
+    running statistics takes it."""
+    ours, theirs = pair(cls_name, 3, **options)
+    x = torch.ones(shape, dtype=torch.float64)
+    for training in (True, False):
+        ours.train(training)
+        theirs.train(training)
+        refused = training or not ours.track_running_stats
+        for layer, data in ((theirs, x), (ours, x.numpy())):
+            if refused:
+                with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+                    layer(data)
+            else:
+                assert tuple(layer(data).shape) == shape
+        if ours.track_running_stats:
+            assert int(ours.num_batches_tracked) == int(theirs.num_batches_tracked) == 1
+            assert not ours.running_mean.any() and (ours.running_var == 1).all()
 
 
 def test_errors_are_torchs():

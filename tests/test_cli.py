@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_data import cut_off_network, install_fake_cifar10, write_fake_mnist
 
@@ -64,21 +65,128 @@ def test_the_mlp_learns_the_digits(tmp_path, capsys):
     assert json.loads((out / "history.json").read_text())["epochs"][-1]["val_accuracy"] >= 0.90, text[-1500:]
 
 
+def torch_cosine_lrs(lr, t_max, epochs):
+    """The rate of each epoch under torch's CosineAnnealingLR stepped once per epoch, as fit steps it."""
+    import torch
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr, momentum=0.9)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max)
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
 def test_resuming_with_more_epochs_goes_on_along_the_same_schedule(tmp_path, capsys):
+    """--scheduler cosine (the default) is CosineAnnealingLR(T_max=--epochs), saved in the checkpoint: resumed
+    with more epochs it keeps its T_max and climbs back up past it, as torch's (epoch 4 at 0, then up)."""
     out = tmp_path / "run"
     common = ["train", "--model", "mlp", "--out", str(out), "--no-progress", "--log-interval", "0"]
     assert cli.main(common + ["--epochs", "3"]) == 0
     text = capsys.readouterr().out
-    assert "Finished 3 epochs in " in text and "in all" not in text
+    assert "Finished 3 epochs in " in text and "in all" not in text and "cosine schedule" in text
     assert cli.main(common + ["--epochs", "5", "--resume", str(out / "last.npz")]) == 0
     text = capsys.readouterr().out
     assert "5 epochs (resuming after epoch 3)" in text
-    assert "goes on along the cosine the run began with (lr 0.01 over 3 epochs)" in text
+    assert ("goes on along the cosine the run began with (CosineAnnealingLR, T_max 3): past epoch 3 it climbs back "
+            "up, as torch's does") in text
     assert re.search(r"^Finished 2 epochs \(4-5\) in \d+\.\ds, 5 in all\. Test accuracy", text, re.MULTILINE), text
     lrs = [row["lr"] for row in json.loads((out / "history.json").read_text())["epochs"]]
-    assert lrs[0] == 0.01 and lrs[0] > lrs[1] > lrs[2] == lrs[3] == lrs[4]   # never climbs back
+    assert lrs == torch_cosine_lrs(0.01, 3, 5)
+    assert lrs[0] == 0.01 and lrs[0] > lrs[1] > lrs[2] > lrs[3] == 0.0 < lrs[4]   # climbs back
+    from manualbp import checkpoint
+    saved = checkpoint.read(out / "last.npz")[0]["extra"]
+    assert saved["scheduler"]["type"] == "CosineAnnealingLR" and saved["lr_schedule"] is None
+    assert saved["scheduler"]["state"]["T_max"] == 3 and saved["scheduler"]["state"]["last_epoch"] == 5
     assert cli.main(common + ["--epochs", "5", "--resume", str(out / "last.npz")]) == 1
     assert "has finished 5 epochs already, and --epochs counts from the start" in capsys.readouterr().err
+    assert cli.main(common + ["--epochs", "6", "--scheduler", "step", "--resume", str(out / "last.npz")]) == 1
+    assert ("was trained with CosineAnnealingLR, not --scheduler step; resume it with the --scheduler it began "
+            "with") in capsys.readouterr().err
+    assert cli.main(common + ["--epochs", "2", "--scheduler", "constant", "--out", str(tmp_path / "c")]) == 0
+    assert cli.main(common + ["--epochs", "3", "--out", str(tmp_path / "c"), "--resume",
+                              str(tmp_path / "c" / "last.npz")]) == 1
+    assert "was trained with a constant learning rate, not --scheduler cosine" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("signal_at_step", [5, 6], ids=["mid-epoch", "end-of-epoch"])
+def test_a_cosine_run_interrupted_and_resumed_ends_bit_for_bit_like_an_uninterrupted_one(
+        tmp_path, capsys, monkeypatch, signal_at_step):
+    """A Ctrl-C in epoch 2 of 4 (3 steps an epoch: during step 2, or during its last step, so that it stops
+    between epochs), then --resume from interrupted.npz: the same rates, losses and weights, bit for bit."""
+    import signal
+
+    from manualbp import checkpoint
+    monkeypatch.setattr(cli, "_compile_kernels", lambda *a: None)   # only the run's own steps are counted
+    common = ["train", "--model", "mlp", "--epochs", "4", "--limit", "96", "--batch-size", "32", "--no-progress",
+              "--log-interval", "0"]
+    assert cli.main(common + ["--out", str(tmp_path / "full")]) == 0
+    step, calls = Network.train_step, []
+
+    def train_step(self, *args):
+        calls.append(1)
+        if len(calls) == signal_at_step:
+            os.kill(os.getpid(), signal.SIGINT)   # as a Ctrl-C: fit finishes the step, saves, and stops
+        return step(self, *args)
+
+    monkeypatch.setattr(Network, "train_step", train_step)
+    assert cli.main(common + ["--out", str(tmp_path / "cut")]) == 130
+    monkeypatch.setattr(Network, "train_step", step)
+    header = checkpoint.read(tmp_path / "cut" / "interrupted.npz")[0]
+    assert header["epoch"] == (1 if signal_at_step == 5 else 2)
+    assert header["extra"]["scheduler"]["type"] == "CosineAnnealingLR"
+    assert cli.main(common + ["--out", str(tmp_path / "cut"), "--resume", str(tmp_path / "cut" / "interrupted.npz")]) == 0
+    capsys.readouterr()
+    (full_header, full), (cut_header, cut) = (checkpoint.read(tmp_path / d / "last.npz") for d in ("full", "cut"))
+    assert sorted(full) == sorted(cut)
+    for name in full:   # the weights and SGD's momentum buffers
+        np.testing.assert_array_equal(cut[name], full[name], err_msg=name)
+    assert cut_header["extra"]["scheduler"] == full_header["extra"]["scheduler"]
+    rows = [json.loads((tmp_path / d / "history.json").read_text())["epochs"] for d in ("full", "cut")]
+    for key in ("lr", "train_loss", "val_loss"):
+        assert [r[key] for r in rows[1]] == [r[key] for r in rows[0]], key
+    assert [r["lr"] for r in rows[0]] == torch_cosine_lrs(0.01, 4, 4)
+
+
+def test_a_checkpoint_of_the_older_cosine_function_still_resumes_along_it(tmp_path, capsys, monkeypatch):
+    """Checkpoints written when --scheduler cosine was the function cosine_lr (fit's lr_schedule, its settings in
+    the header, no scheduler state) resume along that function, which holds its last rate past its epochs:
+    bit for bit as the older command line resumed them."""
+    from manualbp import checkpoint
+    from manualbp.network import cosine_lr
+
+    real = cli._scheduler
+
+    def older(args, opt, steps_per_epoch, saved=None):   # what --scheduler cosine gave fit before
+        return (None, cosine_lr(args.lr, args.epochs)) if args.scheduler == "cosine" else real(args, opt,
+                                                                                              steps_per_epoch, saved)
+
+    common = ["train", "--model", "mlp", "--limit", "96", "--no-progress", "--log-interval", "0"]
+    monkeypatch.setattr(cli, "_scheduler", older)
+    for d in ("old", "new"):
+        assert cli.main(common + ["--epochs", "3", "--out", str(tmp_path / d)]) == 0
+    header = checkpoint.read(tmp_path / "new" / "last.npz")[0]
+    assert header["extra"]["lr_schedule"] == {"name": "cosine", "lr": 0.01, "epochs": 3, "min_lr": 0.0}
+    assert "scheduler" not in header["extra"]
+    assert cli.main(common + ["--epochs", "5", "--out", str(tmp_path / "old"), "--resume",
+                              str(tmp_path / "old" / "last.npz")]) == 0   # the older code resuming it
+    monkeypatch.setattr(cli, "_scheduler", real)
+    capsys.readouterr()
+    assert cli.main(common + ["--epochs", "6", "--scheduler", "step", "--out", str(tmp_path / "new"), "--resume",
+                              str(tmp_path / "new" / "last.npz")]) == 1
+    assert "was trained with the older cosine schedule, not --scheduler step" in capsys.readouterr().err
+    assert cli.main(common + ["--epochs", "5", "--out", str(tmp_path / "new"), "--resume",
+                              str(tmp_path / "new" / "last.npz")]) == 0
+    assert "goes on along the cosine the run began with (lr 0.01 over 3 epochs)" in capsys.readouterr().out
+    began = cosine_lr(0.01, 3)
+    rows = [json.loads((tmp_path / d / "history.json").read_text())["epochs"] for d in ("old", "new")]
+    assert [r["lr"] for r in rows[1]] == [began(1), began(2), began(3), began(3), began(3)]
+    assert [r["val_loss"] for r in rows[1]] == [r["val_loss"] for r in rows[0]]
+    (_, old), (new_header, new) = (checkpoint.read(tmp_path / d / "last.npz") for d in ("old", "new"))
+    for name in old:
+        np.testing.assert_array_equal(new[name], old[name], err_msg=name)
+    assert new_header["extra"]["lr_schedule"]["epochs"] == 3 and "scheduler" not in new_header["extra"]
 
 
 def test_train_on_mnist_and_cifar10_folders_through_torchvision(tmp_path, monkeypatch, capsys):
@@ -218,7 +326,7 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("optimizer,scheduler", [("adam", "onecycle"), ("adamw", "step"), ("rmsprop", "plateau"),
-                                                 ("adagrad", "exponential"), ("sgd", "multistep")])
+                                                 ("adagrad", "exponential"), ("sgd", "multistep"), ("sgd", "cosine")])
 def test_train_with_each_optimizer_and_scheduler(tmp_path, capsys, optimizer, scheduler):
     out = tmp_path / "run"
     args = ["train", "--model", "mlp", "--epochs", "2", "--limit", "96", "--out", str(out), "--no-progress",
@@ -231,9 +339,9 @@ def test_train_with_each_optimizer_and_scheduler(tmp_path, capsys, optimizer, sc
     header = checkpoint.read(out / "last.npz")[0]
     assert header["optimizer"]["type"] == name
     assert header["extra"]["scheduler"]["type"] in {"OneCycleLR", "StepLR", "ReduceLROnPlateau", "ExponentialLR",
-                                                    "MultiStepLR"}
+                                                    "MultiStepLR", "CosineAnnealingLR"}
     lrs = [row["lr"] for row in json.loads((out / "history.json").read_text())["epochs"]]
-    if scheduler in ("onecycle", "exponential"):
+    if scheduler in ("onecycle", "exponential", "cosine"):
         assert lrs[0] != lrs[1]
     resumed = cli.main(args[:4] + ["3"] + args[5:] + ["--resume", str(out / "last.npz")])
     if scheduler == "onecycle":   # its cycle was laid out over 2 epochs

@@ -75,7 +75,7 @@ CONSTRUCTORS = [
     (nn.BCELoss, {}, {"reduction": REDUCTION, "weight": WEIGHT}),
     (nn.BCEWithLogitsLoss, {}, {"reduction": REDUCTION, "weight": WEIGHT, "pos_weight": WEIGHT}),
     (lambda **kw: optim.SGD(nn.Linear(2, 2).parameters(), **kw), {"lr": 0.1},
-     {"lr": REAL + [0, 0.0, -0.1], "momentum": REAL + [-0.1, 1.0, 1.5], "dampening": REAL + [-0.1, 1.5],
+     {"lr": REAL + [-0.1, -1e-300], "momentum": REAL + [-0.1, 1.0, 1.5], "dampening": REAL + [-0.1, 1.5],
           "weight_decay": REAL + [-1.0], "nesterov": ["yes", 1, None, 0.5]}),
     (lambda params: optim.SGD(params, lr=0.1), {"params": []},
      {"params": [[], 3, None, np.zeros(3), [np.zeros(3)], nn.Parameter(np.ones(2)), "weights",

@@ -63,6 +63,27 @@ def test_state_dict_round_trip_continues_identically():
     np.testing.assert_array_equal(run(split=3), run(split=-1))
 
 
+def test_lr_zero_is_torchs_a_step_that_moves_nothing_but_the_momentum_buffer():
+    """torch takes lr=0 (a cosine schedule's last rate, CosineAnnealingLR's eta_min): the weights stay, the
+    momentum buffer still takes in the gradient; and a state_dict holding lr 0 loads (a resumed run)."""
+    p_t = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    p_o = nn.Parameter(np.ones(3))
+    opt_t = torch.optim.SGD([p_t], lr=0.0, momentum=0.9, weight_decay=0.1)
+    opt_o = optim.SGD([p_o], lr=0.0, momentum=0.9, weight_decay=0.1)
+    for g in ([1.0, -2.0, 0.5], [0.25, 1.0, -1.0]):
+        p_t.grad = torch.tensor(g, dtype=torch.float64)
+        p_o.grad = np.array(g)
+        opt_t.step()
+        opt_o.step()
+    np.testing.assert_array_equal(p_o.data, np.ones(3))
+    np.testing.assert_array_equal(p_o.data, p_t.detach().numpy())
+    np.testing.assert_allclose(opt_o.state[id(p_o)]["momentum_buffer"], opt_t.state[p_t]["momentum_buffer"],
+                               rtol=1e-15)
+    again = optim.SGD([p_o], lr=0.1, momentum=0.9, weight_decay=0.1)
+    again.load_state_dict(opt_o.state_dict())
+    assert again.param_groups[0]["lr"] == 0.0
+
+
 def test_tutorial_momentum_form_agrees_at_constant_lr():
     """v = a v + lr g; theta -= v  equals torch's buffer form when lr is constant (and dampening 0)."""
     rng = np.random.default_rng(2)
@@ -98,8 +119,8 @@ def test_param_groups_override_defaults():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"lr": -0.1}, "lr"),
-    ({"lr": 0.0}, "lr > 0"),
+    ({"lr": -0.1}, "lr >= 0"),
+    ({"lr": -1e-300}, "lr >= 0"),
     ({"lr": 0.1, "momentum": -0.5}, "momentum"),
     ({"lr": 0.1, "momentum": 1.0}, "momentum"),
     ({"lr": 0.1, "nesterov": True}, "Nesterov"),

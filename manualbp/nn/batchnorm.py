@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import kernels
 from .._checks import float_array, float_dtype, positive_int, real_number
-from ..device import assign
+from ..device import assign, to_numpy
 from .module import Module
 from .parameter import Parameter
 
@@ -35,6 +35,11 @@ class _BatchNorm(Module):
         dL/dbeta = sum g  (BN5),  dL/dgamma = sum g x_hat  (BN6),
         dL/dx = (invstd / M) (M g_hat - sum g_hat - x_hat sum(g_hat x_hat)),  g_hat = gamma g   (BN7),
     or gamma invstd g when the statistics were the running ones (constants, (BN11)).
+
+    As torch: a batch with one value per channel (M = 1) is refused in training (after ``num_batches_tracked``
+    has counted it, as torch's module counts before it checks); an empty one (M = 0) gives an empty output and,
+    in training, counts in ``num_batches_tracked`` but leaves the running statistics as they were; its backward
+    gives an empty dL/dx and zero dL/dgamma, dL/dbeta (sums over no values).
     """
 
     _dims = (4,)
@@ -109,16 +114,20 @@ class _BatchNorm(Module):
 
     def forward(self, input):
         who = type(self).__name__
-        x = float_array(input, who, min_ndim=2, dtype=self._dtype_now(), like=self._like())
+        x = float_array(input, who, min_ndim=2, dtype=self._dtype_now(), like=self._like(), allow_empty=True)
         self._check_input(x)
         shape = tuple(x.shape)
-        N, C = shape[0], shape[1]
-        L = x.size // (N * C)
+        N, C, L = shape[0], shape[1], int(np.prod(shape[2:], dtype=np.int64))
         x3 = x.reshape((N, C, L))  # a view
         batch_stats = self.training or self.running_mean is None
-        if batch_stats and N * L <= 1:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size {shape}")
         update = self.training and self.track_running_stats and self.running_mean is not None
+        if update and N * L <= 1:  # the kernel would count it; torch's module counts it before any check
+            assign(self.num_batches_tracked, int(to_numpy(self.num_batches_tracked)) + 1)
+        if batch_stats and N * L == 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {shape}")
+        if N * L == 0:  # an empty batch, as torch: an empty output, the statistics as they were
+            self._x, self._mean, self._invstd, self._batch_stats, self._shape = x3, None, None, batch_stats, shape
+            return kernels.empty_like(x)
         momentum = self.momentum
         w = self.weight.data if self.weight is not None else None
         b = self.bias.data if self.bias is not None else None
@@ -132,12 +141,15 @@ class _BatchNorm(Module):
     def backward(self, grad_output):
         who = type(self).__name__
         x = self._saved(self._x, "the input")
-        g = float_array(grad_output, f"{who}.backward", "grad_output", dtype=x.dtype, like=x)
+        g = float_array(grad_output, f"{who}.backward", "grad_output", dtype=x.dtype, like=x, allow_empty=True)
         if tuple(g.shape) != self._shape:
             raise ValueError(f"{who}.backward: expected grad_output of shape {self._shape}, got {tuple(g.shape)}")
         w = self.weight.data if self.weight is not None else None
-        gx, dgamma, dbeta = kernels.batch_norm_backward(g.reshape(tuple(x.shape)), x, w, self._mean, self._invstd,
-                                                        self._batch_stats)  # (BN5)-(BN7), (BN11)
+        if x.size == 0:  # an empty batch: sums over no values, so dL/dgamma = dL/dbeta = 0 (BN5), (BN6), as torch
+            gx, dgamma, dbeta = kernels.empty_like(g), _zeros_like(w), _zeros_like(w)
+        else:
+            gx, dgamma, dbeta = kernels.batch_norm_backward(g.reshape(tuple(x.shape)), x, w, self._mean,
+                                                            self._invstd, self._batch_stats)  # (BN5)-(BN7), (BN11)
         if self.weight is not None:
             self.weight.accumulate_grad(dgamma)  # (BN6)
         if self.bias is not None:
@@ -147,6 +159,11 @@ class _BatchNorm(Module):
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
                 f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
+
+
+def _zeros_like(a):
+    """A new array of zeros of a's shape and dtype, where a is; None for None."""
+    return None if a is None else assign(kernels.empty_like(a), 0)
 
 
 class BatchNorm1d(_BatchNorm):

@@ -14,7 +14,7 @@ class SGD(Optimizer):
 
     Args:
         params: ``model.parameters()`` or a list of parameter-group dicts.
-        lr: learning rate (> 0).
+        lr: learning rate (>= 0, as torch; 0 leaves the weights as they are).
         momentum: momentum factor mu in [0, 1) (default 0).
         dampening: dampening tau for momentum (default 0).
         weight_decay: L2 penalty lambda (default 0).
@@ -52,8 +52,8 @@ class SGD(Optimizer):
     def _check_group(self, group):
         who = "SGD"
         group["lr"] = check_number(group["lr"], who, "lr")
-        if group["lr"] <= 0:
-            raise ValueError(f"SGD: invalid lr {group['lr']}: expected lr > 0")
+        if group["lr"] < 0:  # 0 is allowed, as torch: where a cosine schedule ends (CosineAnnealingLR's eta_min)
+            raise ValueError(f"SGD: invalid lr {group['lr']}: expected lr >= 0")
         group["momentum"] = check_number(group["momentum"], who, "momentum", low=0.0, high=1.0, high_open=True)
         group["dampening"] = check_number(group["dampening"], who, "dampening", low=0.0, high=1.0)
         group["weight_decay"] = check_number(group["weight_decay"], who, "weight_decay", low=0.0)

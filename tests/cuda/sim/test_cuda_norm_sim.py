@@ -103,6 +103,33 @@ def test_batchnorm_layer_on_the_gpu_matches_the_cpu():
         assert isinstance(back.running_mean, np.ndarray) and int(back.num_batches_tracked) == 2
 
 
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batchnorm_on_an_empty_batch_launches_nothing_and_matches_the_cpu(momentum, monkeypatch):
+    """N = 0 on the GPU: an empty output and dL/dx on the device, zero dL/dgamma, dL/dbeta, the batch counted
+    on the device and the running statistics untouched, as on the CPU; no batch-norm kernel is called."""
+    cpu_layer, gpu_layer = nn.BatchNorm2d(2, momentum=momentum), nn.BatchNorm2d(2, momentum=momentum).to("cuda")
+    x = RNG.standard_normal((3, 2, 2, 2)).astype(np.float32)
+    cpu_layer(x)
+    gpu_layer(to_device(x))
+    for name in ("batch_norm_forward", "batch_norm_backward"):
+        monkeypatch.setattr(gpu, name, lambda *a, _name=name: pytest.fail(f"{_name} called on an empty batch"))
+    empty = np.zeros((0, 2, 2, 2), np.float32)
+    y = gpu_layer(to_device(empty))
+    assert hasattr(y, "copy_to_host") and tuple(y.shape) == (0, 2, 2, 2)
+    gx = gpu_layer.backward(to_device(empty))
+    assert hasattr(gx, "copy_to_host") and tuple(gx.shape) == (0, 2, 2, 2)
+    cpu_layer(empty)
+    cpu_layer.backward(empty)
+    for p in ("weight", "bias"):
+        grad = getattr(gpu_layer, p).grad
+        assert hasattr(grad, "copy_to_host")
+        np.testing.assert_array_equal(to_numpy(grad), 0)
+        np.testing.assert_array_equal(getattr(cpu_layer, p).grad, 0)
+    for key, value in cpu_layer.state_dict().items():
+        close(gpu_layer.state_dict()[key], value, key)
+    assert int(to_numpy(gpu_layer.num_batches_tracked)) == 2 and hasattr(gpu_layer.num_batches_tracked, "copy_to_host")
+
+
 def test_layernorm_and_dropout_layers_on_the_gpu_match_the_cpu():
     x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
     g = RNG.standard_normal(x.shape).astype(np.float32)
