@@ -274,6 +274,7 @@ ROW_GEOMETRIES = [
     (2, 16, 10, 10, 6, 5, 5, 4, 4),    # its grad-input: 6 channels (a partial block), padding 4
     (2, 9, 7, 12, 13, 4, 4, 1, 2),     # even kernel, unequal padding, 13 = 8 + 5 channels
     (1, 40, 3, 3, 3, 2, 2, 0, 0),      # a wide grid of 4 outputs: one partial block of 32
+    (2, 16, 9, 8, 16, 3, 3, 1, 1),     # ResNet-20's first stage: KW*C = 48, its last 16 columns on the half tile
 ]
 
 

@@ -13,7 +13,7 @@ PH/PW padding, HP/WP padded size, P = OH*OW output positions, R = C*KH*KW taps.
 import numpy as np
 from numba import njit, prange
 
-from .tile import MR, NR, ONE, YES, ZERO, tile8x32
+from .tile import MR, NR, ONE, YES, ZERO, tile8x16, tile8x32
 
 
 @njit(cache=True)
@@ -331,13 +331,15 @@ def conv2d_packed_grad_weight_serial(x, gy, dWt, xh, gb, PH, PW, lists, ka, kb, 
 
 
 @njit(cache=True, fastmath=True)
-def _grad_weight_rows_task(xf, g8, dWr, b0, b1, row_at, L, P, ka, kb, counts, zeros8):
+def _grad_weight_rows_task(xf, g8, dWr, b0, b1, row_at, L, P, ka, kb, counts, zeros8, S):
     """Blocks b0 ... b1 - 1 of dWr (KH, O8, SP), block b = (p, ob, sj) in that order: rows 8*ob ... + 7
     and columns 32*sj ... + 31 of dWr[p], summed over the positions of tap row p in order.
 
     ka[p, k] = u*L + (i*WP + j)*C (where image u of a group has position (i, j) in xf) and
     kb[p, k] = (u*P + i*OW + j)*8 (where that position's 8 channels start in a panel of g8); counts[p]
-    positions per image."""
+    positions per image.  A last block of columns with at most 16 of the S = KW*C real ones takes the half
+    tile (``tile8x16``): with 16 channels and a 3 x 3 kernel (S = 48) the full tile would compute a third
+    more than there is."""
     N = g8.shape[1] // (P * MR)
     group = ka.shape[1] // P
     nob, nsj = dWr.shape[1] // MR, dWr.shape[2] // NR
@@ -347,8 +349,12 @@ def _grad_weight_rows_task(xf, g8, dWr, b0, b1, row_at, L, P, ka, kb, counts, ze
             p = b // (nob * nsj)
             ob = (b // nsj) % nob
             sj = b % nsj
-            tile8x32(g8[ob], kb[p], n0 * P * MR, xf, ka[p], n0 * L + p * row_at + sj * NR, m * counts[p], zeros8,
-                     dWr[p], ob * MR, sj * NR, n0 == 0)
+            if S - sj * NR <= 16:
+                tile8x16(g8[ob], kb[p], n0 * P * MR, xf, ka[p], n0 * L + p * row_at + sj * NR, m * counts[p], dWr[p],
+                         ob * MR, sj * NR, n0 == 0)
+            else:
+                tile8x32(g8[ob], kb[p], n0 * P * MR, xf, ka[p], n0 * L + p * row_at + sj * NR, m * counts[p],
+                         zeros8, dWr[p], ob * MR, sj * NR, n0 == 0)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -370,10 +376,11 @@ def conv2d_rows_grad_weight(x, gy, dWr, xh, g8, PH, PW, T, ka, kb, counts):
     blocks = dWr.shape[0] * (dWr.shape[1] // MR) * (dWr.shape[2] // NR)
     tasks = min(T, blocks)
     P = gy.shape[2] * gy.shape[3]
+    S = (W + 2 * PW - gy.shape[3] + 1) * C  # KW*C (stride 1)
     for t in prange(tasks):
         u = np.int64(t)
         _grad_weight_rows_task(xf, g8, dWr, u * blocks // tasks, (u + 1) * blocks // tasks, WP * C, xh.shape[1], P,
-                               ka, kb, counts, zeros8)
+                               ka, kb, counts, zeros8, S)
 
 
 @njit(cache=True, fastmath=True)
@@ -387,4 +394,4 @@ def conv2d_rows_grad_weight_serial(x, gy, dWr, xh, g8, PH, PW, ka, kb, counts):
     xf = xh.reshape(xh.size)
     blocks = dWr.shape[0] * (dWr.shape[1] // MR) * (dWr.shape[2] // NR)
     _grad_weight_rows_task(xf, g8, dWr, ZERO, blocks, WP * C, xh.shape[1], gy.shape[2] * gy.shape[3], ka, kb, counts,
-                           zeros8)
+                           zeros8, (W + 2 * PW - gy.shape[3] + 1) * C)

@@ -220,6 +220,68 @@ def tile8x32(A, aoffs, a_at, B, boffs, b_at, kc, bias8, C, i0, j0, first):
 
 
 @njit(cache=True, fastmath=True)
+def tile8x16(A, aoffs, a_at, B, boffs, b_at, kc, C, i0, j0, first):
+    """``tile8x32`` cut in half: C[i0:i0+8, j0:j0+16] = sum_k A[aoffs[k] + a_at + i] * B[boffs[k] + b_at + j]
+    (first; else += the sum), eight vectors of running sums, for a last block of columns that has only 16
+    to compute (``conv2d_rows_grad_weight`` with KW*C = 48: 16 channels, 3 x 3).  Each step of k: one vector
+    of B, eight broadcasts of A, eight multiply-adds."""
+    dt = C.dtype
+    c0 = stack_array(16, dt)
+    c1 = stack_array(16, dt)
+    c2 = stack_array(16, dt)
+    c3 = stack_array(16, dt)
+    c4 = stack_array(16, dt)
+    c5 = stack_array(16, dt)
+    c6 = stack_array(16, dt)
+    c7 = stack_array(16, dt)
+    for j in range(16):
+        c0[j] = c1[j] = c2[j] = c3[j] = c4[j] = c5[j] = c6[j] = c7[j] = 0
+    for k in range(kc):
+        ak = np.uint64(aoffs[k] + a_at)
+        a0, a1, a2, a3 = A[ak], A[ak + U1], A[ak + U2], A[ak + U3]
+        a4, a5, a6, a7 = A[ak + U4], A[ak + U5], A[ak + U6], A[ak + U7]
+        at = np.uint64(boffs[k] + b_at)
+        for j in range(16):
+            x = B[at + np.uint64(j)]
+            c0[j] += a0 * x
+            c1[j] += a1 * x
+            c2[j] += a2 * x
+            c3[j] += a3 * x
+            c4[j] += a4 * x
+            c5[j] += a5 * x
+            c6[j] += a6 * x
+            c7[j] += a7 * x
+    r0 = C[i0, j0:j0 + 16]
+    r1 = C[i0 + 1, j0:j0 + 16]
+    r2 = C[i0 + 2, j0:j0 + 16]
+    r3 = C[i0 + 3, j0:j0 + 16]
+    r4 = C[i0 + 4, j0:j0 + 16]
+    r5 = C[i0 + 5, j0:j0 + 16]
+    r6 = C[i0 + 6, j0:j0 + 16]
+    r7 = C[i0 + 7, j0:j0 + 16]
+    if first:
+        for j in range(16):
+            r0[j] = c0[j]
+            r1[j] = c1[j]
+            r2[j] = c2[j]
+            r3[j] = c3[j]
+            r4[j] = c4[j]
+            r5[j] = c5[j]
+            r6[j] = c6[j]
+            r7[j] = c7[j]
+    else:
+        for j in range(16):
+            r0[j] += c0[j]
+            r1[j] += c1[j]
+            r2[j] += c2[j]
+            r3[j] += c3[j]
+            r4[j] += c4[j]
+            r5[j] += c5[j]
+            r6[j] += c6[j]
+            r7[j] += c7[j]
+
+
+@njit(cache=True, fastmath=True)
 def _tile_into(Ap, aoffs, Bp, boffs, b_at, kc, bias8, C, i0, j0, first, tmp):
     """``tile8x32`` for a block that may run past the last row or column of C: such a block is computed
     into the scratch tile tmp (8, 32) and only its part inside C is written.  Row k of the B panel
