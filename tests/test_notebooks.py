@@ -102,7 +102,7 @@ def test_a_failing_cell_fails_the_run(tmp_path):
         execute(nb, tmp_path)
 
 
-PROBE = "import json, os, sys, manualbp\nprint(json.dumps([sys.executable, manualbp.__file__, os.getcwd()]))"
+PROBE = "import json, os, sys, manualbp\nprint(json.dumps([sys.prefix, sys.executable, manualbp.__file__, os.getcwd()]))"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
@@ -110,8 +110,8 @@ def test_notebook_runs_top_to_bottom_in_a_kernel(page):
     nb = nbformat.read(page.with_suffix(".ipynb"), as_version=4)
     nb.cells.append(v4.new_code_cell(PROBE))            # where the kernel ran, checked below (not in the file)
     stdout = execute(nb, DERIVATIONS)
-    executable, module, cwd = json.loads(nb.cells[-1].outputs[0]["text"])
-    assert os.path.realpath(executable) == os.path.realpath(sys.executable)
+    prefix, executable, module, cwd = json.loads(nb.cells[-1].outputs[0]["text"])
+    assert (prefix, executable) == (sys.prefix, sys.executable)         # this interpreter, this environment
     assert Path(module).resolve().is_relative_to(ROOT / "manualbp")
     assert Path(cwd).resolve() == DERIVATIONS.resolve()
     prose, _ = split_page(page.read_text(encoding="utf-8"))
