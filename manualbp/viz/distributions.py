@@ -80,8 +80,12 @@ def _hist(ax, values, colour, title):
                 transform=ax.transAxes, fontsize=8, color="0.4")
         ax.set_yticks([])
         return
-    ax.hist(finite, bins=40, color=colour, alpha=0.85)
+    counts, _, _ = ax.hist(finite, bins=40, color=colour, alpha=0.85)
+    ax.set_ylim(0, 2.1 * counts.max())   # headroom: the numbers sit above the bars, not on them
     ax.set_yticks([])
+    ax.locator_params(axis="x", nbins=5)
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+    ax.xaxis.get_offset_text().set_fontsize(7)
     ax.text(0.99, 0.95, f"mean {finite.mean():.2e}\nstd {finite.std():.2e}\n|max| {np.abs(finite).max():.2e}",
             ha="right", va="top", transform=ax.transAxes, fontsize=7, family="monospace",
             bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8})
