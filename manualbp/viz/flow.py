@@ -32,7 +32,8 @@ def gradients_figure(history, title=None):
     from matplotlib import colormaps
     from matplotlib.ticker import MaxNLocator
     if not history.gradients:
-        raise ValueError("gradients_figure: the history holds no gradient norms (fit(..., record_gradients=None)?)")
+        raise ValueError("gradients_figure: the history holds no gradient norms: it comes from fit(..., "
+                         "record_gradients=None), or from a run older than the recording; fit records them by default")
     series, per_epoch = _rows_by_param(history)
     names = list(series)
     cmap = colormaps["viridis"]
