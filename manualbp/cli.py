@@ -5,6 +5,7 @@
     manualbp train --model resnet20 --epochs 6
     manualbp train --optimizer adamw --lr 0.001 --scheduler onecycle   # any of torch.optim's five, seven schedules
     manualbp explain                       # the chain rule, step by step, on the 2-2-2 network
+    manualbp explain --plot net.png        # ... and the network drawn with the same numbers (or net.svg)
 
 ``train`` prints the model's summary table and the tutorials' progress lines, and writes into ``--out``
 (default ``runs/<model>-<dataset>``): history.csv, history.json, gradients.csv (per parameter, at the last
@@ -377,7 +378,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="manualbp", description="Backpropagation by hand, on Numba kernels.")
     sub = parser.add_subparsers(dest="command", metavar="{train,explain,bench}")
     sub.add_parser("train", help="train LeNet-5 (default), the CIFAR-10 net or an MLP; --help for options")
-    sub.add_parser("explain", help="trace the chain rule through the tutorials' 2-2-2 network")
+    sub.add_parser("explain", help="trace the chain rule through the tutorials' 2-2-2 network (--plot FILE: "
+                                   "draw it too)")
     sub.add_parser("bench", help="benchmark against PyTorch and NumPy, write BENCHMARKS.md (benchmarks/run.py; "
                                  "needs torch; --help for options)")
     args = parser.parse_args(argv)

@@ -194,7 +194,10 @@ class Network:
             record_gradients: the gradient flow kept in ``history.gradients``: per parameter (by its
                 state_dict name) the norm of its ``.grad``, the norm of its weights before the step and the
                 update/weight ratio ||w_after - w_before|| / ||w_before||.  ``"epoch"`` (default): the last
-                step of every epoch; ``"step"``: every step; None: nothing.  See ``History``.
+                step of every epoch; ``"step"``: every step; None: nothing.  See ``History``.  The rows
+                travel in the checkpoints with the rest of the history, so ``"step"`` (a row per parameter
+                per step) is meant for short runs: over a long run of a large model it makes every
+                checkpoint's header and history.json megabytes long.
 
         When the loss becomes nan or inf, ``fit`` stops before that step's update and raises
         ``NonFiniteLossError`` naming the epoch, the step and a smaller learning rate to try; the last
