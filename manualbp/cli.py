@@ -5,12 +5,14 @@
     manualbp train --model resnet20 --epochs 6
     manualbp train --optimizer adamw --lr 0.001 --scheduler onecycle   # any of torch.optim's five, seven schedules
     manualbp explain                       # the chain rule, step by step, on the 2-2-2 network
+    manualbp explain --plot net.png        # ... and the network drawn with the same numbers (or net.svg)
 
 ``train`` prints the model's summary table and the tutorials' progress lines, and writes into ``--out``
-(default ``runs/<model>-<dataset>``): history.csv, history.json, curve.png (when matplotlib is
-installed), and the checkpoints best.npz (lowest test loss) and last.npz (``--resume`` continues from it;
-``--epochs`` counts from the start of the run, and the learning-rate scheduler goes on as it began: the default
-cosine, CosineAnnealingLR over the first run's epochs, climbs back up past them, as torch's does).
+(default ``runs/<model>-<dataset>``): history.csv, history.json, gradients.csv (per parameter, at the last
+step of each epoch: gradient norm, weight norm, update/weight ratio), curve.png and gradients.png (when
+matplotlib is installed), and the checkpoints best.npz (lowest test loss) and last.npz (``--resume`` continues
+from it; ``--epochs`` counts from the start of the run, and the learning-rate scheduler goes on as it began: the
+default cosine, CosineAnnealingLR over the first run's epochs, climbs back up past them, as torch's does).
 On a first run, when Numba's cache holds none of the kernels, it says so and compiles them first.
 """
 import argparse
@@ -120,6 +122,20 @@ def write_curve(history, path, title=None):
         return False
     from .checkpoint import atomic_write
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))  # never a half-written PNG
+    return True
+
+
+def write_gradients(history, path, title=None):
+    """Each parameter's gradient norm and update/weight ratio over the epochs (``manualbp.viz.gradients_figure``)
+    as a PNG.  Returns False without matplotlib or without recorded gradients."""
+    if not history.gradients:
+        return False
+    try:
+        from .viz import gradients_figure, save_figure
+        fig = gradients_figure(history, title)
+    except ImportError:
+        return False
+    save_figure(fig, path)
     return True
 
 
@@ -338,9 +354,12 @@ def train(argv=None):
     elapsed = time.perf_counter() - start
     history.write_csv(os.path.join(out, "history.csv"))
     history.write_json(os.path.join(out, "history.json"))
-    curve = os.path.join(out, "curve.png")
+    history.write_gradients_csv(os.path.join(out, "gradients.csv"))
+    curve, gradients = os.path.join(out, "curve.png"), os.path.join(out, "gradients.png")
     title = f"{args.model} on {args.dataset}, {optimizer}, batch {args.batch_size}"
     curve_note = curve if write_curve(history, curve, title) else "skipped (pip install matplotlib to draw curve.png)"
+    if curve_note == curve and write_gradients(history, gradients, title):
+        curve_note += f", {gradients}"
     ran = [row["epoch"] for row in history.epochs if row["epoch"] > done]
     if ran:
         best = min(history.epochs, key=lambda r: r["val_loss"])
@@ -351,7 +370,8 @@ def train(argv=None):
               f"{so_far}. Test accuracy after the last epoch: {100 * last['val_accuracy']:.2f}%")
         print(f"Best checkpoint: {os.path.join(out, 'best.npz')} (epoch {best['epoch']}, test loss "
               f"{best['val_loss']:.4f}, test accuracy {100 * best['val_accuracy']:.2f}%)")
-    print(f"Wrote {os.path.join(out, 'history.csv')}, {os.path.join(out, 'history.json')}; curve: {curve_note}")
+    print(f"Wrote {os.path.join(out, 'history.csv')}, {os.path.join(out, 'history.json')}, "
+          f"{os.path.join(out, 'gradients.csv')}; curve: {curve_note}")
     return 0
 
 
@@ -395,7 +415,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="manualbp", description="Backpropagation by hand, on Numba kernels.")
     sub = parser.add_subparsers(dest="command", metavar="{train,explain,bench}")
     sub.add_parser("train", help="train LeNet-5 (default), the CIFAR-10 net or an MLP; --help for options")
-    sub.add_parser("explain", help="trace the chain rule through the tutorials' 2-2-2 network")
+    sub.add_parser("explain", help="trace the chain rule through the tutorials' 2-2-2 network (--plot FILE: "
+                                   "draw it too)")
     sub.add_parser("bench", help="benchmark against PyTorch and NumPy, write BENCHMARKS.md (benchmarks/run.py; "
                                  "needs torch; --help for options)")
     args = parser.parse_args(argv)

@@ -12,9 +12,11 @@ before the step.
 
     python -m manualbp explain            # or: manualbp explain
     python -m manualbp explain --lr 0.1 --digits 12
+    python -m manualbp explain --plot net.png    # also draw the network with these numbers (or net.svg)
 """
 import argparse
 import math
+import sys
 
 import numpy as np
 
@@ -56,7 +58,18 @@ def by_hand():
 
 def by_manualbp(lr):
     """The same network as manualbp layers (float64): loss, gradients from backward(), weights after SGD."""
+    t = manualbp_trace(lr)
+    return t["e_total"], t["grads"], t["new_weights"]
+
+
+def manualbp_trace(lr):
+    """Everything manualbp computes for the network, in one run (the text trace and ``--plot`` both read it):
+
+    ``e_total``; ``grads`` and ``new_weights`` (hidden (w1 w2 / w3 w4), output (w5 w6 / w7 w8)), from
+    backward() and one SGD step; ``bias_grads`` (hidden, output), and ``net_h``, ``out_h``, ``net_o``,
+    ``out_o``, each layer's values from manualbp's forward."""
     from . import nn, optim
+    from .nn.saved import no_grad
 
     net = nn.Sequential(nn.Linear(2, 2), nn.Sigmoid(), nn.Linear(2, 2), nn.Sigmoid()).double()
     net.load_state_dict({
@@ -64,12 +77,19 @@ def by_manualbp(lr):
         "2.weight": np.array(OUTPUT_W), "2.bias": np.array([B2, B2]),
     })
     x, t = np.array([INPUTS]), np.array([TARGETS])
+    with no_grad():   # each layer's values for the picture; saves nothing for backward
+        values = [x]
+        for layer in net:
+            values.append(layer(values[-1]))
     loss_fn = nn.MSELoss(reduction="sum")           # sum (out - t)^2 = 2 * E_total
     e_total = 0.5 * float(loss_fn(net(x), t))
     net.backward(loss_fn.backward(0.5))             # 0.5 * d(2E)/d(out) = dE/d(out)
     grads = (net[0].weight.grad.copy(), net[2].weight.grad.copy())
+    bias_grads = (net[0].bias.grad.copy(), net[2].bias.grad.copy())
     optim.SGD(net.parameters(), lr=lr).step()       # (C10), after every gradient exists
-    return e_total, grads, (net[0].weight.data.copy(), net[2].weight.data.copy())
+    return {"e_total": e_total, "grads": grads, "bias_grads": bias_grads,
+            "new_weights": (net[0].weight.data.copy(), net[2].weight.data.copy()),
+            "net_h": values[1][0], "out_h": values[2][0], "net_o": values[3][0], "out_o": values[4][0]}
 
 
 def _equal(a, b):
@@ -82,18 +102,28 @@ def main(argv=None):
         description="Print the chain-rule trace of the 2-2-2 sigmoid network, by hand and by manualbp's backward().")
     parser.add_argument("--lr", type=float, default=0.5, help="learning rate of the update step (default 0.5)")
     parser.add_argument("--digits", type=int, default=9, help="decimals to print (default 9)")
+    parser.add_argument("--plot", metavar="FILE", default=None,
+                        help="also draw the network, its numbers and the two paths to w1 into FILE (.png or .svg; "
+                             "needs matplotlib)")
     args = parser.parse_args(argv)
     if not (args.lr > 0 and math.isfinite(args.lr)):
         parser.error(f"--lr must be a positive number, got {args.lr}")
     if not 1 <= args.digits <= 17:
         parser.error(f"--digits must be between 1 and 17, got {args.digits}")
+    if args.plot is not None:
+        from .viz import figure_format
+        try:
+            figure_format(args.plot, "--plot")
+        except ValueError as exc:
+            parser.error(str(exc))
     d = args.digits
 
     def f(v):
         return f"{v:.{d}f}" if v >= 0 else f"({v:.{d}f})"
 
     h = by_hand()
-    e_total, (g_hidden, g_output), (w_hidden, w_output) = by_manualbp(args.lr)
+    trace = manualbp_trace(args.lr)   # the one run of manualbp that the text and the picture both show
+    e_total, (g_hidden, g_output), (w_hidden, w_output) = trace["e_total"], trace["grads"], trace["new_weights"]
     ok = True
     out = print
 
@@ -174,7 +204,22 @@ def main(argv=None):
         out(f"  {name:9s} {f(mine):>{d + 7}} {f(theirs):>{d + 7}}   {_equal(mine, theirs)}")
     verdict = "every number by hand equals manualbp's" if ok else "MISMATCH between the hand computation and manualbp"
     out("  " + verdict)
+    if args.plot is not None and not _plot(args.plot, args.lr, d, trace):
+        return 1
     return 0 if ok else 1
+
+
+def _plot(path, lr, digits, trace):
+    """Draw the network with ``trace``'s numbers into ``path``; False (and a message) without matplotlib."""
+    try:
+        from .viz import save_figure
+        from .viz.two_two_two import two_two_two_figure
+        fig, _ = two_two_two_figure(lr, digits, trace=trace)
+    except ImportError as exc:
+        print(f"manualbp explain: --plot needs matplotlib ({exc}): pip install matplotlib", file=sys.stderr)
+        return False
+    print(f"figure: {save_figure(fig, path)}")
+    return True
 
 
 if __name__ == "__main__":

@@ -158,7 +158,7 @@ class Network:
     # --- training ---------------------------------------------------------------------------------
     def fit(self, train, epochs=1, batch_size=64, loss=None, optimizer=None, val=None, shuffle=True,
             callbacks=None, checkpoint=None, resume=None, log_interval=100, seed=None, drop_last=False,
-            lr_schedule=None, verbose=True, progress=None, scheduler=None):
+            lr_schedule=None, verbose=True, progress=None, scheduler=None, record_gradients="epoch"):
         """Train on ``train`` for ``epochs`` epochs; return a ``History``.
 
         Args:
@@ -191,6 +191,13 @@ class Network:
                 (ReduceLROnPlateau with the validation loss, or the training loss without ``val``), or, for
                 OneCycleLR, after every batch.  Its state travels in the checkpoints, so a resumed run goes
                 on along it bit for bit; pass a scheduler built the same way when resuming.
+            record_gradients: the gradient flow kept in ``history.gradients``: per parameter (by its
+                state_dict name) the norm of its ``.grad``, the norm of its weights before the step and the
+                update/weight ratio ||w_after - w_before|| / ||w_before||.  ``"epoch"`` (default): the last
+                step of every epoch; ``"step"``: every step; None: nothing.  See ``History``.  The rows
+                travel in the checkpoints with the rest of the history, so ``"step"`` (a row per parameter
+                per step) is meant for short runs: over a long run of a large model it makes every
+                checkpoint's header and history.json megabytes long.
 
         When the loss becomes nan or inf, ``fit`` stops before that step's update and raises
         ``NonFiniteLossError`` naming the epoch, the step and a smaller learning rate to try; the last
@@ -212,10 +219,12 @@ class Network:
         if lr_schedule is not None and not callable(lr_schedule):
             raise TypeError(f"{who}: expected lr_schedule to be a function epoch -> lr, got {describe(lr_schedule)}")
         scheduler = training.check_scheduler(scheduler, optimizer, lr_schedule, who)
+        record_gradients = training.check_mode(record_gradients, who)
 
         log = training.Progress(verbose, progress, log_interval, compiles=self.device == "cpu")  # what fit prints
         saver = training.Checkpointer(self, optimizer, loader, checkpoint, lr_schedule, scheduler)  # last/best/...
         guard = training.DivergenceGuard(self.model, optimizer, saver)      # nan/inf -> an error saying why
+        recorder = training.GradientRecorder(self.model, record_gradients) if record_gradients else None
         history, first_epoch, partial = History(), 1, None   # partial: an epoch that a Ctrl-C cut short
         if resume is not None:
             history, first_epoch, partial, lr_schedule = saver.resume(resume, log, lr_schedule, epochs)
@@ -228,7 +237,8 @@ class Network:
                     training.set_lr(optimizer, lr_schedule, epoch)
                     try:
                         row = self._train_epoch(epoch, loader, loss_fn, optimizer, history, log, interrupt, partial,
-                                                scheduler if training.steps_per_batch(scheduler) else None)
+                                                scheduler if training.steps_per_batch(scheduler) else None,
+                                                recorder)
                     except NonFiniteLossError as exc:
                         raise guard.diverged(exc, epoch) from None
                     partial = None
@@ -271,20 +281,24 @@ class Network:
         return loader
 
     def _train_epoch(self, epoch, loader, loss_fn, optimizer, history, log, interrupt=None, resume_from=None,
-                     batch_scheduler=None):
+                     batch_scheduler=None, recorder=None):
         """One pass over the batches: ``train_step`` on each, its loss counted and logged; returns the
         epoch's row.  ``resume_from`` continues an epoch interrupted part-way (see ``EpochTally``).
 
         The loop checks for a Ctrl-C only between steps, so a step is never left half-done.  A step
-        whose loss is nan or inf raises ``NonFiniteLossError`` with the step's number attached."""
+        whose loss is nan or inf raises ``NonFiniteLossError`` with the step's number attached.
+        ``recorder`` (a ``GradientRecorder``) measures the steps it is asked to, around them."""
         log.start_epoch(epoch, loader)
         tally = training.EpochTally(loader, resume_from)
         checked = getattr(loader, "checked", False)
+        steps = training.length(loader) if recorder is not None else None
         for batch_idx, batch in enumerate(loader.iter_from(tally.first), start=tally.first):
             if interrupt is not None and interrupt.requested:
                 log.stop_bar()
                 raise _Interrupted(epoch, tally.progress(batch_idx))
             xb, yb = batch if checked else self._pair(batch, "fit (batch)")
+            if recorder is not None:
+                recorder.before_step(None if steps is None else batch_idx == steps - 1)
             try:
                 loss, out = self.train_step(xb, yb, loss_fn, optimizer)
             except NonFiniteLossError as exc:
@@ -296,8 +310,12 @@ class Network:
             loss = item(loss)  # a NumPy scalar, or a (1,) device array on the GPU
             tally.add(loss, len(xb), training.count_correct(out, yb), training.is_classification(yb))
             history.steps.append(loss)
+            if recorder is not None:
+                recorder.after_step(epoch, len(history.steps), history)
             log.step(epoch, batch_idx, len(xb), loss)
         log.stop_bar()
+        if recorder is not None:
+            recorder.end_epoch(history)
         row = tally.row(epoch, optimizer)
         log.end_epoch(row)
         return row

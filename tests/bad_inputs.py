@@ -424,6 +424,22 @@ CASES += [
 ]
 
 
+# --- pictures (manualbp.viz) and the gradient flow fit records ------------------------------------------------
+VIZ = "Pictures and gradient flow"
+CASES += [
+    (VIZ, "fit: record_gradients not 'epoch', 'step' or None", "net = Network(nn.Linear(2, 3))",
+     "net.fit((np.zeros((10, 2), np.float32), np.zeros(10, np.int64)), record_gradients='all')"),
+    (VIZ, "a picture's file name ending in neither .png nor .svg", "from manualbp import viz\nfig = viz.new_figure(2, 2)",
+     "viz.save_figure(fig, 'net.jpg')"),
+    (VIZ, "distributions of a recording that saw no forward", "from manualbp import viz\nmodel = nn.Linear(2, 3)",
+     "viz.distributions_figure(model, viz.Recording(model))"),
+    (VIZ, "a recording of something that is not a model", "from manualbp import viz", "viz.Recording('model')"),
+    (VIZ, "layers of a model too deep to draw", "from manualbp import viz",
+     "viz.layers_figure(nn.Sequential(*[nn.ReLU() for _ in range(41)]), (3,))"),
+    (VIZ, "gradient flow of a run that recorded none", "from manualbp import viz\nfrom manualbp.network import History",
+     "viz.gradients_figure(History([{'epoch': 1, 'train_loss': 1.0}], [1.0]))"),
+]
+
 if __name__ == "__main__":
     main()
 

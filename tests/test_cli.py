@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -368,3 +369,42 @@ def test_schedule_is_the_older_name_of_scheduler(tmp_path, capsys):
         cli.main(common + ["--optimizer", "lbfgs"])
     assert cli.main(common + ["--out", str(tmp_path / "c"), "--optimizer", "adam", "--weight-decay", "-1"]) == 1
     assert "Invalid weight_decay value: -1.0" in capsys.readouterr().err
+
+
+def test_train_writes_gradient_norms_and_their_picture_beside_the_titled_curve(tmp_path, capsys, monkeypatch):
+    titles = {}
+
+    def spy(name):
+        real = getattr(cli, name)
+
+        def write(history, path, title=None):
+            titles[name] = title
+            return real(history, path, title)
+        return write
+    for name in ("write_curve", "write_gradients"):
+        monkeypatch.setattr(cli, name, spy(name))
+    out = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # one epoch: a point per curve, and no warning about singular axis limits
+        assert cli.main(["train", "--model", "mlp", "--epochs", "1", "--limit", "128", "--out", str(out),
+                         "--no-progress", "--log-interval", "0", "--optimizer", "adam", "--lr", "0.001"]) == 0
+    text = capsys.readouterr().out
+    assert f"curve: {out / 'curve.png'}, {out / 'gradients.png'}" in text and str(out / "gradients.csv") in text
+    for name in ("curve.png", "gradients.png"):
+        head = (out / name).read_bytes()[:24]
+        assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", name
+        assert (int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")) == \
+            ((1000, 440) if name == "curve.png" else (1200, 460)), name
+    assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+    with open(out / "gradients.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["epoch"], r["step"], r["param"]) for r in rows] == [
+        ("1", "4", "0.weight"), ("1", "4", "0.bias"), ("1", "4", "2.weight"), ("1", "4", "2.bias")]
+    hist = json.loads((out / "history.json").read_text())
+    assert [r["grad_norm"] for r in hist["gradients"]] == [float(r["grad_norm"]) for r in rows]
+    assert all(float(r["update_ratio"]) > 0 for r in rows)
+    # both pictures are titled with the model, the data set and the optimizer
+    title = "mlp on digits, Adam(lr=0.001, cosine schedule), batch 32"
+    assert titles == {"write_curve": title, "write_gradients": title}
+    from manualbp import viz
+    assert viz.gradients_figure(History.from_dict(hist), title)._suptitle.get_text() == title

@@ -78,6 +78,11 @@ QUICK_EXPECTED = {
         r"Test accuracy after 2 epochs: \d+/64",
     ], False),
 }
+QUICK_EXPECTED["25_vanishing_gradients.py"] = ([
+    r"sigmoid\s+ratio at init \d\.\de-(0[5-9]|[1-9]\d)",     # the first layer's gradient << the last one's
+    r"relu \+ kaiming\s+ratio at init (\d\.\de-01|\d\.\de\+00)",
+    r"sigmoid \+ BN\s+ratio at init (\d\.\de-01|\d\.\de\+00)",
+], True)
 
 
 def run(path, *args, timeout=300):
