@@ -370,21 +370,3 @@ def test_bias_sums_of_a_large_gradient_match_numpy(dtype, assert_close):
     x, wt = rand(rng, (9, 2, 64, 66), dtype), np.zeros((7, 2, 1, 1), dtype)
     _, gb = cpu.conv2d_grad_params(gy, x, wt.shape, (1, 1), (0, 0), True)
     assert_close(gb, gy.astype(np.float64).sum(axis=(0, 2, 3)), RTOL[dtype])
-
-
-@pytest.mark.parametrize("g", [
-    # (n, c, h, w, o, kh, kw, ph, pw, sh, sw)
-    (2, 3, 9, 11, 5, 3, 3, 1, 1, 2, 2),    # odd sizes: the phases have different numbers of rows
-    (1, 4, 7, 8, 6, 2, 2, 0, 0, 2, 2),     # kernel = stride: one tap per phase
-    (2, 3, 10, 9, 4, 5, 4, 2, 3, 2, 1),    # unequal strides and paddings
-    (1, 2, 6, 6, 3, 1, 1, 0, 0, 2, 2),     # 1 x 1, stride 2: three phases read by no tap (zeros)
-    (1, 2, 7, 7, 3, 3, 3, 4, 4, 2, 2),     # padding wider than the kernel: border pixels read by nothing
-])
-def test_strided_grad_input_by_phases_matches_reference(g, assert_close):
-    n, c, h, w, o, kh, kw, ph, pw, sh, sw = g
-    rng = np.random.default_rng(sum(g))
-    x, wt = rand(rng, (n, c, h, w), np.float64), rand(rng, (o, c, kh, kw), np.float64)
-    gy = rand(rng, reference.conv2d_forward(x, wt, None, (sh, sw), (ph, pw)).shape, np.float64)
-    gx = np.full(x.shape, np.nan)  # every element must be written
-    cpu_conv._grad_input_by_phases(gy, wt, gx, sh, sw, ph, pw)
-    assert_close(gx, reference.conv2d_grad_input(gy, wt, x.shape, (sh, sw), (ph, pw)), 1e-12, "grad-input")

@@ -10,8 +10,7 @@ Which kernel runs, from the shapes only (so the rounding never depends on the th
 - a dilation other than 1: im2col (``conv_im2col.py``, whose windows take the dilation, (K10));
 - stride 1 or 2, at least 32 output channels and 128 taps: the 8 x 32 tiles of ``conv_packed.py``
   (output positions x output channels), reading the padded image in place (for stride 2, its columns
-  split into even and odd ones); grad-input of a stride-2 convolution is one stride-1 convolution per
-  phase (``_grad_input_by_phases``), each through this same choice;
+  split into even and odd ones); grad-input of a stride-2 convolution goes to im2col;
 - stride 1, 128 taps or more but fewer channels: the same tile turned around (``conv_packed.conv2d_rows``);
 - stride 1 otherwise (the 75-tap first layers): shifted rows of the padded image (``conv_direct.py``);
 - any other stride: im2col and the dot-product kernels (``conv_im2col.py``).
@@ -212,47 +211,11 @@ def conv2d_grad_input(grad_y, w, x_shape, stride, padding, dilation=(1, 1), grou
         _direct(gy, wf.reshape(C, O * KH * KW), np.zeros(C, dtype=gy.dtype), gx, KH, KW, KH - 1 - PH,
                 KW - 1 - PW, False)
         return gx
-    if DH == 1 and DW == 1 and max(SH, SW) <= 2:
-        return _grad_input_by_phases(gy, np.asarray(w, dtype=gy.dtype), gx, SH, SW, PH, PW)
     w2t = transpose(np.ascontiguousarray(w, dtype=gy.dtype).reshape(O, C * KH * KW))  # W2^T, (R, O)
     T = workers(N, N * O * w2t.shape[0] * OH * OW)
     ws = workspace("col", (T, w2t.shape[0], OH * OW), gy.dtype)  # one unrolled gradient (R, P) per worker
     kernel = conv_im2col.conv2d_grad_input if T > 1 else conv_im2col.conv2d_grad_input_serial
     kernel(gy.reshape(N, O, OH * OW), w2t, gx, ws, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW)
-    return gx
-
-
-def _grad_input_by_phases(gy, w, gx, SH, SW, PH, PW):
-    """gx = dL/dx of a strided convolution (K8), as SH*SW stride-1 convolutions of dL/dy, one per phase.
-
-    Padded input row hp = a + SH*m (phase a < SH) is read only by the kernel rows p = a + SH*t, by output
-    row i = m - t, so dxpad[c, a + SH*m] = sum_o sum_t dL/dy[o, m - t] w[o, c, a + SH*t] (and likewise for
-    the columns): a stride-1 convolution of dL/dy, padded by KHa - 1, with the sub-kernel w[:, :, a::SH,
-    b::SW] flipped and its channel axes swapped, as (K6) for stride 1.  Every element of gx comes from one
-    phase, so no sums are split, and the phases' multiply-adds add up to those of the forward.  (ResNet-20's
-    stride-2 layers at batch 64, one thread, CPU time: 16 -> 32 channels 4.9 -> 4.0 ms against im2col; 32 ->
-    64, whose 8 x 8 phases fill the tiles badly, 5.1 -> 5.0 ms.)"""
-    H, W = gx.shape[2], gx.shape[3]
-    OH, OW = gy.shape[2], gy.shape[3]
-    for a in range(SH):
-        h0 = (a - PH) % SH  # the first row of x in phase a: h0 + PH = a + SH*m0
-        rows = len(range(h0, H, SH))
-        for b in range(SW):
-            w0 = (b - PW) % SW
-            cols = len(range(w0, W, SW))
-            dst = gx[:, :, h0::SH, w0::SW]
-            sub = w[:, :, a::SH, b::SW]  # (O, C, KHa, KWa): the kernel rows and columns of this phase
-            KHa, KWa = sub.shape[2], sub.shape[3]
-            m0, n0 = (h0 + PH - a) // SH, (w0 + PW - b) // SW
-            # the full convolution has OH + KHa - 1 rows; phase rows past it see no output: zeros
-            mr, mc = max(0, min(rows, OH + KHa - 1 - m0)), max(0, min(cols, OW + KWa - 1 - n0))
-            if mr < rows or mc < cols or KHa == 0 or KWa == 0:
-                dst[...] = 0
-            if KHa == 0 or KWa == 0 or mr == 0 or mc == 0:
-                continue
-            wf = np.ascontiguousarray(sub.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])  # (C, O, KHa, KWa), flipped
-            full = conv2d_forward(gy, wf, None, (1, 1), (KHa - 1, KWa - 1))
-            dst[:, :, :mr, :mc] = full[:, :, m0:m0 + mr, n0:n0 + mc]
     return gx
 
 
