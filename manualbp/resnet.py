@@ -12,6 +12,11 @@ which is all ``BasicBlock.backward`` does beyond calling its layers' backwards i
 path dL/dx receives g unchanged: however deep the net, the gradient has a path on which no weight matrix
 multiplies it (the numbers are in the derivation).
 
+BatchNorm, the join and ReLU do next to no arithmetic per value, so their cost is reading and writing the
+activations; ``BatchNorm2d.relu_after(x, r)`` computes relu(bn(x) + r) in one pass and its backward in one
+more, with the same arithmetic as the three layers (Q7).  The block is written with it: where torch's block
+says ``F.relu(self.bn1(self.conv1(x)))``, this one says ``self.bn1.relu_after(self.conv1(x))``.
+
 ``resnet20()`` is He et al. 2016, section 4.2 (CIFAR-10): a 3x3 convolution with 16 channels, three stages of
 three blocks with 16, 32 and 64 channels (the first block of stages 2 and 3 halves the image with stride 2),
 global average pooling and a Linear(64, 10): 269,722 parameters.  Its ``state_dict`` keys are those of the
@@ -60,10 +65,8 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.relu1 = nn.ReLU()
         self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.relu2 = nn.ReLU()
         if stride != 1 or in_planes != planes:
             if stride != 2 or planes != 2 * in_planes:
                 raise ValueError(f"BasicBlock: option A pads channels and halves the image: expected stride 2 and "
@@ -77,24 +80,25 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Identity()
 
     def forward(self, input):
-        out = self.relu1(self.bn1(self.conv1(input)))
-        out = self.bn2(self.conv2(out))  # F(x)
-        out = kernels.add(out, self.shortcut(input))  # F(x) + S(x): x is used a second time here (Q1)
-        return self.relu2(out)
+        out = self.bn1.relu_after(self.conv1(input))  # relu(bn1(conv1(x))): BatchNorm and ReLU in one pass (Q7)
+        out = self.conv2(out)
+        # relu(bn2(out) + S(x)) in one pass: F(x) = bn2(conv2(...)) meets the shortcut, x used a second time (Q1)
+        return self.bn2.relu_after(out, self.shortcut(input))
 
     def backward(self, grad_output):
-        g = self.relu2.backward(grad_output)  # dL/d(F(x) + S(x)): both terms get it (Q2)
-        g_short = self.shortcut.backward(g)  # along the shortcut: g itself, or (Q4)
-        g = self.bn2.backward(g)
+        # ReLU's backward, then bn2's: g = dL/d(conv2's output), and g_sum = dL/d(F(x) + S(x)), which both
+        # terms of the sum get (Q2)
+        g, g_sum = self.bn2.backward_relu(grad_output)
+        g_short = self.shortcut.backward(g_sum)  # along the shortcut: g_sum itself, or (Q4)
         g = self.conv2.backward(g)
-        g = self.relu1.backward(g)
-        g = self.bn1.backward(g)
+        g = self.bn1.backward(g)  # ReLU's and bn1's backward (relu_after's)
         g = self.conv1.backward(g)  # along F
         return kernels.add(g, g_short)  # the fork: the two gradients of x add (Q2), (C3)
 
 
 class ResNet(nn.Module):
-    """conv1 -> bn1 -> relu -> layer1 -> layer2 -> layer3 -> global average pool -> fc.
+    """conv1 -> bn1 -> relu -> layer1 -> layer2 -> layer3 -> global average pool -> fc (bn1 and the ReLU in one
+    pass, ``BatchNorm2d.relu_after``).
 
     ``forward`` is a chain of child calls, so ``backward`` replays it in reverse (derivations/01); the
     residual arithmetic lives in ``BasicBlock.backward``.
@@ -105,7 +109,6 @@ class ResNet(nn.Module):
         self.in_planes = 16
         self.conv1 = nn.Conv2d(in_channels, 16, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
-        self.relu = nn.ReLU()
         self.layer1 = self._make_layer(16, num_blocks[0], stride=1)
         self.layer2 = self._make_layer(32, num_blocks[1], stride=2)
         self.layer3 = self._make_layer(64, num_blocks[2], stride=2)
@@ -124,7 +127,7 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, input):
-        x = self.relu(self.bn1(self.conv1(input)))
+        x = self.bn1.relu_after(self.conv1(input))  # relu(bn1(conv1(x))), one pass
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(self.flatten(self.avgpool(x)))
 

@@ -440,6 +440,17 @@ CASES += [
      "viz.gradients_figure(History([{'epoch': 1, 'train_loss': 1.0}], [1.0]))"),
 ]
 
+# --- BatchNorm, a residual and ReLU in one call (BatchNorm2d.relu_after) -----------------------------------------
+CASES += [
+    (NORM, "BatchNorm2d.relu_after given a residual of another shape", "bn = nn.BatchNorm2d(2)",
+     "bn.relu_after(np.ones((2, 2, 3, 3), np.float32), np.ones((2, 2, 3), np.float32))"),
+    (NORM, "BatchNorm2d.backward after relu_after with a residual",
+     ("bn = nn.BatchNorm2d(2)\n"
+      "y = bn.relu_after(np.ones((2, 2, 3, 3), np.float32), np.ones((2, 2, 3, 3), np.float32))"), "bn.backward(y)"),
+    (NORM, "BatchNorm2d.backward_relu after a plain forward",
+     "bn = nn.BatchNorm2d(2)\ny = bn(np.ones((2, 2, 3, 3), np.float32))", "bn.backward_relu(y)"),
+]
+
 if __name__ == "__main__":
     main()
 

@@ -247,5 +247,6 @@ from .activation_extra import *
 from .adaptive import *
 from .losses import *
 from .norm import *
+from .norm_relu import *
 from .pooling_avg import *
 from .residual import *

@@ -492,5 +492,6 @@ from .reference_activation_extra import *
 from .reference_adaptive import *
 from .reference_loss import *
 from .reference_norm import *
+from .reference_norm_relu import *
 from .reference_pooling_avg import *
 from .reference_residual import *

@@ -75,3 +75,7 @@ __all__ += ["batch_norm_backward", "batch_norm_forward", "dropout_backward", "dr
 from .residual import add, shortcut_a_backward, shortcut_a_forward  # a residual block's join and shortcut
 
 __all__ += ["add", "shortcut_a_backward", "shortcut_a_forward"]
+
+from .norm_relu import batch_norm_relu_backward, batch_norm_relu_forward  # BatchNorm + (shortcut) + ReLU, one pass
+
+__all__ += ["batch_norm_relu_backward", "batch_norm_relu_forward"]

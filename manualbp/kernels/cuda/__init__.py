@@ -258,3 +258,7 @@ from .residual import add, shortcut_a_backward, shortcut_a_forward
 
 FAMILIES += (residual,)
 __all__ += ["add", "shortcut_a_backward", "shortcut_a_forward"]
+
+from .norm_relu import batch_norm_relu_backward, batch_norm_relu_forward  # BatchNorm + (shortcut) + ReLU
+
+__all__ += ["batch_norm_relu_backward", "batch_norm_relu_forward"]

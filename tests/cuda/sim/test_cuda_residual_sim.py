@@ -38,3 +38,27 @@ def test_a_residual_block_with_option_a_on_the_gpu_gives_the_cpus_output_and_gra
     np.testing.assert_allclose(to_numpy(gpu_block.backward(to_device(g))), cpu_block.backward(g), **TOL)
     for (name, p_gpu), (_, p_cpu) in zip(gpu_block.named_parameters(), cpu_block.named_parameters()):
         np.testing.assert_allclose(to_numpy(p_gpu.grad), p_cpu.grad, err_msg=name, **TOL)
+
+
+def test_batchnorm_relu_in_one_call_matches_the_cpu():
+    rng = np.random.default_rng(5)
+    x, r, g = (rng.standard_normal((2, 3, 8)).astype(np.float32) for _ in range(3))
+    w, b = rng.standard_normal(3).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    for res in (None, r):
+        stats = [np.zeros(3, np.float32), np.ones(3, np.float32), np.array(0, np.int64)]
+        dstats = [to_device(s) for s in stats]
+        want = kernels.batch_norm_relu_forward(x, res, w, b, *stats, True, 0.1, 1e-5)
+        got = kernels.batch_norm_relu_forward(to_device(x), None if res is None else to_device(res), to_device(w),
+                                              to_device(b), *dstats, True, 0.1, 1e-5)
+        assert is_cuda_array(got[0])
+        for o, e in zip(got, want):
+            np.testing.assert_allclose(to_numpy(o), e, **TOL)
+        np.testing.assert_allclose(to_numpy(dstats[1]), stats[1], **TOL)
+        back = kernels.batch_norm_relu_backward(g, want[0], x, w, want[1], want[2], True, res is not None)
+        dback = kernels.batch_norm_relu_backward(to_device(g), got[0], to_device(x), to_device(w), got[1], got[2],
+                                                 True, res is not None)
+        for o, e in zip(dback, back):
+            if e is None:
+                assert o is None
+            else:
+                np.testing.assert_allclose(to_numpy(o), e, **TOL)
