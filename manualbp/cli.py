@@ -157,13 +157,19 @@ def curve_figure(history, title=None):
     if any(v is not None for v in history["val_loss"]):
         ax_loss.plot(epochs, history["val_loss"], "s-", label="test loss")
     ax_loss.set_ylabel("loss")
-    for key, label, dy in (("train_accuracy", "train", -11), ("val_accuracy", "test", 3)):
+    finals = {key: history[key][-1] for key in ("train_accuracy", "val_accuracy") if history[key]}
+    for key, label in (("train_accuracy", "train"), ("val_accuracy", "test")):
         values = [None if v is None else 100 * v for v in history[key]]
         if any(v is not None for v in values):
-            ax_acc.plot(epochs, values, "o-", label=label)
+            line, = ax_acc.plot(epochs, values, "o-", label=label)
+            if values[-1] is None:
+                continue
+            # the higher of the two last values gets its label above its point, the lower one below
+            others = [v for k, v in finals.items() if k != key and v is not None]
+            dy = 3 if not others or 100 * max(others) <= values[-1] else -11
             ax_acc.annotate(f"{values[-1]:.1f}%", (epochs[-1], values[-1]), textcoords="offset points",
-                            xytext=(6, dy), fontsize=8)
-    ax_acc.set_ylim(0, 102)
+                            xytext=(6, dy), fontsize=8, color=line.get_color())
+    ax_acc.set_ylim(0, 106)  # room for the last values' labels above 100
     ax_acc.set_ylabel("accuracy (%)")
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("epoch")
