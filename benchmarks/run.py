@@ -8,7 +8,9 @@
 Sections (``--only``): matmul, conv, train, startup, memory.  Every figure is the median of
 ``--repeats`` (default 5) timed repeats after a warm-up, with the min-max beside it; ours and torch are
 timed in alternation (ours, torch, ours, torch, ... each after a short pause), with the same number of
-threads (numba.get_num_threads()), so a slow spell of the machine hits both.  ``ratio`` is ours / torch of the figure in its row; the
+threads (numba.get_num_threads()), so a slow spell of the machine hits both.  NumPy's products run in a
+child process started without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, so that OpenBLAS picks its own
+kernel (benchmarks/numpy_peer.py); their repeats alternate with ours and torch's all the same.  ``ratio`` is ours / torch of the figure in its row; the
 column ``better`` says which way is good for us.  "% peak" compares a GFLOP/s figure with what an FMA
 probe (independent fused multiply-add chains on float32 vectors, on all threads) reaches on this machine.
 
@@ -35,6 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, ROOT)
+
+from benchmarks.numpy_peer import NumpyPeer, Remote, blas_line  # after ROOT went on sys.path
 
 SETTLE_S = 0.3  # seconds of quiet before each timed block (see ``timed``)
 SECTIONS = ("matmul", "conv", "train", "resnet", "startup", "memory")
@@ -64,16 +68,25 @@ def timed(fns, repeats, quick, target_s=0.15):
     NumPy's BLAS threads each keep spinning for a while after a parallel call, and a pool still
     spinning while another one works steals its cores (timing them back to back made both several
     times slower).
+
+    A side given as a ``numpy_peer.Remote`` runs in another process, which does the same there
+    (warm-up, calibration, then per repeat one waking call and a timed block) when asked.
     """
     calls = {}
     for name, fn in fns.items():
         time.sleep(0 if quick else SETTLE_S)
+        if isinstance(fn, Remote):
+            calls[name] = fn.calls_for(target_s, quick)
+            continue
         fn()  # warm-up: compile, allocate, fill caches
         calls[name] = _calls_for(fn, target_s, quick)
     out = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             time.sleep(0 if quick else SETTLE_S)  # let the other pools' threads go to sleep
+            if isinstance(fn, Remote):
+                out[name].append(fn.block(calls[name]))
+                continue
             fn()  # this side's caches and thread pool, awake again
             k = calls[name]
             t = time.perf_counter()
@@ -205,7 +218,8 @@ def fma_probe(quick):
 # --- matmul ------------------------------------------------------------------------------------------
 
 
-def bench_matmul(args, peak):
+def bench_matmul(args, peak, numpy_peer):
+    """NumPy's products run in ``numpy_peer`` (OpenBLAS with its own kernel choice: see numpy_peer.py)."""
     import torch
 
     from manualbp.kernels import cpu
@@ -215,9 +229,10 @@ def bench_matmul(args, peak):
     for n in sizes:
         a = rng.standard_normal((n, n)).astype(np.float32)
         b = rng.standard_normal((n, n)).astype(np.float32)
+        numpy_peer.ask("size", n)  # the same matrices, drawn there
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
         t = timed({"ours": lambda a=a, b=b: cpu.matmul(a, b), "torch": lambda ta=ta, tb=tb: torch.mm(ta, tb),
-                   "numpy": lambda a=a, b=b: a @ b}, args.repeats, args.quick, target_s=0.1)
+                   "numpy": Remote(numpy_peer)}, args.repeats, args.quick, target_s=0.1)
         flop = 2.0 * n ** 3 / 1e9
         rows.append(Row("matmul", f"matmul n={n}", "GFLOP/s", Figure.rate(t["ours"], flop),
                         Figure.rate(t["torch"], flop), Figure.rate(t["numpy"], flop), peak=peak,
@@ -642,8 +657,14 @@ def render(rows, profiles, meta, chart_name, notes):
     out.append(f"- FMA probe (float32, all threads): {meta['peak']:.1f} GFLOP/s; machine load average at the start "
                f"{meta['load']}")
     out.append("- " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
+    if "torch_cpu_capability" in meta:  # reports written before these lines existed lack them
+        out.append(f"- torch's CPU capability (torch.backends.cpu.get_cpu_capability()): "
+                   f"{meta['torch_cpu_capability']}")
+    if "numpy_blas" in meta:
+        out.append("- " + blas_line(meta["numpy_blas"]))
     out += ["", ("Each figure is the median of the repeats (min-max in brackets), after a warm-up; ours and "
-                 "torch are timed in the same process, their repeats alternating, each after a short pause. `ratio` is ours / torch of "
+                 "torch are timed in the same process, their repeats alternating, each after a short pause (NumPy's "
+                 "products in a child process, its repeats in the same alternation). `ratio` is ours / torch of "
                  "the row's figure; `better` says which direction favours manualbp. `% peak` is ours against "
                  "the FMA probe."), ""]
     verdicts = [(r, target_verdict(r)) for r in rows if r.target is not None]
@@ -710,6 +731,15 @@ def _versions():
     except ImportError:
         pass
     return v
+
+
+def _torch_capability():
+    """The instruction set torch's CPU kernels were dispatched to (torch.backends.cpu.get_cpu_capability())."""
+    import torch
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # torch older than 2.1
+        return "unknown"
 
 
 def parse_args(argv):
@@ -799,8 +829,12 @@ def main(argv=None):
     if args.verbose:
         print(f"  FMA probe: {peak:.1f} GFLOP/s", flush=True)
     rows, profiles = [], {}
-    if "matmul" in args.sections:
-        rows += bench_matmul(args, peak)
+    with NumpyPeer(threads) as numpy_peer:
+        blas = numpy_peer.info
+        if args.verbose:
+            print("  " + blas_line(blas), flush=True)
+        if "matmul" in args.sections:
+            rows += bench_matmul(args, peak, numpy_peer)
     if "conv" in args.sections:
         rows += bench_conv(args, peak)
     if "train" in args.sections:
@@ -819,6 +853,7 @@ def main(argv=None):
     meta = {"argv": list(sys.argv[1:] if argv is None else argv), "threads": threads, "peak": peak,
             "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
             "machine": machine(), "versions": _versions(), "threading_layer": layer,
+            "numpy_blas": blas, "torch_cpu_capability": _torch_capability(),
             "load": " ".join(f"{v:.2f}" for v in load_start) + " (1, 5, 15 min); at the end "
                     + " ".join(f"{v:.2f}" for v in os.getloadavg())}
     report, chart = write_report(args, rows, profiles, meta)

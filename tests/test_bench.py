@@ -55,3 +55,32 @@ def test_only_selects_sections_and_the_cli_delegates(tmp_path, capsys):
 def test_unknown_section_is_an_error(tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["bench", "--only", "matmul,nosuch", "--out", str(tmp_path)])
+
+
+def _blas_architecture(env):
+    """What threadpoolctl reports for the BLAS of a fresh ``import numpy`` under ``env``."""
+    code = ("import numpy, threadpoolctl; "
+            "print([d['architecture'] for d in threadpoolctl.threadpool_info() if d['user_api'] == 'blas'])")
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                          env=env).stdout.strip()
+
+
+def test_numpy_rows_run_with_openblas_own_kernel_choice(tmp_path, monkeypatch):
+    pytest.importorskip("threadpoolctl")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")  # what a user might have set for another library
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "262144")
+    assert cli.main(["bench", "--quick", "--only", "matmul", "--json", "--out", str(tmp_path), "-q"]) == 0
+    meta = json.loads((tmp_path / "BENCHMARKS.json").read_text(encoding="utf-8"))["meta"]
+    blas = meta["numpy_blas"]
+    assert blas["removed"] == ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"]
+    assert blas["env"] == {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None}
+    assert blas["blas"] and all(d["internal_api"] and d["architecture"] and d["num_threads"] >= 1
+                                for d in blas["blas"])
+    own = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    assert str([d["architecture"] for d in blas["blas"]]) == _blas_architecture(own)
+    assert meta["torch_cpu_capability"]
+    report = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
+    assert "torch's CPU capability" in report and f"architecture {blas['blas'][0]['architecture']}" in report
+    assert "this process had OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE set" in report
+    rows = json.loads((tmp_path / "BENCHMARKS.json").read_text(encoding="utf-8"))["rows"]
+    assert all(r["numpy"]["median"] > 0 for r in rows if r["section"] == "matmul")
