@@ -523,13 +523,32 @@ def _child(which, what, model, batch, n, threads, env=None):
     return float(end) - start, int(rss) / 1024.0  # ru_maxrss is in KiB on Linux
 
 
-def bench_startup(args, threads):
+def _compile_child(model, batch, threads, cache_dir):
+    """benchmarks/compile_times.py's figures for a first training step, in a fresh process on ``cache_dir``."""
+    e = dict(os.environ)
+    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
+    e["NUMBA_NUM_THREADS"] = str(threads)
+    e["NUMBA_CACHE_DIR"] = cache_dir
+    proc = subprocess.run([sys.executable, "-c", "from benchmarks.compile_times import main; main()", model, str(batch)],
+                          check=False, capture_output=True, text=True, env=e, cwd=tempfile.gettempdir(), timeout=900)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("COMPILE ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"compile-time child ({model}) failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("COMPILE "):])
+
+
+def bench_startup(args, threads, compile_times):
+    """Start-up rows; ``compile_times`` gets what the run that fills the Numba cache measured per family."""
     repeats = max(1, args.repeats)
     rows = []
     model, batch = "lenet5", 64
     with tempfile.TemporaryDirectory(prefix="mbp-numba-cache-") as root:
         filled = os.path.join(root, "filled")
-        _child("ours", "startup", model, batch, batch, threads, {"NUMBA_CACHE_DIR": filled})  # fill it
+        # fill the cache, timing each kernel family's compilation on the way (an empty cache, too)
+        compile_times.update(_compile_child(model, batch, threads, filled), model=model, batch=batch)
+        if args.verbose:
+            print("  compile time per kernel family (empty cache): " + ", ".join(
+                f"{f} {d['seconds']:.2f} s" for f, d in compile_times["families"].items()), flush=True)
         empty, warm, torch_t = [], [], []
         for r in range(repeats):
             fresh = os.path.join(root, f"empty{r}")
@@ -705,6 +724,8 @@ def render(rows, profiles, meta, chart_name, notes):
             cells.append(f"{100 * r.ours.median / r.peak:.0f}%" if r.peak else "")
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
+        if section == "startup" and meta.get("compile_times"):
+            out += _compile_table(meta["compile_times"])
     if profiles:
         out += ["## Where a training step's time goes (manualbp, ms per step)", ""]
         for name, prof in profiles.items():
@@ -718,6 +739,24 @@ def render(rows, profiles, meta, chart_name, notes):
     if notes:
         out += [notes.rstrip(), ""]
     return "\n".join(out)
+
+
+def _compile_table(ct):
+    """The startup section's table of compile time per kernel family (benchmarks/compile_times.py)."""
+    out = [f"### Compile time per kernel family (empty cache): first {ct['model']} training step, batch {ct['batch']}",
+           "", ("Seconds Numba spent compiling the kernels of each family of `manualbp/kernels/cpu/` (each "
+                "compilation's own time, the helpers it compiles from other families charged to theirs), measured "
+                "once, in the fresh process that fills the cache for the rows above."), "",
+           "| family | modules | specialisations compiled | seconds | share of the step |", "|---|---|---|---|---|"]
+    for fam, d in ct["families"].items():
+        out.append(f"| {fam} | {', '.join(d['modules'])} | {d['compiled']} | {d['seconds']:.2f} | "
+                   f"{100 * d['seconds'] / ct['step_s']:.0f}% |")
+    rest = ct["step_s"] - ct["compile_s"]
+    out.append(f"| all compilation | | {sum(d['compiled'] for d in ct['families'].values())} | {ct['compile_s']:.2f} | "
+               f"{100 * ct['compile_s'] / ct['step_s']:.0f}% |")
+    out.append(f"| the rest (imports, building the model, the step's arithmetic, cache writes) | | | {rest:.2f} | "
+               f"{100 * rest / ct['step_s']:.0f}% |")
+    return out + [""]
 
 
 def _versions():
@@ -842,8 +881,9 @@ def main(argv=None):
         rows += r
     if "resnet" in args.sections:
         rows += bench_resnet(args)
+    compile_times = {}
     if "startup" in args.sections:
-        rows += bench_startup(args, threads)
+        rows += bench_startup(args, threads, compile_times)
     if "memory" in args.sections:
         rows += bench_memory(args, threads)
     try:
@@ -854,6 +894,7 @@ def main(argv=None):
             "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
             "machine": machine(), "versions": _versions(), "threading_layer": layer,
             "numpy_blas": blas, "torch_cpu_capability": _torch_capability(),
+            **({"compile_times": compile_times} if compile_times else {}),
             "load": " ".join(f"{v:.2f}" for v in load_start) + " (1, 5, 15 min); at the end "
                     + " ".join(f"{v:.2f}" for v in os.getloadavg())}
     report, chart = write_report(args, rows, profiles, meta)

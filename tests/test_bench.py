@@ -33,6 +33,12 @@ def test_quick_run_of_every_section_writes_the_report(tmp_path):
     assert "FMA probe" in report and "ratio ours/torch" in report
     data = json.loads((tmp_path / "BENCHMARKS.json").read_text(encoding="utf-8"))
     assert all(r["ours"]["median"] > 0 for r in data["rows"])
+    # compile time per kernel family: a LeNet-5 step compiles convolutions, products, pooling, loss and SGD
+    ct = data["meta"]["compile_times"]
+    assert {"conv", "gemm", "pool", "loss", "optim"} <= set(ct["families"])
+    assert all(d["seconds"] > 0 and d["compiled"] >= 1 for d in ct["families"].values())
+    assert 0 < ct["compile_s"] <= ct["step_s"]
+    assert "Compile time per kernel family (empty cache)" in report and "| conv | conv" in report
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temp files left behind
     notes = tmp_path / "notes.md"
     notes.write_text("## Notes\n\nwhat limits each row\n", encoding="utf-8")
@@ -84,3 +90,15 @@ def test_numpy_rows_run_with_openblas_own_kernel_choice(tmp_path, monkeypatch):
     assert "this process had OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE set" in report
     rows = json.loads((tmp_path / "BENCHMARKS.json").read_text(encoding="utf-8"))["rows"]
     assert all(r["numpy"]["median"] > 0 for r in rows if r["section"] == "matmul")
+
+
+def test_compile_times_charge_each_module_to_its_family():
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.compile_times import family_of
+    finally:
+        sys.path.remove(str(ROOT))
+    assert family_of("manualbp.kernels.cpu.conv_packed") == "conv"
+    assert family_of("manualbp.kernels.cpu.tile") == "gemm"
+    assert family_of("manualbp.kernels.cpu.loss") == "loss"
+    assert family_of("numba.np.arrayobj") == "other: numba.np.arrayobj"
