@@ -14,7 +14,10 @@ is a convolution, ``tile`` belongs to the matrix products).  The time in no comp
 arithmetic itself, Numba's cache writes) is the rest of the step.  Prints one JSON line.
 """
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 
 CPU_PACKAGE = "manualbp.kernels.cpu."
@@ -84,6 +87,40 @@ def measure(model_name="lenet5", batch=64):
     fams = {f: {"seconds": s, "compiled": listener.count[f], "modules": sorted(listener.modules[f])}
             for f, s in sorted(listener.seconds.items(), key=lambda kv: -kv[1])}
     return {"families": fams, "compile_s": sum(listener.seconds.values()), "step_s": step_s}
+
+
+def compile_child(root, model, batch, threads, cache_dir):
+    """``measure``'s figures from a fresh process on ``cache_dir``, with the checkout ``root`` importable."""
+    e = dict(os.environ)
+    e["PYTHONPATH"] = root + os.pathsep + e.get("PYTHONPATH", "")
+    e["NUMBA_NUM_THREADS"] = str(threads)
+    e["NUMBA_CACHE_DIR"] = cache_dir
+    proc = subprocess.run([sys.executable, "-c", "from benchmarks.compile_times import main; main()", model, str(batch)],
+                          check=False, capture_output=True, text=True, env=e, cwd=tempfile.gettempdir(), timeout=900)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("COMPILE ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"compile-time child ({model}) failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("COMPILE "):])
+
+
+def compile_table(ct):
+    """Markdown lines: the table of ``measure``'s figures for the report's start-up section."""
+    out = [f"### Compile time per kernel family (empty cache): first {ct['model']} training step, batch {ct['batch']}",
+           "", ("Seconds Numba spent compiling the kernels of each family of `manualbp/kernels/cpu/` (each "
+                "compilation's own time, the helpers it compiles from other families charged to theirs), measured "
+                "once, in the fresh process that fills the cache for the rows above; the share is of the "
+                f"{ct['step_s']:.1f} s from that process's first import (Numba, NumPy, manualbp) to the end of the "
+                "step."), "",
+           "| family | modules | specialisations compiled | seconds | share of the step |", "|---|---|---|---|---|"]
+    for fam, d in ct["families"].items():
+        out.append(f"| {fam} | {', '.join(d['modules'])} | {d['compiled']} | {d['seconds']:.2f} | "
+                   f"{100 * d['seconds'] / ct['step_s']:.0f}% |")
+    rest = ct["step_s"] - ct["compile_s"]
+    out.append(f"| all compilation | | {sum(d['compiled'] for d in ct['families'].values())} | {ct['compile_s']:.2f} | "
+               f"{100 * ct['compile_s'] / ct['step_s']:.0f}% |")
+    out.append(f"| the rest (imports, building the model, the step's arithmetic, cache writes) | | | {rest:.2f} | "
+               f"{100 * rest / ct['step_s']:.0f}% |")
+    return out + [""]
 
 
 def main(argv=None):

@@ -41,6 +41,7 @@ if ROOT not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, ROOT)
 
 from benchmarks import jax_twin  # after ROOT went on sys.path
+from benchmarks.compile_times import compile_child, compile_table
 from benchmarks.numpy_peer import NumpyPeer, Remote, blas_line
 
 SETTLE_S = 0.3  # seconds of quiet before each timed block (see ``timed``)
@@ -533,20 +534,6 @@ def _child(which, what, model, batch, n, threads, env=None):
     return float(end) - start, int(rss) / 1024.0  # ru_maxrss is in KiB on Linux
 
 
-def _compile_child(model, batch, threads, cache_dir):
-    """benchmarks/compile_times.py's figures for a first training step, in a fresh process on ``cache_dir``."""
-    e = dict(os.environ)
-    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
-    e["NUMBA_NUM_THREADS"] = str(threads)
-    e["NUMBA_CACHE_DIR"] = cache_dir
-    proc = subprocess.run([sys.executable, "-c", "from benchmarks.compile_times import main; main()", model, str(batch)],
-                          check=False, capture_output=True, text=True, env=e, cwd=tempfile.gettempdir(), timeout=900)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("COMPILE ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"compile-time child ({model}) failed:\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len("COMPILE "):])
-
-
 def bench_startup(args, threads, compile_times):
     """Start-up rows; ``compile_times`` gets what the run that fills the Numba cache measured per family."""
     repeats = max(1, args.repeats)
@@ -555,7 +542,7 @@ def bench_startup(args, threads, compile_times):
     with tempfile.TemporaryDirectory(prefix="mbp-numba-cache-") as root:
         filled = os.path.join(root, "filled")
         # fill the cache, timing each kernel family's compilation on the way (an empty cache, too)
-        compile_times.update(_compile_child(model, batch, threads, filled), model=model, batch=batch)
+        compile_times.update(compile_child(ROOT, model, batch, threads, filled), model=model, batch=batch)
         if args.verbose:
             print("  compile time per kernel family (empty cache): " + ", ".join(
                 f"{f} {d['seconds']:.2f} s" for f, d in compile_times["families"].items()), flush=True)
@@ -742,7 +729,7 @@ def render(rows, profiles, meta, chart_name, notes):
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
         if section == "startup" and meta.get("compile_times"):
-            out += _compile_table(meta["compile_times"])
+            out += compile_table(meta["compile_times"])
     if profiles:
         out += ["## Where a training step's time goes (manualbp, ms per step)", ""]
         for name, prof in profiles.items():
@@ -756,24 +743,6 @@ def render(rows, profiles, meta, chart_name, notes):
     if notes:
         out += [notes.rstrip(), ""]
     return "\n".join(out)
-
-
-def _compile_table(ct):
-    """The startup section's table of compile time per kernel family (benchmarks/compile_times.py)."""
-    out = [f"### Compile time per kernel family (empty cache): first {ct['model']} training step, batch {ct['batch']}",
-           "", ("Seconds Numba spent compiling the kernels of each family of `manualbp/kernels/cpu/` (each "
-                "compilation's own time, the helpers it compiles from other families charged to theirs), measured "
-                "once, in the fresh process that fills the cache for the rows above."), "",
-           "| family | modules | specialisations compiled | seconds | share of the step |", "|---|---|---|---|---|"]
-    for fam, d in ct["families"].items():
-        out.append(f"| {fam} | {', '.join(d['modules'])} | {d['compiled']} | {d['seconds']:.2f} | "
-                   f"{100 * d['seconds'] / ct['step_s']:.0f}% |")
-    rest = ct["step_s"] - ct["compile_s"]
-    out.append(f"| all compilation | | {sum(d['compiled'] for d in ct['families'].values())} | {ct['compile_s']:.2f} | "
-               f"{100 * ct['compile_s'] / ct['step_s']:.0f}% |")
-    out.append(f"| the rest (imports, building the model, the step's arithmetic, cache writes) | | | {rest:.2f} | "
-               f"{100 * rest / ct['step_s']:.0f}% |")
-    return out + [""]
 
 
 def _versions():
