@@ -8,7 +8,11 @@
 Sections (``--only``): matmul, conv, train, startup, memory.  Every figure is the median of
 ``--repeats`` (default 5) timed repeats after a warm-up, with the min-max beside it; ours and torch are
 timed in alternation (ours, torch, ours, torch, ... each after a short pause), with the same number of
-threads (numba.get_num_threads()), so a slow spell of the machine hits both.  ``ratio`` is ours / torch of the figure in its row; the
+threads (numba.get_num_threads()), so a slow spell of the machine hits both.  NumPy's products run in a
+child process started without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, so that OpenBLAS picks its own
+kernel (benchmarks/numpy_peer.py); their repeats alternate with ours and torch's all the same.  Where JAX
+imports, the ``train`` section also times JAX's jit-compiled twin of each training step on the CPU
+(benchmarks/jax_twin.py: the same weights, batch, loss and SGD step), in the same alternation.  ``ratio`` is ours / torch of the figure in its row; the
 column ``better`` says which way is good for us.  "% peak" compares a GFLOP/s figure with what an FMA
 probe (independent fused multiply-add chains on float32 vectors, on all threads) reaches on this machine.
 
@@ -35,6 +39,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, ROOT)
+
+from benchmarks import jax_twin  # after ROOT went on sys.path
+from benchmarks.compile_times import compile_child, compile_table
+from benchmarks.numpy_peer import NumpyPeer, Remote, blas_line
 
 SETTLE_S = 0.3  # seconds of quiet before each timed block (see ``timed``)
 SECTIONS = ("matmul", "conv", "train", "resnet", "startup", "memory")
@@ -64,16 +72,25 @@ def timed(fns, repeats, quick, target_s=0.15):
     NumPy's BLAS threads each keep spinning for a while after a parallel call, and a pool still
     spinning while another one works steals its cores (timing them back to back made both several
     times slower).
+
+    A side given as a ``numpy_peer.Remote`` runs in another process, which does the same there
+    (warm-up, calibration, then per repeat one waking call and a timed block) when asked.
     """
     calls = {}
     for name, fn in fns.items():
         time.sleep(0 if quick else SETTLE_S)
+        if isinstance(fn, Remote):
+            calls[name] = fn.calls_for(target_s, quick)
+            continue
         fn()  # warm-up: compile, allocate, fill caches
         calls[name] = _calls_for(fn, target_s, quick)
     out = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             time.sleep(0 if quick else SETTLE_S)  # let the other pools' threads go to sleep
+            if isinstance(fn, Remote):
+                out[name].append(fn.block(calls[name]))
+                continue
             fn()  # this side's caches and thread pool, awake again
             k = calls[name]
             t = time.perf_counter()
@@ -105,9 +122,9 @@ class Figure:
 
 class Row:
     def __init__(self, section, name, unit, ours, torch=None, numpy=None, better="higher", peak=None,
-                 target=None, key=None):
+                 target=None, key=None, jax=None):
         self.section, self.name, self.unit = section, name, unit
-        self.ours, self.torch, self.numpy = ours, torch, numpy
+        self.ours, self.torch, self.numpy, self.jax = ours, torch, numpy, jax
         self.better, self.peak, self.target, self.key = better, peak, target, key
 
     def ratio(self, other="torch"):
@@ -205,7 +222,8 @@ def fma_probe(quick):
 # --- matmul ------------------------------------------------------------------------------------------
 
 
-def bench_matmul(args, peak):
+def bench_matmul(args, peak, numpy_peer):
+    """NumPy's products run in ``numpy_peer`` (OpenBLAS with its own kernel choice: see numpy_peer.py)."""
     import torch
 
     from manualbp.kernels import cpu
@@ -215,9 +233,10 @@ def bench_matmul(args, peak):
     for n in sizes:
         a = rng.standard_normal((n, n)).astype(np.float32)
         b = rng.standard_normal((n, n)).astype(np.float32)
+        numpy_peer.ask("size", n)  # the same matrices, drawn there
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
         t = timed({"ours": lambda a=a, b=b: cpu.matmul(a, b), "torch": lambda ta=ta, tb=tb: torch.mm(ta, tb),
-                   "numpy": lambda a=a, b=b: a @ b}, args.repeats, args.quick, target_s=0.1)
+                   "numpy": Remote(numpy_peer)}, args.repeats, args.quick, target_s=0.1)
         flop = 2.0 * n ** 3 / 1e9
         rows.append(Row("matmul", f"matmul n={n}", "GFLOP/s", Figure.rate(t["ours"], flop),
                         Figure.rate(t["torch"], flop), Figure.rate(t["numpy"], flop), peak=peak,
@@ -391,7 +410,9 @@ def profile_step(state, steps):
 
 
 def bench_train(args, peak):
+    """Training steps against torch, and against JAX's jitted step (benchmarks/jax_twin.py) when it imports."""
     batches = (1, 4) if args.quick else (1, 16, 64, 256)
+    with_jax = jax_twin.load() is not None
     targets = {("lenet5", 1): 2.0, ("lenet5", 16): 1.3, ("lenet5", 64): 1.3,
                ("cifar10net", 64): 1.0, ("cifar10net", 256): 1.0}
     rows, profiles = [], {}
@@ -399,14 +420,19 @@ def bench_train(args, peak):
         fwd_flop, step_flop = model_flops(name)
         for batch in batches:
             ours, theirs, ours_inf, torch_inf, state = _train_pair(name, batch)
-            t = timed({"ours": ours, "torch": theirs}, args.repeats, args.quick, target_s=0.25)
+            sides = {"ours": ours, "torch": theirs}
+            if with_jax:  # our weights before any step, our batch
+                sides["jax"] = jax_twin.JaxTwin(state[0], state[1], state[2]).step
+            t = timed(sides, args.repeats, args.quick, target_s=0.25)
             gf = step_flop * batch / 1e9
             tgt = targets.get((name, batch))
             rows.append(Row("train", f"{name} training step, batch {batch}", "img/s",
                             Figure.rate(t["ours"], batch), Figure.rate(t["torch"], batch),
-                            target=("torch", tgt) if tgt else None, key=f"train-{name}-{batch}"))
+                            target=("torch", tgt) if tgt else None, key=f"train-{name}-{batch}",
+                            jax=Figure.rate(t["jax"], batch) if with_jax else None))
             rows.append(Row("train", f"{name} training step, batch {batch}", "GFLOP/s",
-                            Figure.rate(t["ours"], gf), Figure.rate(t["torch"], gf), peak=peak))
+                            Figure.rate(t["ours"], gf), Figure.rate(t["torch"], gf), peak=peak,
+                            jax=Figure.rate(t["jax"], gf) if with_jax else None))
             _say(args, rows[-2])
             if tgt is not None or args.quick:
                 profiles[f"{name}, batch {batch}"] = profile_step(state, 1 if args.quick else 20)
@@ -508,13 +534,18 @@ def _child(which, what, model, batch, n, threads, env=None):
     return float(end) - start, int(rss) / 1024.0  # ru_maxrss is in KiB on Linux
 
 
-def bench_startup(args, threads):
+def bench_startup(args, threads, compile_times):
+    """Start-up rows; ``compile_times`` gets what the run that fills the Numba cache measured per family."""
     repeats = max(1, args.repeats)
     rows = []
     model, batch = "lenet5", 64
     with tempfile.TemporaryDirectory(prefix="mbp-numba-cache-") as root:
         filled = os.path.join(root, "filled")
-        _child("ours", "startup", model, batch, batch, threads, {"NUMBA_CACHE_DIR": filled})  # fill it
+        # fill the cache, timing each kernel family's compilation on the way (an empty cache, too)
+        compile_times.update(compile_child(ROOT, model, batch, threads, filled), model=model, batch=batch)
+        if args.verbose:
+            print("  compile time per kernel family (empty cache): " + ", ".join(
+                f"{f} {d['seconds']:.2f} s" for f, d in compile_times["families"].items()), flush=True)
         empty, warm, torch_t = [], [], []
         for r in range(repeats):
             fresh = os.path.join(root, f"empty{r}")
@@ -554,6 +585,7 @@ def _say(args, row):
         print(f"  {row.name}: ours {row.ours.fmt()} {row.unit}"
               + (f", torch {row.torch.fmt()}" if row.torch else "")
               + (f", numpy {row.numpy.fmt()}" if row.numpy else "")
+              + (f", jax {row.jax.fmt()}" if row.jax else "")
               + (f", ours/torch {r:.2f}" if r is not None else ""), flush=True)
 
 
@@ -642,8 +674,19 @@ def render(rows, profiles, meta, chart_name, notes):
     out.append(f"- FMA probe (float32, all threads): {meta['peak']:.1f} GFLOP/s; machine load average at the start "
                f"{meta['load']}")
     out.append("- " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
+    if "torch_cpu_capability" in meta:  # reports written before these lines existed lack them
+        out.append(f"- torch's CPU capability (torch.backends.cpu.get_cpu_capability()): "
+                   f"{meta['torch_cpu_capability']}")
+    if "numpy_blas" in meta:
+        out.append("- " + blas_line(meta["numpy_blas"]))
+    if meta.get("jax", {}).get("installed"):
+        j = meta["jax"]
+        out.append(f"- JAX (the `train` section's third column): its training step as one `jax.jit` function on the "
+                   f"CPU (XLA); XLA's thread pool: {j['xla_threads']} threads, the CPUs this process may use (no "
+                   f"XLA flag sets its size{'' if j['xla_threads'] == meta['threads'] else ', so it differs from the others'})")
     out += ["", ("Each figure is the median of the repeats (min-max in brackets), after a warm-up; ours and "
-                 "torch are timed in the same process, their repeats alternating, each after a short pause. `ratio` is ours / torch of "
+                 "torch are timed in the same process, their repeats alternating, each after a short pause (NumPy's "
+                 "products in a child process, its repeats in the same alternation). `ratio` is ours / torch of "
                  "the row's figure; `better` says which direction favours manualbp. `% peak` is ours against "
                  "the FMA probe."), ""]
     verdicts = [(r, target_verdict(r)) for r in rows if r.target is not None]
@@ -667,23 +710,26 @@ def render(rows, profiles, meta, chart_name, notes):
         if not sec:
             continue
         out += [f"## {titles[section]}", ""]
-        has_np = any(r.numpy is not None for r in sec)
-        head = "| row | unit | manualbp | torch |" + (" numpy |" if has_np else "") + " ratio ours/torch |"
-        head += (" ratio ours/numpy |" if has_np else "") + " better | % peak |"
+        if section == "train" and "jax" in meta and not meta["jax"].get("installed"):
+            out += ["JAX not installed: no JAX rows (`pip install jax`, or the `bench` extra).", ""]
+        peers = [p for p in ("numpy", "jax") if any(getattr(r, p, None) is not None for r in sec)]
+        head = ("| row | unit | manualbp | torch |" + "".join(f" {p} |" for p in peers) + " ratio ours/torch |"
+                + "".join(f" ratio ours/{p} |" for p in peers) + " better | % peak |")
         out += [head, "|" + "---|" * (head.count("|") - 1)]
         for r in sec:
             ratio = r.ratio()
             cells = [r.name, r.unit, r.ours.fmt(), r.torch.fmt() if r.torch else "-"]
-            if has_np:
-                cells.append(r.numpy.fmt() if r.numpy else "-")
+            cells += [getattr(r, p).fmt() if getattr(r, p) else "-" for p in peers]
             cells.append(f"{ratio:.2f}" if ratio is not None else "-")
-            if has_np:
-                rn = r.ratio("numpy")
-                cells.append(f"{rn:.2f}" if rn is not None else "-")
+            for p in peers:
+                rp = r.ratio(p)
+                cells.append(f"{rp:.2f}" if rp is not None else "-")
             cells.append(r.better)
             cells.append(f"{100 * r.ours.median / r.peak:.0f}%" if r.peak else "")
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
+        if section == "startup" and meta.get("compile_times"):
+            out += compile_table(meta["compile_times"])
     if profiles:
         out += ["## Where a training step's time goes (manualbp, ms per step)", ""]
         for name, prof in profiles.items():
@@ -703,13 +749,22 @@ def _versions():
     import numba
     import torch
     v = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
-         "torch": torch.__version__}
+         "torch": torch.__version__, **jax_twin.versions()}
     try:
         import manualbp
         v["manualbp"] = getattr(manualbp, "__version__", "checkout")
     except ImportError:
         pass
     return v
+
+
+def _torch_capability():
+    """The instruction set torch's CPU kernels were dispatched to (torch.backends.cpu.get_cpu_capability())."""
+    import torch
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # torch older than 2.1
+        return "unknown"
 
 
 def parse_args(argv):
@@ -750,10 +805,10 @@ def load_json(path):
         data = json.load(f)
     rows = []
     for r in data["rows"]:
-        figs = {k: _figure_from(r[k]) if k in r else None for k in ("ours", "torch", "numpy")}
+        figs = {k: _figure_from(r[k]) if k in r else None for k in ("ours", "torch", "numpy", "jax")}
         rows.append(Row(r["section"], r["name"], r["unit"], figs["ours"], figs["torch"], figs["numpy"],
                         better=r["better"], peak=r.get("peak"), target=tuple(r["target"]) if r.get("target") else None,
-                        key=r.get("key")))
+                        key=r.get("key"), jax=figs["jax"]))
     return rows, data["profiles"], data["meta"]
 
 
@@ -773,8 +828,8 @@ def write_report(args, rows, profiles, meta):
         data = {"meta": meta, "profiles": profiles,
                 "rows": [{"section": r.section, "name": r.name, "unit": r.unit, "better": r.better,
                           "peak": r.peak, "target": list(r.target) if r.target else None, "key": r.key,
-                          **{k: getattr(r, k).to_dict() for k in ("ours", "torch", "numpy") if getattr(r, k)},
-                          "ratio": r.ratio()} for r in rows]}
+                          **{k: getattr(r, k).to_dict() for k in ("ours", "torch", "numpy", "jax") if getattr(r, k)},
+                          "ratio": r.ratio(), **({"ratio_jax": r.ratio("jax")} if r.jax else {})} for r in rows]}
         _atomic_write(os.path.join(args.out, "BENCHMARKS.json"), json.dumps(data, indent=1))
     return report, (chart if chart_ok else None)
 
@@ -799,8 +854,12 @@ def main(argv=None):
     if args.verbose:
         print(f"  FMA probe: {peak:.1f} GFLOP/s", flush=True)
     rows, profiles = [], {}
-    if "matmul" in args.sections:
-        rows += bench_matmul(args, peak)
+    with NumpyPeer(threads) as numpy_peer:
+        blas = numpy_peer.info
+        if args.verbose:
+            print("  " + blas_line(blas), flush=True)
+        if "matmul" in args.sections:
+            rows += bench_matmul(args, peak, numpy_peer)
     if "conv" in args.sections:
         rows += bench_conv(args, peak)
     if "train" in args.sections:
@@ -808,8 +867,9 @@ def main(argv=None):
         rows += r
     if "resnet" in args.sections:
         rows += bench_resnet(args)
+    compile_times = {}
     if "startup" in args.sections:
-        rows += bench_startup(args, threads)
+        rows += bench_startup(args, threads, compile_times)
     if "memory" in args.sections:
         rows += bench_memory(args, threads)
     try:
@@ -819,6 +879,9 @@ def main(argv=None):
     meta = {"argv": list(sys.argv[1:] if argv is None else argv), "threads": threads, "peak": peak,
             "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
             "machine": machine(), "versions": _versions(), "threading_layer": layer,
+            "numpy_blas": blas, "torch_cpu_capability": _torch_capability(),
+            "jax": {"installed": jax_twin.load() is not None, "xla_threads": jax_twin.xla_threads()},
+            **({"compile_times": compile_times} if compile_times else {}),
             "load": " ".join(f"{v:.2f}" for v in load_start) + " (1, 5, 15 min); at the end "
                     + " ".join(f"{v:.2f}" for v in os.getloadavg())}
     report, chart = write_report(args, rows, profiles, meta)
