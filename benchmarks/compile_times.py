@@ -20,20 +20,12 @@ import sys
 import tempfile
 import time
 
-CPU_PACKAGE = "manualbp.kernels.cpu."
-# kernels/cpu module -> family; modules not listed are their own family
-FAMILIES = {"conv": "conv", "conv_packed": "conv", "conv_direct": "conv", "conv_im2col": "conv", "conv_pad": "conv",
-            "gemm": "gemm", "gemm_dot": "gemm", "gemm_packed": "gemm", "tile": "gemm",
-            "pool": "pool", "pooling_avg": "pool", "adaptive": "pool",
-            "norm": "norm", "norm_relu": "norm", "common": "common", "heap": "common"}
-
 
 def family_of(module):
-    """The kernel family of a module name, or ``other: <module>`` outside kernels/cpu."""
-    if module and module.startswith(CPU_PACKAGE):
-        name = module[len(CPU_PACKAGE):]
-        return FAMILIES.get(name, name)
-    return f"other: {module}"
+    """The kernel family of a module name (``manualbp.training.compile_progress.kernel_family``, the grouping the
+    command line's first run announces), or ``other: <module>`` outside kernels/cpu."""
+    from manualbp.training.compile_progress import kernel_family
+    return kernel_family(module) or f"other: {module}"
 
 
 def _listener():

@@ -191,15 +191,18 @@ def _compile_kernels(net, train_data, test_data, args):
     from manualbp.network import Network
     if args.device != "cpu" or manualbp.get_backend() != "numba" or not training.kernel_cache_is_empty():
         return
+    from manualbp.training.compile_progress import announce_families
     print("compiling kernels (first run only) ...", end=" ", flush=True)
     start = time.perf_counter()
-    scratch = Network(copy.deepcopy(net.model))
-    opt = optim.SGD(scratch.parameters(), lr=args.lr, momentum=0.9)
-    (x, y), (xt, yt), b = train_data, test_data, args.batch_size
-    for size in sorted({min(b, len(x)), len(x) % b} - {0}):   # a full batch and the epoch's last one
-        scratch.train_step(x[:size].astype(scratch.dtype), y[:size], nn.CrossEntropyLoss(), opt)
-    b = max(b, 256)   # fit evaluates in batches of this many, then the rest
-    scratch.evaluate((xt[:b + len(xt) % b], yt[:b + len(xt) % b]), batch_size=b)
+    # each family of kernels named as Numba starts on it: "... conv gemm pool ... done in 25.1s"
+    with announce_families(lambda family: print(family, end=" ", flush=True)):
+        scratch = Network(copy.deepcopy(net.model))
+        opt = optim.SGD(scratch.parameters(), lr=args.lr, momentum=0.9)
+        (x, y), (xt, yt), b = train_data, test_data, args.batch_size
+        for size in sorted({min(b, len(x)), len(x) % b} - {0}):   # a full batch and the epoch's last one
+            scratch.train_step(x[:size].astype(scratch.dtype), y[:size], nn.CrossEntropyLoss(), opt)
+        b = max(b, 256)   # fit evaluates in batches of this many, then the rest
+        scratch.evaluate((xt[:b + len(xt) % b], yt[:b + len(xt) % b]), batch_size=b)
     print(f"done in {time.perf_counter() - start:.1f}s (Numba caches them: later runs start at once)", flush=True)
 
 
