@@ -14,7 +14,6 @@ from .._checks import float_array, float_dtype, positive_int, real_number
 from ..device import assign, to_numpy
 from .module import Module
 from .parameter import Parameter
-from .saved import checked_backward
 
 
 class _BatchNorm(Module):
@@ -45,6 +44,7 @@ class _BatchNorm(Module):
     """
 
     _dims = (4,)
+    _backward_methods = ("backward", "backward_relu")  # both use up what forward saved (Module wraps them)
     # torch added num_batches_tracked in its state_dict version 2: a mapping without torch's version record
     # (a safetensors file, a hand-made dict) may lack it, and loading then keeps the current count
     _optional_in_old_files = ("num_batches_tracked",)
@@ -215,10 +215,6 @@ class _BatchNorm(Module):
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
                 f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
-
-
-# backward_relu uses up the saved state as backward does (saved.py); Module wraps only methods named backward
-_BatchNorm.backward_relu = checked_backward(_BatchNorm.backward_relu)
 
 
 def _zeros_like(a):

@@ -90,12 +90,15 @@ class Module:
     backward = checked_backward(_replayed_backward)
     _replays = True  # this class's backward is the replay: its forward records its child calls
     _consumes_saved_state = True  # a backward uses up what its forward saved (losses: no parameters, no need)
+    # the methods that use up a forward's saved state: a class may add its own (BatchNorm's backward_relu)
+    _backward_methods = ("backward",)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        own = cls.__dict__.get("backward")
-        if own is not None and cls._consumes_saved_state and not hasattr(own, "__wrapped_backward__"):
-            cls.backward = checked_backward(own)  # the saved-state bookkeeping of saved.py around it
+        for name in cls._backward_methods:
+            own = cls.__dict__.get(name)
+            if own is not None and cls._consumes_saved_state and not hasattr(own, "__wrapped_backward__"):
+                setattr(cls, name, checked_backward(own))  # the saved-state bookkeeping of saved.py around it
         cls._replays = cls.backward is Module.backward
 
     def __call__(self, *args, **kwargs):
