@@ -92,12 +92,19 @@ def _bn_channel_normalise(x, y, c, mean, invstd, gamma, beta):
 
 
 @njit(cache=True, fastmath=_FM)
-def _bn_channel_forward(x, y, c, w, b, mean, var, invstd, training, eps):
+def _bn_channel_statistics(x, c, mean, var, invstd, training, eps):
+    """Channel c's mean and var from the batch (BN1), (BN2) when training (else the running ones already in
+    mean, var (BN10)), and invstd = 1 / sqrt(var + eps) (BN3)."""
     if training:
         m, v = _bn_channel_stats(x, c)
         mean[c] = m
         var[c] = v
     invstd[c] = 1 / np.sqrt(var[c] + eps)
+
+
+@njit(cache=True, fastmath=_FM)
+def _bn_channel_forward(x, y, c, w, b, mean, var, invstd, training, eps):
+    _bn_channel_statistics(x, c, mean, var, invstd, training, eps)
     _bn_channel_normalise(x, y, c, mean[c], invstd[c], w[c], b[c])
 
 

@@ -19,18 +19,14 @@ from numba import njit, prange
 
 from ..reference_norm import update_running_stats
 from .elementwise import relu_backward
-from .norm import _FM, NORM_PARALLEL_MIN_ELEMENTS, _affine, _bn_channel_stats, batch_norm_backward
+from .norm import _FM, NORM_PARALLEL_MIN_ELEMENTS, _affine, _bn_channel_statistics, batch_norm_backward
 
 
 @njit(cache=True, fastmath=_FM)
 def _channel_forward(x, r, y, c, w, b, mean, var, invstd, training, eps, has_r):
     """Channel c: the statistics (BN1), (BN2) (or the running ones, (BN10)), then
     y = relu((x - mean) * (gamma * invstd) + beta [+ r])  (BN3), (BN4), (Q1), (A1)."""
-    if training:
-        m, v = _bn_channel_stats(x, c)
-        mean[c] = m
-        var[c] = v
-    invstd[c] = 1 / np.sqrt(var[c] + eps)
+    _bn_channel_statistics(x, c, mean, var, invstd, training, eps)  # norm.py's, so the same bits
     a = w[c] * invstd[c]
     mu = mean[c]
     beta = b[c]
