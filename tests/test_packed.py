@@ -20,27 +20,49 @@ def rand(rng, shape, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_tile_is_a_sum_of_outer_products_read_at_any_offsets(dtype, assert_close):
-    """C[i, j] = bias[i] + sum_k A[aoffs[k] + a_at + i] * B[boffs[k] + b_at + j], then += on a second call."""
+    """C[i, j] = bias[e_at + i] + sum_{k0 <= k < k0 + kc} A[aoffs[k] + a_at + i] * B[boffs[k] + b_at + j],
+    then += on a second call; nothing outside the block written."""
     rng = np.random.default_rng(0)
-    kc = 37
+    k0, kc = 4, 37
     A, B = rand(rng, 400, dtype), rand(rng, 1500, dtype)
-    aoffs = rng.integers(0, 380, kc)
-    boffs = rng.integers(0, 1460, kc)
+    aoffs = rng.integers(0, 380, k0 + kc + 3)  # entries before k0 and after k0 + kc must not be read
+    boffs = rng.integers(0, 1460, k0 + kc + 3)
     a_at, b_at = 5, 3
-    bias = rand(rng, 8, dtype)
+    bias, e_at = rand(rng, 11, dtype), 2
     expect = np.zeros((8, 32))
-    for k in range(kc):
+    for k in range(k0, k0 + kc):
         a = A[aoffs[k] + a_at:aoffs[k] + a_at + 8].astype(np.float64)
         b = B[boffs[k] + b_at:boffs[k] + b_at + 32].astype(np.float64)
         expect += np.outer(a, b)
     C = np.full((12, 40), 7.0, dtype=dtype)
-    tile.tile8x32(A, aoffs, a_at, B, boffs, b_at, kc, bias, C, 2, 5, True)
-    assert_close(C[2:10, 5:37], expect + bias[:, None], RTOL[dtype])
+    tile.tile8x32(A, aoffs, a_at, B, boffs, b_at, k0, kc, bias, e_at, C, 2, 5, True)
+    assert_close(C[2:10, 5:37], expect + bias[e_at:e_at + 8, None], RTOL[dtype])
     untouched = np.ones_like(C, dtype=bool)
     untouched[2:10, 5:37] = False
     assert np.all(C[untouched] == 7.0)  # nothing outside the block is written
-    tile.tile8x32(A, aoffs, a_at, B, boffs, b_at, kc, bias, C, 2, 5, False)  # accumulate, no bias
-    assert_close(C[2:10, 5:37], 2 * expect + bias[:, None], RTOL[dtype])
+    tile.tile8x32(A, aoffs, a_at, B, boffs, b_at, k0, kc, bias, e_at, C, 2, 5, False)  # accumulate, no bias
+    assert_close(C[2:10, 5:37], 2 * expect + bias[e_at:e_at + 8, None], RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_half_tile_is_the_first_16_columns_of_the_tile(dtype, assert_close):
+    """tile8x16: C[i, j] = sum_{k0 <= k < k0 + kc} A[aoffs[k] + a_at + i] * B[boffs[k] + b_at + j] for j < 16,
+    then += on a second call; nothing outside the 8 x 16 block written."""
+    rng = np.random.default_rng(1)
+    k0, kc = 3, 29
+    A, B = rand(rng, 300, dtype), rand(rng, 900, dtype)
+    aoffs, boffs = rng.integers(0, 280, k0 + kc + 2), rng.integers(0, 870, k0 + kc + 2)
+    expect = np.zeros((8, 16))
+    for k in range(k0, k0 + kc):
+        expect += np.outer(A[aoffs[k] + 1:aoffs[k] + 9], B[boffs[k] + 4:boffs[k] + 20])
+    C = np.full((10, 20), 7.0, dtype=dtype)
+    tile.tile8x16(A, aoffs, 1, B, boffs, 4, k0, kc, C, 1, 3, True)
+    assert_close(C[1:9, 3:19], expect, RTOL[dtype])
+    untouched = np.ones_like(C, dtype=bool)
+    untouched[1:9, 3:19] = False
+    assert np.all(C[untouched] == 7.0)
+    tile.tile8x16(A, aoffs, 1, B, boffs, 4, k0, kc, C, 1, 3, False)
+    assert_close(C[1:9, 3:19], 2 * expect, RTOL[dtype])
 
 
 # --- matrix product ----------------------------------------------------------------------------------

@@ -31,20 +31,25 @@ def _pad_flat(xn, xf, PH, PW, WE, SW):
     zero = xf.dtype.type(0)
     for k in range(xf.shape[0]):
         xf[k] = zero
-    for c in range(C):
+    if SW == 1:  # unsigned flat offsets: no slice per row, no wraparound test per value
+        xnf = xn.reshape(-1)
+        for c in range(C):
+            for h in range(H):
+                d = np.uint64(c * HP * WR + (h + PH) * WR + PW)
+                s = np.uint64((c * H + h) * W)
+                for w in range(W):
+                    xf[d + np.uint64(w)] = xnf[s + np.uint64(w)]
+        return
+    for c in range(C):  # phase r holds the padded columns m*SW + r, that is image columns m*SW + r - PW
         for h in range(H):
             dst = xf[c * HP * WR + (h + PH) * WR:]
             src = xn[c, h]
-            if SW == 1:
-                for w in range(W):
-                    dst[PW + w] = src[w]
-            else:  # phase r holds the padded columns m*SW + r, that is image columns m*SW + r - PW
-                for r in range(SW):
-                    m0 = max(0, (PW - r + SW - 1) // SW)
-                    m1 = min(WE, (W + PW - r + SW - 1) // SW)
-                    out = dst[r * WE:]
-                    for m in range(m0, m1):
-                        out[m] = src[m * SW + r - PW]
+            for r in range(SW):
+                m0 = max(0, (PW - r + SW - 1) // SW)
+                m1 = min(WE, (W + PW - r + SW - 1) // SW)
+                out = dst[r * WE:]
+                for m in range(m0, m1):
+                    out[m] = src[m * SW + r - PW]
 
 
 @njit(cache=True, fastmath=True)
@@ -55,6 +60,9 @@ def _conv_images(x, wt, bias, y, xf, offs, kofs, tmp, zeros8, n0, step, PH, PW, 
     WE = (x.shape[3] + 2 * PW + SW - 1) // SW
     WR = SW * WE  # floats per padded row (its columns split by phase)
     per_row = offs.shape[0] // KH  # taps in one row p of the kernel: C*KW
+    wtf = wt.reshape(-1)  # the weight panels, one after another (flat: no slice per tile call)
+    plen = wt.shape[1]
+    yf = y.reshape(-1)  # written at unsigned flat offsets: no slice, no wraparound test per value
     for n in range(n0, N, step):
         _pad_flat(x[n], xf, PH, PW, WE, SW)
         for i in range(OH):
@@ -65,14 +73,14 @@ def _conv_images(x, wt, bias, y, xf, offs, kofs, tmp, zeros8, n0, step, PH, PW, 
             for j0 in range(0, OW, MR):
                 for jb in range(wt.shape[0]):
                     # tmp[u, v] = sum_{k0 <= k < k1} xf[offs[k] + SH*i*WR + j0 + u] * w2[32*jb + v, k]
-                    tile8x32(xf, offs[k0:], SH * i * WR + j0, wt[jb], kofs[k0:], ZERO, k1 - k0, zeros8, tmp, ZERO,
+                    tile8x32(xf, offs, SH * i * WR + j0, wtf, kofs, jb * plen, k0, k1 - k0, zeros8, ZERO, tmp, ZERO,
                              ZERO, YES)
                     for v in range(min(NR, O - NR * jb)):  # write the 8 x 32 block out, channels first
                         o = NR * jb + v
-                        dst = y[n, o, i, j0:]
                         bo = bias[o]
+                        at = np.uint64(((n * O + o) * OH + i) * OW + j0)
                         for u in range(min(MR, OW - j0)):
-                            dst[u] = tmp[u, v] + bo
+                            yf[at + np.uint64(u)] = tmp[u, v] + bo
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -134,6 +142,9 @@ def _conv_rows_images(x, wr, bias8, y, xf, yw, offs, aoffs, n0, step, PH, PW):
     KH = H + 2 * PH - OH + 1  # stride 1
     per_row = offs.shape[0] // KH  # taps in one row p of the kernel: C*KW
     L = OH * WP  # outputs on the wide grid
+    wrf = wr.reshape(-1)  # the weight panels, one after another (flat: no slice per tile call)
+    plen = wr.shape[1]
+    yf, ywf = y.reshape(-1), yw.reshape(-1)  # copied at unsigned flat offsets: no slices
     for n in range(n0, N, step):
         _pad_flat(x[n], xf, PH, PW, WP, ONE)
         for s0 in range(0, L, NR):
@@ -144,14 +155,13 @@ def _conv_rows_images(x, wr, bias8, y, xf, yw, offs, aoffs, n0, step, PH, PW):
             k1 = max(k0, min(KH, H + PH - i0) * per_row)
             for ib in range(wr.shape[0]):
                 # yw[8*ib + i, s0 + j] = bias[8*ib + i] + sum_k w2[8*ib + i, k] * xf[offs[k] + s0 + j]
-                tile8x32(wr[ib], aoffs[k0:], ZERO, xf, offs[k0:], s0, k1 - k0, bias8[ib * MR:], yw, ib * MR, s0,
-                         YES)
+                tile8x32(wrf, aoffs, ib * plen, xf, offs, s0, k0, k1 - k0, bias8, ib * MR, yw, ib * MR, s0, YES)
         for o in range(O):  # keep the columns j < OW of each wide row
             for i in range(OH):
-                src = yw[o, i * WP:]
-                dst = y[n, o, i]
+                src = np.uint64(o * yw.shape[1] + i * WP)
+                dst = np.uint64(((n * O + o) * OH + i) * OW)
                 for j in range(OW):
-                    dst[j] = src[j]
+                    yf[dst + np.uint64(j)] = ywf[src + np.uint64(j)]
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -218,7 +228,11 @@ GW_KC = 1024  # output positions (across images) per group: a group's 1024 x 32 
 def _channels_last(x, gy, xh, gb, n, PH, PW):
     """xh[n] = x[n] padded and channels-last, flat ((h*WP + w)*C + c), zeros after the image;
     gb[ob, (n*P + pos)*width + j] = gy[n, width*ob + j, pos] (zeros past O), width = 32 for the panels of
-    ``conv2d_packed_grad_weight`` and 8 for those of ``conv2d_rows_grad_weight``."""
+    ``conv2d_packed_grad_weight`` and 8 for those of ``conv2d_rows_grad_weight``.
+
+    Both copies read and write through flat views at unsigned offsets (no slice per row, no
+    wraparound test per value): measured on ResNet-20's 16-channel layers, this halves their time,
+    which was a quarter of the whole grad-weight."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     WP = W + 2 * PW
     O = gy.shape[1]
@@ -227,25 +241,26 @@ def _channels_last(x, gy, xh, gb, n, PH, PW):
     dst = xh[n]
     for k in range(dst.shape[0]):
         dst[k] = zero
-    for c in range(C):
-        for h in range(H):
-            src = x[n, c, h]
-            at = ((h + PH) * WP + PW) * C + c
+    xf = x.reshape(-1)
+    for h in range(H):
+        for c in range(C):
+            s = np.uint64(((n * C + c) * H + h) * W)
+            d = np.uint64(((h + PH) * WP + PW) * C + c)
             for w in range(W):
-                dst[at + w * C] = src[w]
+                dst[d + np.uint64(w * C)] = xf[s + np.uint64(w)]
     width = gb.shape[1] // (x.shape[0] * P)
-    gyn = gy[n].reshape(O, P)
+    gf, gbf = gy.reshape(-1), gb.reshape(-1)
     for ob in range(gb.shape[0]):
-        panel = gb[ob, n * P * width:(n + 1) * P * width]
+        base = np.uint64(ob * gb.shape[1] + n * P * width)
         for j in range(width):
             o = ob * width + j
             if o < O:
-                src = gyn[o]
+                src = np.uint64((n * O + o) * P)
                 for pos in range(P):
-                    panel[pos * width + j] = src[pos]
+                    gbf[base + np.uint64(pos * width + j)] = gf[src + np.uint64(pos)]
             else:
                 for pos in range(P):
-                    panel[pos * width + j] = zero
+                    gbf[base + np.uint64(pos * width + j)] = zero
 
 
 @njit(cache=True, fastmath=True)
@@ -261,6 +276,10 @@ def _grad_weight_task(xf, gb, dWt, b0, b1, nsb, row_at, L, P, lists, ka, kb, cou
     from cache."""
     N = gb.shape[1] // (P * NR)
     group = ka.shape[1] // P  # images per group
+    # Flat views, made once: the tile takes whole arrays and offsets (no slice per call)
+    kaf, kbf, gbf = ka.reshape(-1), kb.reshape(-1), gb.reshape(-1)
+    dWf = dWt.reshape(dWt.shape[0] * dWt.shape[1], dWt.shape[2])
+    SP = dWt.shape[1]
     for n0 in range(0, N, group):
         m = min(group, N - n0)
         for ob in range(gb.shape[0]):
@@ -268,8 +287,8 @@ def _grad_weight_task(xf, gb, dWt, b0, b1, nsb, row_at, L, P, lists, ka, kb, cou
                 p = b // nsb
                 sb = b % nsb
                 g = lists[b]
-                tile8x32(xf, ka[g], n0 * L + p * row_at + sb * MR, gb[ob], kb[g], n0 * P * NR, m * counts[g],
-                         zeros8, dWt[p], sb * MR, ob * NR, n0 == 0)
+                tile8x32(xf, kaf, n0 * L + p * row_at + sb * MR, gbf, kbf, ob * gb.shape[1] + n0 * P * NR,
+                         g * ka.shape[1], m * counts[g], zeros8, ZERO, dWf, p * SP + sb * MR, ob * NR, n0 == 0)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -343,18 +362,24 @@ def _grad_weight_rows_task(xf, g8, dWr, b0, b1, row_at, L, P, ka, kb, counts, ze
     N = g8.shape[1] // (P * MR)
     group = ka.shape[1] // P
     nob, nsj = dWr.shape[1] // MR, dWr.shape[2] // NR
+    # Flat views, made once: the tile takes whole arrays and offsets (no slice per call)
+    kaf, kbf, g8f = ka.reshape(-1), kb.reshape(-1), g8.reshape(-1)
+    dWf = dWr.reshape(dWr.shape[0] * dWr.shape[1], dWr.shape[2])
+    O8 = dWr.shape[1]
     for n0 in range(0, N, group):
         m = min(group, N - n0)
         for b in range(b0, b1):
             p = b // (nob * nsj)
             ob = (b // nsj) % nob
             sj = b % nsj
+            a_at = ob * g8.shape[1] + n0 * P * MR
+            b_at = n0 * L + p * row_at + sj * NR
             if S - sj * NR <= 16:
-                tile8x16(g8[ob], kb[p], n0 * P * MR, xf, ka[p], n0 * L + p * row_at + sj * NR, m * counts[p], dWr[p],
-                         ob * MR, sj * NR, n0 == 0)
+                tile8x16(g8f, kbf, a_at, xf, kaf, b_at, p * ka.shape[1], m * counts[p], dWf, p * O8 + ob * MR, sj * NR,
+                         n0 == 0)
             else:
-                tile8x32(g8[ob], kb[p], n0 * P * MR, xf, ka[p], n0 * L + p * row_at + sj * NR, m * counts[p],
-                         zeros8, dWr[p], ob * MR, sj * NR, n0 == 0)
+                tile8x32(g8f, kbf, a_at, xf, kaf, b_at, p * ka.shape[1], m * counts[p], zeros8, ZERO, dWf,
+                         p * O8 + ob * MR, sj * NR, n0 == 0)
 
 
 @njit(cache=True, fastmath=True, parallel=True)

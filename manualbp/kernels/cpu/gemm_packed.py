@@ -98,6 +98,7 @@ def _matmul_rows(A, ta, B, tb, Bp, aoffs, boffs, C, i0, i1, Ap, tmp, zeros8):
     K = A.shape[0] if ta else A.shape[1]
     nib = (i1 - i0 + MR - 1) // MR
     flat = B.reshape(-1)  # a view (B is C-contiguous)
+    Bpf, Apf = Bp.reshape(-1), Ap.reshape(-1)  # flat views, made once: the tile takes offsets, not slices
     rows_of_b = np.arange(KC) * B.shape[1]  # row k of an in-place panel: flat[(k0 + k)*N + j0 ...]
     for kb in range(Bp.shape[0]):
         k0 = kb * KC
@@ -108,9 +109,10 @@ def _matmul_rows(A, ta, B, tb, Bp, aoffs, boffs, C, i0, i1, Ap, tmp, zeros8):
             if _b_in_place(B, tb, jb):
                 src, offs, at = flat, rows_of_b, k0 * B.shape[1] + jb * NR
             else:
-                src, offs, at = Bp[kb, jb], boffs, ZERO
+                src, offs, at = Bpf, boffs, (kb * Bp.shape[1] + jb) * Bp.shape[2]
             for ib in range(nib):
-                _tile_into(Ap[ib], aoffs, src, offs, at, kc, zeros8, C, i0 + ib * MR, jb * NR, kb == 0, tmp)
+                _tile_into(Apf, ib * Ap.shape[1], aoffs, src, offs, at, kc, zeros8, C, i0 + ib * MR, jb * NR, kb == 0,
+                           tmp)
 
 
 def _row_tasks(M, T):

@@ -115,14 +115,18 @@ def stack_array(typingctx, size, dtype):
 
 
 @njit(cache=True, fastmath=True)
-def tile8x32(A, aoffs, a_at, B, boffs, b_at, kc, bias8, C, i0, j0, first):
-    """C[i0:i0+8, j0:j0+32] = bias8[i] + sum_k A[aoffs[k] + a_at + i] * B[boffs[k] + b_at + j]  (first),
-    else += the sum.
+def tile8x32(A, aoffs, a_at, B, boffs, b_at, k0, kc, bias8, e_at, C, i0, j0, first):
+    """C[i0:i0+8, j0:j0+32] = bias8[e_at + i] + sum_k A[aoffs[k] + a_at + i] * B[boffs[k] + b_at + j]  (first),
+    else += the sum, k running over k0 ... k0 + kc - 1.
 
     Column k of the A panel starts at A[aoffs[k] + a_at] and row k of the B panel at B[boffs[k] + b_at]:
     aoffs[k] = 8*k and boffs[k] = 32*k for packed panels; the forward convolution reads its A panel in
     place from the padded image instead (aoffs[k]: where tap k's inputs start).  The whole block must
     lie inside C (callers route edge blocks through a scratch tile).
+
+    Callers pass whole arrays and offsets (a_at, b_at, k0, e_at), never slices such as ``offs[k0:]`` or
+    ``panels[jb]``: each slice is a new array object whose reference count Numba raises and drops, two
+    atomic operations per slice per call, which cost as much as a short tile's arithmetic.
     """
     dt = C.dtype
     c0 = stack_array(16, dt)
@@ -144,14 +148,16 @@ def tile8x32(A, aoffs, a_at, B, boffs, b_at, kc, bias8, C, i0, j0, first):
     for j in range(16):
         c0[j] = c1[j] = c2[j] = c3[j] = c4[j] = c5[j] = c6[j] = c7[j] = 0
         d0[j] = d1[j] = d2[j] = d3[j] = d4[j] = d5[j] = d6[j] = d7[j] = 0
+    uk = np.uint64(k0)
     for k in range(kc):
         # Unsigned indices: Numba guards every signed index or slice against negative values (Python's
         # wraparound), about 20 integer instructions per step of k here; an unsigned one cannot be
         # negative, so each read is a plain load (measured: 93-101 -> 102-111 GFLOP/s per thread).
-        ak = np.uint64(aoffs[k] + a_at)  # column k of the 8 rows
+        kk = uk + np.uint64(k)
+        ak = np.uint64(aoffs[kk] + a_at)  # column k of the 8 rows
         a0, a1, a2, a3 = A[ak], A[ak + U1], A[ak + U2], A[ak + U3]
         a4, a5, a6, a7 = A[ak + U4], A[ak + U5], A[ak + U6], A[ak + U7]
-        at = np.uint64(boffs[k] + b_at)  # row k of the 32 columns
+        at = np.uint64(boffs[kk] + b_at)  # row k of the 32 columns
         for j in range(16):  # the outer product a x b: 16 vector multiply-adds
             x = B[at + np.uint64(j)]
             y = B[at + U16 + np.uint64(j)]
@@ -171,56 +177,56 @@ def tile8x32(A, aoffs, a_at, B, boffs, b_at, kc, bias8, C, i0, j0, first):
             d5[j] += a5 * y
             d6[j] += a6 * y
             d7[j] += a7 * y
-    r0 = C[i0, j0:j0 + 32]
-    r1 = C[i0 + 1, j0:j0 + 32]
-    r2 = C[i0 + 2, j0:j0 + 32]
-    r3 = C[i0 + 3, j0:j0 + 32]
-    r4 = C[i0 + 4, j0:j0 + 32]
-    r5 = C[i0 + 5, j0:j0 + 32]
-    r6 = C[i0 + 6, j0:j0 + 32]
-    r7 = C[i0 + 7, j0:j0 + 32]
+    # C's block written by 2-D unsigned indices, not through row slices: a slice is a new array object
+    # whose reference count Numba raises and drops (two atomic operations per slice per call)
+    ui, uj = np.uint64(i0), np.uint64(j0)
     if first:
-        e0, e1, e2, e3 = bias8[0], bias8[1], bias8[2], bias8[3]
-        e4, e5, e6, e7 = bias8[4], bias8[5], bias8[6], bias8[7]
+        ue = np.uint64(e_at)
+        e0, e1, e2, e3 = bias8[ue], bias8[ue + U1], bias8[ue + U2], bias8[ue + U3]
+        e4, e5, e6, e7 = bias8[ue + U4], bias8[ue + U5], bias8[ue + U6], bias8[ue + U7]
         for j in range(16):
-            r0[j] = e0 + c0[j]
-            r1[j] = e1 + c1[j]
-            r2[j] = e2 + c2[j]
-            r3[j] = e3 + c3[j]
-            r4[j] = e4 + c4[j]
-            r5[j] = e5 + c5[j]
-            r6[j] = e6 + c6[j]
-            r7[j] = e7 + c7[j]
-            r0[16 + j] = e0 + d0[j]
-            r1[16 + j] = e1 + d1[j]
-            r2[16 + j] = e2 + d2[j]
-            r3[16 + j] = e3 + d3[j]
-            r4[16 + j] = e4 + d4[j]
-            r5[16 + j] = e5 + d5[j]
-            r6[16 + j] = e6 + d6[j]
-            r7[16 + j] = e7 + d7[j]
+            u = uj + np.uint64(j)
+            v = u + U16
+            C[ui, u] = e0 + c0[j]
+            C[ui + U1, u] = e1 + c1[j]
+            C[ui + U2, u] = e2 + c2[j]
+            C[ui + U3, u] = e3 + c3[j]
+            C[ui + U4, u] = e4 + c4[j]
+            C[ui + U5, u] = e5 + c5[j]
+            C[ui + U6, u] = e6 + c6[j]
+            C[ui + U7, u] = e7 + c7[j]
+            C[ui, v] = e0 + d0[j]
+            C[ui + U1, v] = e1 + d1[j]
+            C[ui + U2, v] = e2 + d2[j]
+            C[ui + U3, v] = e3 + d3[j]
+            C[ui + U4, v] = e4 + d4[j]
+            C[ui + U5, v] = e5 + d5[j]
+            C[ui + U6, v] = e6 + d6[j]
+            C[ui + U7, v] = e7 + d7[j]
     else:
         for j in range(16):
-            r0[j] += c0[j]
-            r1[j] += c1[j]
-            r2[j] += c2[j]
-            r3[j] += c3[j]
-            r4[j] += c4[j]
-            r5[j] += c5[j]
-            r6[j] += c6[j]
-            r7[j] += c7[j]
-            r0[16 + j] += d0[j]
-            r1[16 + j] += d1[j]
-            r2[16 + j] += d2[j]
-            r3[16 + j] += d3[j]
-            r4[16 + j] += d4[j]
-            r5[16 + j] += d5[j]
-            r6[16 + j] += d6[j]
-            r7[16 + j] += d7[j]
+            u = uj + np.uint64(j)
+            v = u + U16
+            C[ui, u] += c0[j]
+            C[ui + U1, u] += c1[j]
+            C[ui + U2, u] += c2[j]
+            C[ui + U3, u] += c3[j]
+            C[ui + U4, u] += c4[j]
+            C[ui + U5, u] += c5[j]
+            C[ui + U6, u] += c6[j]
+            C[ui + U7, u] += c7[j]
+            C[ui, v] += d0[j]
+            C[ui + U1, v] += d1[j]
+            C[ui + U2, v] += d2[j]
+            C[ui + U3, v] += d3[j]
+            C[ui + U4, v] += d4[j]
+            C[ui + U5, v] += d5[j]
+            C[ui + U6, v] += d6[j]
+            C[ui + U7, v] += d7[j]
 
 
 @njit(cache=True, fastmath=True)
-def tile8x16(A, aoffs, a_at, B, boffs, b_at, kc, C, i0, j0, first):
+def tile8x16(A, aoffs, a_at, B, boffs, b_at, k0, kc, C, i0, j0, first):
     """``tile8x32`` cut in half: C[i0:i0+8, j0:j0+16] = sum_k A[aoffs[k] + a_at + i] * B[boffs[k] + b_at + j]
     (first; else += the sum), eight vectors of running sums, for a last block of columns that has only 16
     to compute (``conv2d_rows_grad_weight`` with KW*C = 48: 16 channels, 3 x 3).  Each step of k: one vector
@@ -236,11 +242,13 @@ def tile8x16(A, aoffs, a_at, B, boffs, b_at, kc, C, i0, j0, first):
     c7 = stack_array(16, dt)
     for j in range(16):
         c0[j] = c1[j] = c2[j] = c3[j] = c4[j] = c5[j] = c6[j] = c7[j] = 0
+    uk = np.uint64(k0)
     for k in range(kc):
-        ak = np.uint64(aoffs[k] + a_at)
+        kk = uk + np.uint64(k)
+        ak = np.uint64(aoffs[kk] + a_at)
         a0, a1, a2, a3 = A[ak], A[ak + U1], A[ak + U2], A[ak + U3]
         a4, a5, a6, a7 = A[ak + U4], A[ak + U5], A[ak + U6], A[ak + U7]
-        at = np.uint64(boffs[k] + b_at)
+        at = np.uint64(boffs[kk] + b_at)
         for j in range(16):
             x = B[at + np.uint64(j)]
             c0[j] += a0 * x
@@ -251,59 +259,52 @@ def tile8x16(A, aoffs, a_at, B, boffs, b_at, kc, C, i0, j0, first):
             c5[j] += a5 * x
             c6[j] += a6 * x
             c7[j] += a7 * x
-    r0 = C[i0, j0:j0 + 16]
-    r1 = C[i0 + 1, j0:j0 + 16]
-    r2 = C[i0 + 2, j0:j0 + 16]
-    r3 = C[i0 + 3, j0:j0 + 16]
-    r4 = C[i0 + 4, j0:j0 + 16]
-    r5 = C[i0 + 5, j0:j0 + 16]
-    r6 = C[i0 + 6, j0:j0 + 16]
-    r7 = C[i0 + 7, j0:j0 + 16]
+    ui, uj = np.uint64(i0), np.uint64(j0)  # 2-D indices, not row slices (see tile8x32)
     if first:
         for j in range(16):
-            r0[j] = c0[j]
-            r1[j] = c1[j]
-            r2[j] = c2[j]
-            r3[j] = c3[j]
-            r4[j] = c4[j]
-            r5[j] = c5[j]
-            r6[j] = c6[j]
-            r7[j] = c7[j]
+            u = uj + np.uint64(j)
+            C[ui, u] = c0[j]
+            C[ui + U1, u] = c1[j]
+            C[ui + U2, u] = c2[j]
+            C[ui + U3, u] = c3[j]
+            C[ui + U4, u] = c4[j]
+            C[ui + U5, u] = c5[j]
+            C[ui + U6, u] = c6[j]
+            C[ui + U7, u] = c7[j]
     else:
         for j in range(16):
-            r0[j] += c0[j]
-            r1[j] += c1[j]
-            r2[j] += c2[j]
-            r3[j] += c3[j]
-            r4[j] += c4[j]
-            r5[j] += c5[j]
-            r6[j] += c6[j]
-            r7[j] += c7[j]
+            u = uj + np.uint64(j)
+            C[ui, u] += c0[j]
+            C[ui + U1, u] += c1[j]
+            C[ui + U2, u] += c2[j]
+            C[ui + U3, u] += c3[j]
+            C[ui + U4, u] += c4[j]
+            C[ui + U5, u] += c5[j]
+            C[ui + U6, u] += c6[j]
+            C[ui + U7, u] += c7[j]
 
 
 @njit(cache=True, fastmath=True)
-def _tile_into(Ap, aoffs, Bp, boffs, b_at, kc, bias8, C, i0, j0, first, tmp):
+def _tile_into(Ap, a_at, aoffs, Bp, boffs, b_at, kc, bias8, C, i0, j0, first, tmp):
     """``tile8x32`` for a block that may run past the last row or column of C: such a block is computed
-    into the scratch tile tmp (8, 32) and only its part inside C is written.  Row k of the B panel
-    starts at Bp[boffs[k] + b_at]."""
+    into the scratch tile tmp (8, 32) and only its part inside C is written.  Column k of the A panel
+    starts at Ap[aoffs[k] + a_at], row k of the B panel at Bp[boffs[k] + b_at]."""
     M, N = C.shape
     inside = i0 + MR <= M and j0 + NR <= N
     if inside:
         dst, di, dj, dfirst = C, i0, j0, first
     else:
         dst, di, dj, dfirst = tmp, ZERO, ZERO, YES
-    tile8x32(Ap, aoffs, ZERO, Bp, boffs, b_at, kc, bias8, dst, di, dj, dfirst)  # one call: one inlined copy
+    tile8x32(Ap, aoffs, a_at, Bp, boffs, b_at, ZERO, kc, bias8, ZERO, dst, di, dj, dfirst)  # one call: one inlined copy
     if inside:
         return
     for i in range(min(MR, M - i0)):
-        src = tmp[i]
-        dst = C[i0 + i, j0:]
         if first:
             for j in range(min(NR, N - j0)):
-                dst[j] = src[j]
+                C[i0 + i, j0 + j] = tmp[i, j]
         else:
             for j in range(min(NR, N - j0)):
-                dst[j] += src[j]
+                C[i0 + i, j0 + j] += tmp[i, j]
 
 
 @njit(cache=True)
