@@ -39,75 +39,79 @@ from numba import njit, prange
 # np.int64(t): Numba compiles a helper once per literal argument and once more for an unsigned prange index.
 ZERO = np.int64(0)
 ONE = np.int64(1)
+_U2, _U3 = np.uint64(2), np.uint64(3)  # (an int times an unsigned int is a float in Numba)
 
 
 @njit(cache=True, fastmath=True)
 def _pad_image(xn, xf, PH, PW, WP):
-    """xf[c] (flat, HP*WP + KW-1) = xn[c] (H, W) with PH rows and PW columns of zeros around it."""
+    """xf[c] (flat, HP*WP + KW-1) = xn[c] (H, W) with PH rows and PW columns of zeros around it.
+
+    Like every loop of this file it reads and writes flat views at unsigned offsets: a slice (``xf[c]``,
+    ``xn[c, h]``) is a new array whose reference count Numba raises and drops, two atomic operations,
+    and a signed index is tested for Python's negative indices."""
     C, H, W = xn.shape
+    LX = xf.shape[1]
     zero = xf.dtype.type(0)
+    xff, xnf = xf.reshape(-1), xn.reshape(-1)
+    for k in range(C * LX):
+        xff[k] = zero
     for c in range(C):
-        row = xf[c]
-        for k in range(row.shape[0]):
-            row[k] = zero
         for h in range(H):
-            dst = row[(h + PH) * WP + PW:]
-            src = xn[c, h]
+            d = np.uint64(c * LX + (h + PH) * WP + PW)
+            s = np.uint64((c * H + h) * W)
             for w in range(W):
-                dst[w] = src[w]
+                xff[d + np.uint64(w)] = xnf[s + np.uint64(w)]
 
 
 @njit(cache=True, fastmath=True)
-def _taps4(w2, xflat, offs, yw, m, k):
-    """yw[m:m+4] += w2[m:m+4, k:k+4] applied to the four shifted runs of taps k..k+3 (one pass over s).
+def _taps4(w2, xflat, offs, ywf, L, m, k):
+    """yw[m:m+4] += w2[m:m+4, k:k+4] applied to the four shifted runs of taps k..k+3 (one pass over s);
+    ywf: the wide output (O, L) flat.
 
     offs[k] is where tap k's run starts in the flattened padded image: c*LX + p*WP + q.
     """
-    L = yw.shape[1]
-    c0, c1, c2, c3 = yw[m], yw[m + 1], yw[m + 2], yw[m + 3]
-    x0 = xflat[offs[k]:]
-    x1 = xflat[offs[k + 1]:]
-    x2 = xflat[offs[k + 2]:]
-    x3 = xflat[offs[k + 3]:]
+    uL = np.uint64(L)
+    c0 = np.uint64(m * L)
+    c1, c2, c3 = c0 + uL, c0 + _U2 * uL, c0 + _U3 * uL
+    x0, x1, x2, x3 = np.uint64(offs[k]), np.uint64(offs[k + 1]), np.uint64(offs[k + 2]), np.uint64(offs[k + 3])
     a00, a01, a02, a03 = w2[m, k], w2[m, k + 1], w2[m, k + 2], w2[m, k + 3]
     a10, a11, a12, a13 = w2[m + 1, k], w2[m + 1, k + 1], w2[m + 1, k + 2], w2[m + 1, k + 3]
     a20, a21, a22, a23 = w2[m + 2, k], w2[m + 2, k + 1], w2[m + 2, k + 2], w2[m + 2, k + 3]
     a30, a31, a32, a33 = w2[m + 3, k], w2[m + 3, k + 1], w2[m + 3, k + 2], w2[m + 3, k + 3]
     for s in range(L):
-        v0 = x0[s]
-        v1 = x1[s]
-        v2 = x2[s]
-        v3 = x3[s]
-        c0[s] += a00 * v0 + a01 * v1 + a02 * v2 + a03 * v3
-        c1[s] += a10 * v0 + a11 * v1 + a12 * v2 + a13 * v3
-        c2[s] += a20 * v0 + a21 * v1 + a22 * v2 + a23 * v3
-        c3[s] += a30 * v0 + a31 * v1 + a32 * v2 + a33 * v3
+        u = np.uint64(s)
+        v0 = xflat[x0 + u]
+        v1 = xflat[x1 + u]
+        v2 = xflat[x2 + u]
+        v3 = xflat[x3 + u]
+        ywf[c0 + u] += a00 * v0 + a01 * v1 + a02 * v2 + a03 * v3
+        ywf[c1 + u] += a10 * v0 + a11 * v1 + a12 * v2 + a13 * v3
+        ywf[c2 + u] += a20 * v0 + a21 * v1 + a22 * v2 + a23 * v3
+        ywf[c3 + u] += a30 * v0 + a31 * v1 + a32 * v2 + a33 * v3
 
 
 @njit(cache=True, fastmath=True)
-def _tap_rows(w2, xflat, offs, yw, m0, m1, k0, k1):
+def _tap_rows(w2, xflat, offs, ywf, L, m0, m1, k0, k1):
     """yw[m] += sum_{k0 <= k < k1} w2[m, k] * run_k for m0 <= m < m1, one row at a time (the edges).
 
     Taps go four at a time as in ``_taps4``, so each output sums in the same order either way.
     """
-    L = yw.shape[1]
     for m in range(m0, m1):
-        c = yw[m]
+        c = np.uint64(m * L)
         k = k0
         while k + 4 <= k1:
-            x0 = xflat[offs[k]:]
-            x1 = xflat[offs[k + 1]:]
-            x2 = xflat[offs[k + 2]:]
-            x3 = xflat[offs[k + 3]:]
+            x0, x1, x2, x3 = np.uint64(offs[k]), np.uint64(offs[k + 1]), np.uint64(offs[k + 2]), np.uint64(offs[k + 3])
             a0, a1, a2, a3 = w2[m, k], w2[m, k + 1], w2[m, k + 2], w2[m, k + 3]
             for s in range(L):
-                c[s] += a0 * x0[s] + a1 * x1[s] + a2 * x2[s] + a3 * x3[s]
+                u = np.uint64(s)
+                ywf[c + u] += a0 * xflat[x0 + u] + a1 * xflat[x1 + u] + a2 * xflat[x2 + u] + a3 * xflat[x3 + u]
             k += 4
         for kk in range(k, k1):
-            x0 = xflat[offs[kk]:]
+            x0 = np.uint64(offs[kk])
             a0 = w2[m, kk]
             for s in range(L):
-                c[s] += a0 * x0[s]
+                u = np.uint64(s)
+                ywf[c + u] += a0 * xflat[x0 + u]
 
 
 @njit(cache=True, fastmath=True)
@@ -124,26 +128,26 @@ def _direct_images(x, w2, b, y, xf, yw, n0, step, KH, KW, PH, PW, has_bias):
     offs = np.empty(R, dtype=np.int64)  # where each tap's run starts in xflat
     for k in range(R):
         offs[k] = (k // (KH * KW)) * LX + ((k // KW) % KH) * WP + k % KW  # c*LX + p*WP + q
+    ywf, yf = yw.reshape(-1), y.reshape(-1)
+    OY = y.shape[1]
     for n in range(n0, x.shape[0], step):
         _pad_image(x[n], xf, PH, PW, WP)
-        for o in range(O):
-            row = yw[o]
-            for s in range(L):
-                row[s] = zero
+        for s in range(O * L):
+            ywf[s] = zero
         m = ZERO
         while m + 4 <= O:
             for k in range(0, R4, 4):
-                _taps4(w2, xflat, offs, yw, m, k)  # 4 x 4 register block, eq. (K1)
-            _tap_rows(w2, xflat, offs, yw, m, m + 4, R4, R)  # leftover taps
+                _taps4(w2, xflat, offs, ywf, L, m, k)  # 4 x 4 register block, eq. (K1)
+            _tap_rows(w2, xflat, offs, ywf, L, m, m + 4, R4, R)  # leftover taps
             m += 4
-        _tap_rows(w2, xflat, offs, yw, m, O, ZERO, R)  # leftover output channels
-        for o in range(y.shape[1]):  # the real output channels (w2 may carry zero rows up to a multiple of 4)
+        _tap_rows(w2, xflat, offs, ywf, L, m, O, ZERO, R)  # leftover output channels
+        for o in range(OY):  # the real output channels (w2 may carry zero rows up to a multiple of 4)
             bo = b[o] if has_bias else zero
             for i in range(OH):
-                src = yw[o, i * WP:]
-                dst = y[n, o, i]
+                s = np.uint64(o * L + i * WP)
+                d = np.uint64(((n * OY + o) * OH + i) * OW)
                 for j in range(OW):
-                    dst[j] = src[j] + bo  # keep the OW real columns, + b[o], eq. (K1)
+                    yf[d + np.uint64(j)] = ywf[s + np.uint64(j)] + bo  # keep the OW real columns, + b[o], eq. (K1)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -193,29 +197,30 @@ def _pad_batch(x, xf_all, n0, step, PH, PW, WP):
 def _wide_rows(gy, n, m, buf, WP):
     """buf[u] = gy[n, m + u] on the wide grid (row i at i*WP), u < 4; rows past gy's channels stay zero,
     and so do the columns j >= OW (the caller zeroes buf once)."""
-    OH, OW = gy.shape[2], gy.shape[3]
-    for u in range(min(4, gy.shape[1] - m)):
-        row = buf[u]
+    O, OH, OW = gy.shape[1], gy.shape[2], gy.shape[3]
+    L = buf.shape[1]
+    bf, gf = buf.reshape(-1), gy.reshape(-1)
+    for u in range(min(4, O - m)):
         for i in range(OH):
-            dst = row[i * WP:]
-            src = gy[n, m + u, i]
+            d = np.uint64(u * L + i * WP)
+            s = np.uint64(((n * O + m + u) * OH + i) * OW)
             for j in range(OW):
-                dst[j] = src[j]
+                bf[d + np.uint64(j)] = gf[s + np.uint64(j)]
 
 
 @njit(cache=True, fastmath=True)
-def _gw_tile(xflat, g0, g1, g2, g3, offs, out, m, k, first):
-    """out[m:m+4, k:k+4] (+)= 16 dot products of 4 gradient rows with 4 shifted input runs of one image."""
+def _gw_tile(xflat, gf, L, offs, out, m, k, first):
+    """out[m:m+4, k:k+4] (+)= 16 dot products of 4 gradient rows (gf: the (4, L) buffer, flat) with 4 shifted
+    input runs of one image."""
     z = out.dtype.type(0)
     c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = z
     c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = z
-    x0 = xflat[offs[k]:]
-    x1 = xflat[offs[k + 1]:]
-    x2 = xflat[offs[k + 2]:]
-    x3 = xflat[offs[k + 3]:]
-    for s in range(g0.shape[0]):
-        a0, a1, a2, a3 = g0[s], g1[s], g2[s], g3[s]
-        v0, v1, v2, v3 = x0[s], x1[s], x2[s], x3[s]
+    x0, x1, x2, x3 = np.uint64(offs[k]), np.uint64(offs[k + 1]), np.uint64(offs[k + 2]), np.uint64(offs[k + 3])
+    uL = np.uint64(L)
+    for s in range(L):
+        u = np.uint64(s)
+        a0, a1, a2, a3 = gf[u], gf[uL + u], gf[_U2 * uL + u], gf[_U3 * uL + u]
+        v0, v1, v2, v3 = xflat[x0 + u], xflat[x1 + u], xflat[x2 + u], xflat[x3 + u]
         c00 += a0 * v0
         c01 += a0 * v1
         c02 += a0 * v2
@@ -238,23 +243,22 @@ def _gw_tile(xflat, g0, g1, g2, g3, offs, out, m, k, first):
         out[m + 2, k], out[m + 2, k + 1], out[m + 2, k + 2], out[m + 2, k + 3] = c20, c21, c22, c23
         out[m + 3, k], out[m + 3, k + 1], out[m + 3, k + 2], out[m + 3, k + 3] = c30, c31, c32, c33
     else:
-        r0, r1, r2, r3 = out[m], out[m + 1], out[m + 2], out[m + 3]
-        r0[k] += c00
-        r0[k + 1] += c01
-        r0[k + 2] += c02
-        r0[k + 3] += c03
-        r1[k] += c10
-        r1[k + 1] += c11
-        r1[k + 2] += c12
-        r1[k + 3] += c13
-        r2[k] += c20
-        r2[k + 1] += c21
-        r2[k + 2] += c22
-        r2[k + 3] += c23
-        r3[k] += c30
-        r3[k + 1] += c31
-        r3[k + 2] += c32
-        r3[k + 3] += c33
+        out[m, k] += c00
+        out[m, k + 1] += c01
+        out[m, k + 2] += c02
+        out[m, k + 3] += c03
+        out[m + 1, k] += c10
+        out[m + 1, k + 1] += c11
+        out[m + 1, k + 2] += c12
+        out[m + 1, k + 3] += c13
+        out[m + 2, k] += c20
+        out[m + 2, k + 1] += c21
+        out[m + 2, k + 2] += c22
+        out[m + 2, k + 3] += c23
+        out[m + 3, k] += c30
+        out[m + 3, k + 1] += c31
+        out[m + 3, k + 2] += c32
+        out[m + 3, k + 3] += c33
 
 
 @njit(cache=True, fastmath=True)
@@ -270,12 +274,12 @@ def _gw_task(xf_all, gy, offs, out, t, k_groups, k_tiles, L, WP):
     kt0, kt1 = g * k_tiles // k_groups, (g + 1) * k_tiles // k_groups
     C, LX = xf_all.shape[1], xf_all.shape[2]
     buf = np.zeros((4, L), dtype=out.dtype)
-    g0, g1, g2, g3 = buf[0], buf[1], buf[2], buf[3]
+    gf = buf.reshape(-1)
     for n in range(xf_all.shape[0]):
         xflat = xf_all[n].reshape(C * LX)
         _wide_rows(gy, n, m, buf, WP)
         for kt in range(kt0, kt1):
-            _gw_tile(xflat, g0, g1, g2, g3, offs, out, m, kt * 4, n == 0)
+            _gw_tile(xflat, gf, L, offs, out, m, kt * 4, n == 0)
 
 
 @njit(cache=True)
