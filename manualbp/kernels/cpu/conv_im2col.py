@@ -198,9 +198,9 @@ def _col2im(dcol, gxn, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW):
     zero = gxn.dtype.type(0)
     for c in range(C):
         for h in range(H):
-            row = gxn[c, h]
             for v in range(W):
-                row[v] = zero
+                gxn[c, h, v] = zero
+    uSW = np.uint64(SW)
     for r in range(dcol.shape[0]):
         c = r // (KH * KW)
         p = ((r // KW) % KH) * DH  # the tap's offset in the (dilated) window
@@ -208,15 +208,16 @@ def _col2im(dcol, gxn, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW):
         i_lo, i_hi = _valid_range(OH, p, PH, SH, H)  # outputs whose input row is not padding
         j_lo, j_hi = _valid_range(OW, q, PW, SW, W)  # ... and whose input column is not padding
         width = j_hi - j_lo
+        ur, uc = np.uint64(r), np.uint64(c)
         for i in range(i_lo, i_hi):
-            src = dcol[r, i * OW + j_lo:i * OW + j_hi]  # (width,)
-            dst = gxn[c, i * SH + p - PH, j_lo * SW + q - PW:]  # the inputs they came from
-            if SW == 1:
-                for j in range(width):
-                    dst[j] += src[j]
-            else:
-                for j in range(width):
-                    dst[j * SW] += src[j]
+            # dcol[r, i*OW + j_lo + j] goes to the input it came from, gxn[c, i*SH + p - PH, (j_lo + j)*SW + q - PW]
+            # (unsigned indices, no row slices: see conv_packed._pad_flat)
+            s = np.uint64(i * OW + j_lo)
+            h = np.uint64(i * SH + p - PH)
+            w0 = np.uint64(j_lo * SW + q - PW)
+            for j in range(width):
+                u = np.uint64(j)
+                gxn[uc, h, w0 + u * uSW] += dcol[ur, s + u]
 
 
 @njit(cache=True, fastmath=True)

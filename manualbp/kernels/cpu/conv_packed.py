@@ -22,7 +22,7 @@ def _pad_flat(xn, xf, PH, PW, WE, SW):
     zeros after the last channel (the slack that the last panels read past the image).
 
     Each padded row of WP columns is stored as WR = SW*WE floats, its columns split by phase for a
-    stride SW: column w lies at (w % SW)*WE + w // SW (WE = ceil(WP / SW)).  With SW = 1 that is the row
+    stride SW (1 or 2): column w lies at (w % SW)*WE + w // SW (WE = ceil(WP / SW)).  With SW = 1 that is the row
     as it is; with SW = 2 the even columns come first, then the odd ones, so the inputs that SW-apart
     outputs read at one tap are consecutive floats."""
     C, H, W = xn.shape
@@ -31,8 +31,8 @@ def _pad_flat(xn, xf, PH, PW, WE, SW):
     zero = xf.dtype.type(0)
     for k in range(xf.shape[0]):
         xf[k] = zero
-    if SW == 1:  # unsigned flat offsets: no slice per row, no wraparound test per value
-        xnf = xn.reshape(-1)
+    xnf = xn.reshape(-1)  # unsigned flat offsets: no slice per row, no wraparound test per value
+    if SW == 1:
         for c in range(C):
             for h in range(H):
                 d = np.uint64(c * HP * WR + (h + PH) * WR + PW)
@@ -40,16 +40,28 @@ def _pad_flat(xn, xf, PH, PW, WE, SW):
                 for w in range(W):
                     xf[d + np.uint64(w)] = xnf[s + np.uint64(w)]
         return
-    for c in range(C):  # phase r holds the padded columns m*SW + r, that is image columns m*SW + r - PW
+    # Stride 2 (the only other stride conv.py sends here): phase r holds the padded columns 2m + r.  Image
+    # columns 2m and 2m + 1 are padded columns 2m + PW + e (e = 0, 1): phase (PW + e) & 1, index
+    # m + (PW + e) >> 1, the same phase for every m.  So each row is read in pairs, in order, and each
+    # phase written contiguously (0.36 ms for 64 of ResNet-20's 16 x 32 x 32 images, against 1.2 ms with a
+    # slice per row and phase; the stride-1 copy takes 0.16).
+    U1 = np.uint64(1)
+    uWE = np.uint64(WE)
+    e0 = np.uint64(PW)
+    e1 = e0 + U1
+    at0, at1 = (e0 & U1) * uWE + (e0 >> U1), (e1 & U1) * uWE + (e1 >> U1)
+    half = W // 2
+    for c in range(C):
         for h in range(H):
-            dst = xf[c * HP * WR + (h + PH) * WR:]
-            src = xn[c, h]
-            for r in range(SW):
-                m0 = max(0, (PW - r + SW - 1) // SW)
-                m1 = min(WE, (W + PW - r + SW - 1) // SW)
-                out = dst[r * WE:]
-                for m in range(m0, m1):
-                    out[m] = src[m * SW + r - PW]
+            d = np.uint64(c * HP * WR + (h + PH) * WR)
+            s = np.uint64((c * H + h) * W)
+            d0, d1 = d + at0, d + at1
+            for m in range(half):
+                u = np.uint64(m)
+                xf[d0 + u] = xnf[s + u + u]
+                xf[d1 + u] = xnf[s + u + u + U1]
+            if W % 2:  # the last column, an even one
+                xf[d0 + np.uint64(half)] = xnf[s + np.uint64(W - 1)]
 
 
 @njit(cache=True, fastmath=True)

@@ -29,6 +29,8 @@ from numba import njit, prange
 
 TILE = 4  # rows/columns of a register tile
 
+_U1, _U2, _U3 = np.uint64(1), np.uint64(2), np.uint64(3)  # (an int plus an unsigned int is a float in Numba)
+
 
 @njit(cache=True, fastmath=True)
 def _dot(a, b):
@@ -240,71 +242,69 @@ def _nn_block4(A, B, Cout, m, n0, n1, k0, k1):
     rows of Cout, i.e. a 4 x 4 register tile of A's values against 4 + 4 loads and 4 stores per j
     (16 multiply-adds), where one row at a time needs 4 + 1 loads and a store for 4.  Only columns
     n0 <= j < n1 and the terms k0 <= k < k1 (a block of B that stays in cache while many row blocks
-    pass over it); the rows are zeroed first when k0 == 0."""
-    N = n1 - n0
+    pass over it); the rows are zeroed first when k0 == 0.
+
+    Rows are read and written through 2-D unsigned indices, not row slices: a slice is a new array whose
+    reference count Numba raises and drops (two atomic operations), four per step of four k here, and a
+    signed index is tested for Python's negative indices."""
     K4 = k0 + (k1 - k0) - (k1 - k0) % 4
     zero = A.dtype.type(0)
-    c0 = Cout[m, n0:n1]
-    c1 = Cout[m + 1, n0:n1]
-    c2 = Cout[m + 2, n0:n1]
-    c3 = Cout[m + 3, n0:n1]
+    r0 = np.uint64(m)
+    r1, r2, r3 = r0 + _U1, r0 + _U2, r0 + _U3
+    j0, j1 = np.uint64(n0), np.uint64(n1)
     if k0 == 0:
-        for j in range(N):
-            c0[j] = zero
-            c1[j] = zero
-            c2[j] = zero
-            c3[j] = zero
+        for j in range(j0, j1):
+            Cout[r0, j] = zero
+            Cout[r1, j] = zero
+            Cout[r2, j] = zero
+            Cout[r3, j] = zero
     for k in range(k0, K4, 4):
         a00, a01, a02, a03 = A[m, k], A[m, k + 1], A[m, k + 2], A[m, k + 3]
         a10, a11, a12, a13 = A[m + 1, k], A[m + 1, k + 1], A[m + 1, k + 2], A[m + 1, k + 3]
         a20, a21, a22, a23 = A[m + 2, k], A[m + 2, k + 1], A[m + 2, k + 2], A[m + 2, k + 3]
         a30, a31, a32, a33 = A[m + 3, k], A[m + 3, k + 1], A[m + 3, k + 2], A[m + 3, k + 3]
-        b0 = B[k, n0:n1]
-        b1 = B[k + 1, n0:n1]
-        b2 = B[k + 2, n0:n1]
-        b3 = B[k + 3, n0:n1]
-        for j in range(N):
-            x0 = b0[j]
-            x1 = b1[j]
-            x2 = b2[j]
-            x3 = b3[j]
-            c0[j] += a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
-            c1[j] += a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
-            c2[j] += a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
-            c3[j] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
+        q0 = np.uint64(k)
+        q1, q2, q3 = q0 + _U1, q0 + _U2, q0 + _U3
+        for j in range(j0, j1):
+            x0 = B[q0, j]
+            x1 = B[q1, j]
+            x2 = B[q2, j]
+            x3 = B[q3, j]
+            Cout[r0, j] += a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
+            Cout[r1, j] += a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
+            Cout[r2, j] += a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
+            Cout[r3, j] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
     for k in range(K4, k1):
         a0, a1, a2, a3 = A[m, k], A[m + 1, k], A[m + 2, k], A[m + 3, k]
-        b0 = B[k, n0:n1]
-        for j in range(N):
-            x0 = b0[j]
-            c0[j] += a0 * x0
-            c1[j] += a1 * x0
-            c2[j] += a2 * x0
-            c3[j] += a3 * x0
+        q0 = np.uint64(k)
+        for j in range(j0, j1):
+            x0 = B[q0, j]
+            Cout[r0, j] += a0 * x0
+            Cout[r1, j] += a1 * x0
+            Cout[r2, j] += a2 * x0
+            Cout[r3, j] += a3 * x0
 
 
 @njit(cache=True, fastmath=True)
 def _nn_row(A, B, Cout, m, n0, n1, k0, k1):
     """Row m of Cout = A . B alone: a running sum of rows of B, four at a time (the edge of ``_nn_block4``)."""
-    N = n1 - n0
     K4 = k0 + (k1 - k0) - (k1 - k0) % 4
-    c = Cout[m, n0:n1]
+    r = np.uint64(m)
+    j0, j1 = np.uint64(n0), np.uint64(n1)
     if k0 == 0:
-        for j in range(N):
-            c[j] = A.dtype.type(0)
+        for j in range(j0, j1):
+            Cout[r, j] = A.dtype.type(0)
     for k in range(k0, K4, 4):
         a0, a1, a2, a3 = A[m, k], A[m, k + 1], A[m, k + 2], A[m, k + 3]
-        b0 = B[k, n0:n1]
-        b1 = B[k + 1, n0:n1]
-        b2 = B[k + 2, n0:n1]
-        b3 = B[k + 3, n0:n1]
-        for j in range(N):
-            c[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j]
+        q0 = np.uint64(k)
+        q1, q2, q3 = q0 + _U1, q0 + _U2, q0 + _U3
+        for j in range(j0, j1):
+            Cout[r, j] += a0 * B[q0, j] + a1 * B[q1, j] + a2 * B[q2, j] + a3 * B[q3, j]
     for k in range(K4, k1):
         a0 = A[m, k]
-        b0 = B[k, n0:n1]
-        for j in range(N):
-            c[j] += a0 * b0[j]
+        q0 = np.uint64(k)
+        for j in range(j0, j1):
+            Cout[r, j] += a0 * B[q0, j]
 
 
 @njit(cache=True, fastmath=True)
