@@ -44,6 +44,9 @@ def same_device(x, like, who, name):
         raise TypeError(mixed_message(who, name, x, is_cuda_array(like)))
 
 
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
 def float_array(x, who, name="input", ndim=None, min_ndim=None, dtype=None, allow_empty=False, like=None):
     """Check that ``x`` is a floating array and return it C-contiguous (and, on the CPU, writeable).
 
@@ -57,7 +60,13 @@ def float_array(x, who, name="input", ndim=None, min_ndim=None, dtype=None, allo
     and read-only arrays are accepted and copied, so every kernel sees one memory layout (and Numba
     compiles one specialisation per dtype, not one per flag); on the GPU they are refused (no hidden copy).
     """
-    if type(x) is not np.ndarray:  # (the common case skips the call: this runs for every layer, every step)
+    if type(x) is np.ndarray:  # the common case, for every layer at every step, checked in one go
+        if ((x.dtype == _F32 or x.dtype == _F64) and x.size and x.flags.c_contiguous and x.flags.writeable
+                and (like is None or type(like) is np.ndarray) and (dtype is None or x.dtype == dtype)
+                and (ndim is None or x.ndim in (ndim if isinstance(ndim, tuple) else (ndim,)))
+                and (min_ndim is None or x.ndim >= min_ndim)):
+            return x
+    else:
         x = as_array(x, who, name)
     on_gpu = is_cuda_array(x)
     if not on_gpu and not isinstance(x, np.ndarray):

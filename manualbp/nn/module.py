@@ -42,7 +42,13 @@ class Module:
 
     # --- registration -----------------------------------------------------
     def __setattr__(self, name, value):
-        if "_parameters" not in self.__dict__:
+        d = self.__dict__
+        if type(value) is np.ndarray and name in d and type(d[name]) is np.ndarray:
+            # The common case, every step: a forward replacing an activation it saved last time (an attribute
+            # that already holds an array is neither a parameter, a module nor a buffer, see below)
+            d[name] = value
+            return
+        if "_parameters" not in d:
             raise AttributeError(
                 f"cannot assign attributes before Module.__init__() is called in {type(self).__name__}")
         params, modules = self.__dict__["_parameters"], self.__dict__["_modules"]

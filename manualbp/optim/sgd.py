@@ -80,7 +80,9 @@ class SGD(Optimizer):
                     first = buf is None  # torch's first buffer is the gradient itself (O4): the kernel writes it
                     if first:
                         buf = state["momentum_buffer"] = kernels.empty_like(p.data)
-                    else:  # where the parameter is (the model may have moved since), in its dtype and layout
+                    elif not (type(buf) is type(p.data) is np.ndarray and buf.dtype == p.data.dtype
+                              and buf.flags.c_contiguous):  # (else: already where and what it must be)
+                        # where the parameter is (the model may have moved since), in its dtype and layout
                         buf = state["momentum_buffer"] = kernels.like(p.data, cast(buf, p.data.dtype, "SGD"))
                 # (O3)-(O6) for every element, in one compiled loop (kernels/cpu/optim.py, or one CUDA kernel
                 # launch on the GPU; the NumPy twin, reference.sgd_update, spells the update out line by line)
