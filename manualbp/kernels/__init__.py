@@ -57,6 +57,13 @@ def _impl(op, *arrays):
     Called for every operation of every step, so it only looks at types: NumPy arrays (and scalars,
     None, Python numbers, which go anywhere) say nothing more; a device array says GPU.
     """
+    for a in arrays:  # the common case first: NumPy arrays only, on the CPU
+        if type(a) is not np.ndarray:
+            break
+    else:
+        if get_backend() == "numpy":
+            return reference
+        return _modules.get("cpu") or _cpu()
     on_gpu = on_cpu = False
     for a in arrays:
         kind = type(a)

@@ -25,6 +25,12 @@ from .saved import TAPE, checked_backward, replay_backward, restore, saves, snap
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
+# Values that Module.__setattr__ stores without looking further when they replace one another (see there)
+_PLAIN = frozenset({np.ndarray, tuple, bool, int, float, str, type, type(np.dtype(np.float32)),
+                    type(np.dtype(np.float64))})
+_PLAIN_OR_NONE = _PLAIN | {type(None)}
+
+
 class Module:
     """Base class of every layer and model.
 
@@ -43,9 +49,10 @@ class Module:
     # --- registration -----------------------------------------------------
     def __setattr__(self, name, value):
         d = self.__dict__
-        if type(value) is np.ndarray and name in d and type(d[name]) is np.ndarray:
-            # The common case, every step: a forward replacing an activation it saved last time (an attribute
-            # that already holds an array is neither a parameter, a module nor a buffer, see below)
+        if type(d.get(name)) in _PLAIN and type(value) in _PLAIN_OR_NONE:
+            # The common case, every step: a forward replacing what it saved last time (an array, a shape, a
+            # flag).  An attribute that already holds such a value is neither a parameter, a module nor a
+            # buffer (those are Parameter or Module objects, None, or kept in _buffers): nothing to register.
             d[name] = value
             return
         if "_parameters" not in d:
