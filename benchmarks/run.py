@@ -12,8 +12,9 @@ threads (numba.get_num_threads()), so a slow spell of the machine hits both.  Nu
 child process started without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, so that OpenBLAS picks its own
 kernel (benchmarks/numpy_peer.py); their repeats alternate with ours and torch's all the same.  Where JAX
 imports, the ``train`` section also times JAX's jit-compiled twin of each training step on the CPU
-(benchmarks/jax_twin.py: the same weights, batch, loss and SGD step), in the same alternation.  ``ratio`` is ours / torch of the figure in its row; the
-column ``better`` says which way is good for us.  "% peak" compares a GFLOP/s figure with what an FMA
+(benchmarks/jax_twin.py: the same weights, batch, loss and SGD step), in the same alternation.  ``ratio`` is ours / torch
+of the figure in its row: for these alternating sections the median of the per-repeat ratios (``Row.ratio``), for the
+start-up and memory rows the ratio of the medians; the column ``better`` says which way is good for us.  "% peak" compares a GFLOP/s figure with what an FMA
 probe (independent fused multiply-add chains on float32 vectors, on all threads) reaches on this machine.
 
 FLOPs are counted the usual way: 2 per multiply-add of a matrix product or convolution (padding
@@ -101,10 +102,11 @@ def timed(fns, repeats, quick, target_s=0.15):
 
 
 class Figure:
-    """A median with its min and max, in some unit."""
+    """A median with its min and max, in some unit; ``samples`` keeps the repeats in the order they ran."""
 
     def __init__(self, samples, scale=1.0):
-        vals = sorted(scale * s for s in samples)
+        self.samples = [scale * s for s in samples]
+        vals = sorted(self.samples)
         self.median, self.lo, self.hi, self.n = statistics.median(vals), vals[0], vals[-1], len(vals)
 
     @classmethod
@@ -117,7 +119,7 @@ class Figure:
         return f"{self.median:,.{d}f} ({self.lo:,.{d}f}-{self.hi:,.{d}f})"
 
     def to_dict(self):
-        return {"median": self.median, "min": self.lo, "max": self.hi, "repeats": self.n}
+        return {"median": self.median, "min": self.lo, "max": self.hi, "repeats": self.n, "samples": self.samples}
 
 
 class Row:
@@ -128,8 +130,21 @@ class Row:
         self.better, self.peak, self.target, self.key = better, peak, target, key
 
     def ratio(self, other="torch"):
+        """ours / other.  Where the two were timed by ``timed`` (repeats in alternation: the sections of
+        PAIRED_SECTIONS), the median of the per-repeat ratios: a slow spell of this shared machine, which can
+        last seconds, then slows both halves of a pair and moves their ratio less than either median (one
+        side's slow repeats need not fall on the same repeats as the other's).  Otherwise the ratio of the
+        medians."""
         ref = getattr(self, other)
-        return None if ref is None or ref.median == 0 else self.ours.median / ref.median
+        if ref is None or ref.median == 0:
+            return None
+        a, b = self.ours.samples, ref.samples
+        if self.section in PAIRED_SECTIONS and len(a) == len(b) > 1 and all(b):
+            return statistics.median(x / y for x, y in zip(a, b))
+        return self.ours.median / ref.median
+
+
+PAIRED_SECTIONS = ("matmul", "conv", "train", "resnet")  # the sections whose sides ``timed`` alternates
 
 
 # --- what the machine can do -------------------------------------------------------------------------
@@ -448,13 +463,18 @@ def bench_train(args, peak):
     return rows, profiles
 
 
+RESNET_REPEATS = 9
+
+
 def bench_resnet(args):
     """ResNet-20 training steps (BatchNorm in training mode, option-A shortcuts) against torch's twin."""
     batches = (1, 2) if args.quick else (1, 64, 128)
     rows = []
     for batch in batches:
         ours, theirs, _, _, _ = _train_pair("resnet20", batch)
-        t = timed({"ours": ours, "torch": theirs}, args.repeats, args.quick, target_s=0.5)
+        # at least RESNET_REPEATS: steps of 0.1-0.3 s put few calls in a block, and the target row needs them
+        repeats = args.repeats if args.quick else max(args.repeats, RESNET_REPEATS)
+        t = timed({"ours": ours, "torch": theirs}, repeats, args.quick, target_s=0.5)
         rows.append(Row("resnet", f"resnet20 training step, batch {batch}", "img/s",
                         Figure.rate(t["ours"], batch), Figure.rate(t["torch"], batch),
                         target=("torch", 1.0) if batch == 64 else None, key=f"train-resnet20-{batch}"))
@@ -687,7 +707,9 @@ def render(rows, profiles, meta, chart_name, notes):
     out += ["", ("Each figure is the median of the repeats (min-max in brackets), after a warm-up; ours and "
                  "torch are timed in the same process, their repeats alternating, each after a short pause (NumPy's "
                  "products in a child process, its repeats in the same alternation). `ratio` is ours / torch of "
-                 "the row's figure; `better` says which direction favours manualbp. `% peak` is ours against "
+                 "the row's figure: the median of the per-repeat ratios where the two sides alternate (a slow spell "
+                 "of the machine then slows both halves of a pair), the ratio of the medians for start-up and "
+                 "memory; `better` says which direction favours manualbp. `% peak` is ours against "
                  "the FMA probe."), ""]
     verdicts = [(r, target_verdict(r)) for r in rows if r.target is not None]
     if verdicts:
@@ -794,8 +816,11 @@ def parse_args(argv):
 
 
 def _figure_from(d):
+    if d.get("samples"):
+        return Figure(d["samples"])
     f = Figure([d["median"]])
     f.lo, f.hi, f.n = d["min"], d["max"], d["repeats"]
+    f.samples = []  # (a file from before the samples were kept: its ratios are ratios of medians)
     return f
 
 
