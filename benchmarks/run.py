@@ -164,9 +164,15 @@ def machine():
     except OSError:
         pass
     family = fields.get("cpu family")
+    from manualbp.kernels.cpu import machine as cpu_machine
+    c = cpu_machine.caches()
+    blocks = cpu_machine.matmul_blocking(4)
     return {"cpu": fields.get("model name") or platform.processor() or "unknown",
             "cpu_family": int(family) if family and family.isdigit() else None,
-            "logical_cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+            "logical_cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "caches": {"l1d": c.l1d, "l1d_ways": c.l1d_ways, "l2": c.l2, "l2_ways": c.l2_ways, "l3": c.l3,
+                       "source": c.source},
+            "matmul_blocking_f32": {"kc": blocks.kc, "mc": blocks.mc, "in_place_max_n": blocks.in_place_max_n}}
 
 
 def _cpu_line(m):
@@ -689,6 +695,12 @@ def render(rows, profiles, meta, chart_name, notes):
     out += ["", "## Machine and versions", ""]
     m = meta["machine"]
     out.append(f"- CPU: {_cpu_line(m)}, {m['logical_cores']} logical cores; {m['platform']}")
+    if m.get("caches"):
+        c, b = m["caches"], m["matmul_blocking_f32"]
+        out.append(f"- caches: L1d {c['l1d'] >> 10} KiB {c['l1d_ways']}-way, L2 {c['l2'] >> 10} KiB {c['l2_ways']}-way, "
+                   f"L3 {c['l3'] >> 20} MiB ({c['source']}); the matrix product's blocking derived from them "
+                   f"(manualbp/kernels/cpu/machine.py), float32: {b['kc']} rows of k per block, {b['mc']} rows of C "
+                   f"per task, b read in place up to {b['in_place_max_n']} columns")
     out.append(f"- threads: {meta['threads']} (numba.get_num_threads(); torch.set_num_threads the same), "
                f"Numba threading layer {meta['threading_layer']}")
     out.append(f"- FMA probe (float32, all threads): {meta['peak']:.1f} GFLOP/s; machine load average at the start "

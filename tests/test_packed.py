@@ -4,7 +4,7 @@ import pytest
 
 from manualbp.kernels import cpu, reference
 from manualbp.kernels.cpu import conv as cpu_conv
-from manualbp.kernels.cpu import conv_packed, gemm_packed, tile
+from manualbp.kernels.cpu import conv_packed, gemm_packed, machine, tile
 from manualbp.kernels.cpu import gemm as cpu_gemm
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
@@ -68,30 +68,76 @@ def test_half_tile_is_the_first_16_columns_of_the_tile(dtype, assert_close):
 # --- matrix product ----------------------------------------------------------------------------------
 
 
-def _panels(m, n, k, threads, dtype):
-    return tuple(np.full(shape, np.nan, dtype) for shape in gemm_packed.matmul_panel_shapes(m, n, k, threads))
+def _panels(m, n, k, threads, dtype, blocking=None):
+    """(Bp, Ap, nmax) for matmul_packed: NaN-filled workspaces of the shapes a blocking asks for (this
+    machine's by default) and its in-place width."""
+    blocking = blocking or machine.matmul_blocking(np.dtype(dtype).itemsize)
+    shapes = gemm_packed.matmul_panel_shapes(m, n, k, threads, blocking)
+    return (*(np.full(shape, np.nan, dtype) for shape in shapes), np.int64(blocking.in_place_max_n))
 
 
-@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (7, 3, 31), (8, 256, 32), (9, 257, 33), (45, 600, 70),
-                                   (130, 40, 9), (9, 20, gemm_packed.B_IN_PLACE_MAX_N + 36)])
+SMALL_BLOCKS = machine.Blocking(kc=64, mc=16, in_place_max_n=40)  # several k blocks and row tasks, small sizes
+
+
+@pytest.mark.parametrize("m,k,n,blocking", [
+    (1, 1, 1, None), (7, 3, 31, None), (8, 256, 32, None), (9, 257, 33, None), (45, 600, 70, None),
+    (130, 40, 9, None), (9, 20, machine.matmul_blocking(4).in_place_max_n + 36, None),
+    (45, 150, 70, SMALL_BLOCKS), (130, 65, 39, SMALL_BLOCKS)])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_packed_matmul_matches_reference_in_every_layout(m, k, n, dtype, assert_close):
-    """Edges of the 8 x 32 tile, more than one block of KC = 512 along k, and all four transposes;
-    op(B) read in place (b not transposed, its last narrow panel packed) and packed (b transposed, or
-    wider than B_IN_PLACE_MAX_N); the parallel driver with 1, 2 or 3 row tasks per thread gives the
-    serial driver's bits."""
+def test_packed_matmul_matches_reference_in_every_layout(m, k, n, blocking, dtype, assert_close):
+    """Edges of the 8 x 32 tile, more than one block of kc along k, and all four transposes; op(B) read in
+    place (b not transposed, its last narrow panel packed) and packed (b transposed, or wider than the
+    blocking's in-place width); this machine's blocking and a small one (kc = 64, 16 rows per task); the
+    parallel driver with 1, 2 or 3 row tasks per thread gives the serial driver's bits."""
     rng = np.random.default_rng(m + 10 * k + 100 * n)
     for ta in (False, True):
         for tb in (False, True):
             a = rand(rng, (k, m) if ta else (m, k), dtype)
             b = rand(rng, (n, k) if tb else (k, n), dtype)
             serial = np.empty((m, n), dtype)
-            gemm_packed.matmul_packed_serial(a, ta, b, tb, serial, *_panels(m, n, k, 1, dtype))
+            gemm_packed.matmul_packed_serial(a, ta, b, tb, serial, *_panels(m, n, k, 1, dtype, blocking))
             assert_close(serial, reference.matmul(a, b, ta, tb), RTOL[dtype], f"ta={ta} tb={tb}")
             for threads in (1, 2, 3):
                 par = np.empty((m, n), dtype)
-                gemm_packed.matmul_packed(a, ta, b, tb, par, *_panels(m, n, k, threads, dtype))
+                gemm_packed.matmul_packed(a, ta, b, tb, par, *_panels(m, n, k, threads, dtype, blocking))
                 assert par.tobytes() == serial.tobytes(), f"ta={ta} tb={tb} T={threads}"
+
+
+def _fake_sysfs(root, entries):
+    """A directory laid out as Linux's /sys/devices/system/cpu/cpu0/cache, with these (level, type, size, ways)."""
+    for i, (level, kind, size, ways) in enumerate(entries):
+        d = root / f"index{i}"
+        d.mkdir(parents=True)
+        for name, value in (("level", level), ("type", kind), ("size", size), ("ways_of_associativity", ways)):
+            (d / name).write_text(f"{value}\n")
+    return str(root)
+
+
+def test_caches_are_read_from_sysfs_and_assumed_when_missing(tmp_path):
+    zen5 = _fake_sysfs(tmp_path / "zen5", [(1, "Data", "48K", 12), (1, "Instruction", "32K", 8),
+                                           (2, "Unified", "1024K", 16), (3, "Unified", "32768K", 16)])
+    c = machine.read_caches(zen5)
+    assert (c.l1d, c.l1d_ways, c.l2, c.l2_ways, c.l3) == (48 << 10, 12, 1 << 20, 16, 32 << 20)
+    assert machine.read_caches(str(tmp_path / "nowhere")) is machine.ASSUMED
+    assert machine.read_caches(_fake_sysfs(tmp_path / "l1", [(1, "Data", "32K", 8)])) is machine.ASSUMED
+    assert machine.parse_size("32K") == 32768 and machine.parse_size("1M") == 1 << 20
+    assert machine.parse_size("64") == 64
+
+
+def test_blocking_follows_the_caches():
+    """Zen 4 (L1d 32 KiB 8-way, L2 1 MiB): kc 512, 96 rows per task, b in place up to 4 KiB rows (the sizes
+    measured best there); Zen 5 (L1d 48 KiB 12-way): a longer kc in the larger L1, fewer rows per task;
+    float64 halves kc.  Every choice stays within its bounds for odd caches too."""
+    zen4 = machine.Caches(32 << 10, 8, 1 << 20, 8, 32 << 20, "test")
+    zen5 = machine.Caches(48 << 10, 12, 1 << 20, 16, 32 << 20, "test")
+    assert machine.blocking_for(4, zen4) == (512, 96, 1024)
+    assert machine.blocking_for(8, zen4) == (256, 96, 512)
+    assert machine.blocking_for(4, zen5) == (768, 64, 1024)
+    tiny = machine.Caches(4 << 10, 2, 64 << 10, 4, 0, "test")
+    huge = machine.Caches(1 << 20, 16, 64 << 20, 16, 0, "test")
+    for c in (tiny, huge):
+        kc, mc, nmax = machine.blocking_for(4, c)
+        assert 64 <= kc <= 1024 and kc % 64 == 0 and mc >= 8 and mc % 8 == 0 and nmax > 0
 
 
 @pytest.mark.parametrize("trans", [False, True])

@@ -11,6 +11,7 @@ import numpy as np
 from . import gemm_packed
 from .common import workspace
 from .gemm_dot import PARALLEL_MIN_MACS, matmul_nn, matmul_nn_serial, matmul_nt, matmul_nt_serial, transpose
+from .machine import matmul_blocking
 
 # Products whose inner size K is at most NN_MAX_K, or with at most NN_MAX_M rows (a small batch), use
 # the "NN" form (rows of b added into rows of the output), which needs no packing; x . W^T with at most
@@ -48,11 +49,13 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
         (matmul_nt if big else matmul_nt_serial)(a, b, out)
         return out
     T = numba.get_num_threads() if big else 1
-    b_shape, a_shape = gemm_packed.matmul_panel_shapes(M, N, K, T)
+    blocking = matmul_blocking(a.dtype.itemsize)  # from this machine's caches (machine.py)
+    b_shape, a_shape = gemm_packed.matmul_panel_shapes(M, N, K, T, blocking)
     Bp, Ap = workspace("matmul-b-panels", b_shape, a.dtype), workspace("matmul-a-panels", a_shape, a.dtype)
+    nmax = np.int64(blocking.in_place_max_n)
     if big:
-        gemm_packed.matmul_packed(a, transpose_a, b, transpose_b, out, Bp, Ap)
+        gemm_packed.matmul_packed(a, transpose_a, b, transpose_b, out, Bp, Ap, nmax)
     else:
-        gemm_packed.matmul_packed_serial(a, transpose_a, b, transpose_b, out, Bp, Ap)
+        gemm_packed.matmul_packed_serial(a, transpose_a, b, transpose_b, out, Bp, Ap, nmax)
     return out
 

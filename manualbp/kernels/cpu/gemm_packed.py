@@ -2,13 +2,15 @@
 
 Derivation: derivations/03-linear.md ((L1)-(L3)); readable twin: ``reference.matmul``
 (``tests/test_kernels.py`` and ``tests/test_packed.py`` hold them equal).  How the product maps onto
-the tile (B packed per block of KC rows of k, or read in place when narrow; each task packing its own
-rows of A) is described at the top of ``tile.py``.
+the tile (B packed per block of kc rows of k, or read in place when narrow; each task packing its own
+rows of A) is described at the top of ``tile.py``.  The block sizes -- kc, the rows of C per task, the
+widest b read in place -- come from this machine's caches (``machine.py``); the kernels read kc off the
+workspaces' shapes and take the in-place width as an argument, so one compiled kernel serves any blocking.
 """
 import numpy as np
 from numba import njit, prange
 
-from .tile import B_IN_PLACE_MAX_N, KC, MC_MAX, MR, NR, U1, U2, U3, U4, U5, U6, U7, ZERO, _tile_into
+from .tile import MR, NR, U1, U2, U3, U4, U5, U6, U7, ZERO, _tile_into
 
 # --- matrix product ----------------------------------------------------------------------------------
 
@@ -76,26 +78,27 @@ def _pack_b(B, trans, k0, kc, jb, Bp):
 
 
 @njit(cache=True)
-def _b_read_in_place(B, tb):
+def _b_read_in_place(B, tb, nmax):
     """Whether op(B)'s whole 32-column panels are read where they lie in B instead of packed: B not
-    transposed (row k of a panel is then 32 consecutive floats of B's row k) and at most
-    B_IN_PLACE_MAX_N columns wide.  A last panel narrower than 32 columns is packed all the same."""
-    return not tb and B.shape[1] <= B_IN_PLACE_MAX_N
+    transposed (row k of a panel is then 32 consecutive floats of B's row k) and at most nmax columns wide
+    (``machine.Blocking.in_place_max_n``).  A last panel narrower than 32 columns is packed all the same."""
+    return not tb and B.shape[1] <= nmax
 
 
 @njit(cache=True)
-def _b_in_place(B, tb, jb):
+def _b_in_place(B, tb, jb, nmax):
     """Whether panel jb of op(B) is read in place (``_b_read_in_place``, and the panel wholly inside B)."""
-    return _b_read_in_place(B, tb) and (jb + 1) * NR <= B.shape[1]
+    return _b_read_in_place(B, tb, nmax) and (jb + 1) * NR <= B.shape[1]
 
 
 @njit(cache=True, fastmath=True)
-def _matmul_rows(A, ta, B, tb, Bp, aoffs, boffs, C, i0, i1, Ap, tmp, zeros8):
-    """Rows i0 ... i1-1 of C = op(A)[rows] . op(B), op(B) packed as Bp[kb, jb] (block kb of KC rows of k,
-    panel jb of 32 columns) or read in place (``_b_in_place``).  For each block of k: pack this task's
+def _matmul_rows(A, ta, B, tb, Bp, aoffs, boffs, C, i0, i1, Ap, tmp, zeros8, nmax):
+    """Rows i0 ... i1-1 of C = op(A)[rows] . op(B), op(B) packed as Bp[kb, jb] (block kb of kc rows of k,
+    panel jb of 32 columns; kc = Bp.shape[2] / 32) or read in place (``_b_in_place``).  For each block of k: pack this task's
     rows of op(A), then for each B panel run the tiles of all the row panels.  C[i, j] sums the k blocks
     in order."""
     K = A.shape[0] if ta else A.shape[1]
+    KC = Bp.shape[2] // NR
     nib = (i1 - i0 + MR - 1) // MR
     flat = B.reshape(-1)  # a view (B is C-contiguous)
     Bpf, Apf = Bp.reshape(-1), Ap.reshape(-1)  # flat views, made once: the tile takes offsets, not slices
@@ -106,7 +109,7 @@ def _matmul_rows(A, ta, B, tb, Bp, aoffs, boffs, C, i0, i1, Ap, tmp, zeros8):
         for ib in range(nib):
             _pack_a(A, ta, i0 + ib * MR, k0, kc, Ap[ib])
         for jb in range(Bp.shape[1]):
-            if _b_in_place(B, tb, jb):
+            if _b_in_place(B, tb, jb, nmax):
                 src, offs, at = flat, rows_of_b, k0 * B.shape[1] + jb * NR
             else:
                 src, offs, at = Bpf, boffs, (kb * Bp.shape[1] + jb) * Bp.shape[2]
@@ -115,37 +118,40 @@ def _matmul_rows(A, ta, B, tb, Bp, aoffs, boffs, C, i0, i1, Ap, tmp, zeros8):
                            tmp)
 
 
-def _row_tasks(M, T):
-    """Rows of C per task: a multiple of 8, at most MC_MAX, and a number of tasks that is a multiple of
+def _row_tasks(M, T, mc_max):
+    """Rows of C per task: a multiple of 8, at most mc_max, and a number of tasks that is a multiple of
     the T threads where possible (which rows a task gets does not change any sum, only the balance)."""
     panels = (M + MR - 1) // MR
     per_thread = (panels + T - 1) // T
-    chunks = (per_thread * MR + MC_MAX - 1) // MC_MAX  # tasks per thread
+    chunks = (per_thread * MR + mc_max - 1) // mc_max  # tasks per thread
     mc = ((panels + T * chunks - 1) // (T * chunks)) * MR
     return max(mc, MR)
 
 
-def matmul_panel_shapes(M, N, K, T):
-    """Shapes of the two workspaces of ``matmul_packed`` for T threads (T = 1: ``matmul_packed_serial``):
-    op(B)'s panels (nk, nj, KC*32) and each task's A panels (tasks, rows per task / 8, KC*8)."""
+def matmul_panel_shapes(M, N, K, T, blocking):
+    """Shapes of the two workspaces of ``matmul_packed`` for T threads (T = 1: ``matmul_packed_serial``) and a
+    ``machine.Blocking`` (kc, mc, in_place_max_n): op(B)'s panels (nk, nj, kc*32) and each task's A panels
+    (tasks, rows per task / 8, kc*8)."""
+    KC = blocking.kc
     nk, nj = max(1, (K + KC - 1) // KC), (N + NR - 1) // NR
-    mc = _row_tasks(M, T) if T > 1 else max(MR, (M + MR - 1) // MR * MR)
+    mc = _row_tasks(M, T, blocking.mc) if T > 1 else max(MR, (M + MR - 1) // MR * MR)
     return (nk, nj, KC * NR), ((M + mc - 1) // mc, mc // MR, KC * MR)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def matmul_packed(A, ta, B, tb, C, Bp, Ap):
+def matmul_packed(A, ta, B, tb, C, Bp, Ap, nmax):
     """C = op(A) . op(B), (M, K) x (K, N) -> (M, N); op transposes when ta / tb.  Twin: reference.matmul.
 
     Workspaces, shaped by ``matmul_panel_shapes``: Bp for op(B)'s panels, Ap[t] for task t's A panels
     (allocating them here on every call would cost page faults for a fresh megabyte or more).  Two
-    parallel passes: pack all of op(B) into 32-column panels of KC rows (prange over panels; when B is
+    parallel passes: pack all of op(B) into 32-column panels of kc rows (prange over panels; when B is
     read in place, ``_b_read_in_place``, only a last narrow panel is packed, serially), then prange over
     the tasks, blocks of Ap.shape[1] * 8 rows of C, each packing its own rows of op(A) and
-    running its tiles over the whole of k.
+    running its tiles over the whole of k.  kc = Bp.shape[2] / 32; nmax: the widest B read in place.
     """
     M = C.shape[0]
     K = A.shape[0] if ta else A.shape[1]
+    KC = Bp.shape[2] // NR
     nk, nj = (K + KC - 1) // KC, Bp.shape[1]
     mc = Ap.shape[1] * MR
     zeros8 = np.zeros(MR, dtype=C.dtype)
@@ -153,26 +159,27 @@ def matmul_packed(A, ta, B, tb, C, Bp, Ap):
     boffs = np.arange(KC) * NR  # row k of a packed B panel starts at 32*k
     if K == 0:
         C[:] = 0
-    if not _b_read_in_place(B, tb):
+    if not _b_read_in_place(B, tb, nmax):
         for t in prange(nk * nj):
             u = np.int64(t)
             kb = u // nj
             _pack_b(B, tb, kb * KC, min(KC, K - kb * KC), u % nj, Bp[kb])
-    elif not _b_in_place(B, tb, nj - 1):  # only the last panel, narrower than 32 columns, is packed
+    elif not _b_in_place(B, tb, nj - 1, nmax):  # only the last panel, narrower than 32 columns, is packed
         for kb in range(nk):
             _pack_b(B, tb, kb * KC, min(KC, K - kb * KC), nj - 1, Bp[kb])
     for t in prange(Ap.shape[0]):
         tmp = np.empty((MR, NR), dtype=C.dtype)
         u = np.int64(t)
-        _matmul_rows(A, ta, B, tb, Bp, aoffs, boffs, C, u * mc, min(u * mc + mc, M), Ap[t], tmp, zeros8)
+        _matmul_rows(A, ta, B, tb, Bp, aoffs, boffs, C, u * mc, min(u * mc + mc, M), Ap[t], tmp, zeros8, nmax)
 
 
 @njit(cache=True, fastmath=True)
-def matmul_packed_serial(A, ta, B, tb, C, Bp, Ap):
+def matmul_packed_serial(A, ta, B, tb, C, Bp, Ap, nmax):
     """``matmul_packed`` on the calling thread alone (small products): the same tiles, the same sums.
     Ap holds one task, all the rows of C."""
     M = C.shape[0]
     K = A.shape[0] if ta else A.shape[1]
+    KC = Bp.shape[2] // NR
     nk, nj = (K + KC - 1) // KC, Bp.shape[1]
     tmp = np.empty((MR, NR), dtype=C.dtype)
     zeros8 = np.zeros(MR, dtype=C.dtype)
@@ -181,7 +188,7 @@ def matmul_packed_serial(A, ta, B, tb, C, Bp, Ap):
     if K == 0:
         C[:] = 0
     for t in range(nk * nj):
-        if not _b_in_place(B, tb, t % nj):
+        if not _b_in_place(B, tb, t % nj, nmax):
             kb = t // nj
             _pack_b(B, tb, kb * KC, min(KC, K - kb * KC), t % nj, Bp[kb])
-    _matmul_rows(A, ta, B, tb, Bp, aoffs, boffs, C, ZERO, M, Ap[0], tmp, zeros8)
+    _matmul_rows(A, ta, B, tb, Bp, aoffs, boffs, C, ZERO, M, Ap[0], tmp, zeros8, nmax)

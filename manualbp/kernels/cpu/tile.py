@@ -31,11 +31,11 @@ edges with zeros, so the tile never needs a bounds check: a block that runs past
 computed into a scratch tile (``tmp``) and only its valid part is copied out.
 
 How each operation maps onto the tile:
-- matmul (``matmul_packed``): A is op(a), B is op(b); B is packed once per block of KC rows of k
-  (KC x 32 per panel: read from cache by every tile of that column), or, when b is not transposed and
-  at most B_IN_PLACE_MAX_N columns wide, read where it lies (row k of a panel: 32 consecutive floats of
+- matmul (``matmul_packed``): A is op(a), B is op(b); B is packed once per block of kc rows of k
+  (kc x 32 per panel: read from cache by every tile of that column), or, when b is not transposed and
+  narrow enough (``machine.py``), read where it lies (row k of a panel: 32 consecutive floats of
   b's row k); each task packs its own rows of A.  Tasks are blocks of rows of C; every C[i, j] is
-  summed over k in blocks of KC, in order.
+  summed over k in blocks of kc, in order.
 - convolution forward and grad-input (``conv2d_packed``): per image, the tile's 8 rows are 8
   neighbouring output positions of one output row and its 32 columns are output channels, k running
   over the taps in the order (p, c, q), kernel row first, so that the kernel rows which read only the
@@ -68,14 +68,8 @@ from numba.extending import intrinsic
 
 MR = 8  # rows of the register tile (A panel width)
 NR = 32  # columns of the register tile (B panel width): two 16-float vectors
-KC = 512  # rows of k per packed block of B in matmul: a 512 x 32 float panel is 64 KiB, read from L2 as fast
-# as from L1 by the tile (measured), and each tile call then runs 512 steps of k before it loads and stores
-# its 8 x 32 block of C (with 256 steps that fixed cost was about 8% of the call)
-B_IN_PLACE_MAX_N = 1024  # a non-transposed B at most this wide is read in place, not packed: its 32-column
-# panels are then rows of 128 bytes N floats apart, which the tile reads as fast as a packed panel while
-# N*4 bytes is short (n = 256: 136-162 -> 174-191 GFLOP/s on 2 threads, the copy and a parallel pass saved);
-# at N = 2048 each row of k is a new 4 KiB page and cache sets alias, and it ran at 127 against 175 packed
-MC_MAX = 96  # at most this many rows of C per matmul task (their A panels, 96 x 512 floats, stay in L2)
+# The matrix product's block sizes (rows of k per block, rows of C per task, the widest b read in place)
+# follow this machine's caches: machine.py.
 
 # Every caller passes the tile's int and bool arguments as these (or as computed values), never as the
 # constants 0 or True: Numba compiles a separate copy of a function for each literal argument it is
