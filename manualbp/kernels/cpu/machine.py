@@ -1,5 +1,8 @@
 """The caches of the machine the kernels run on, and the matrix product's blocking derived from them.
 
+Derivation: derivations/03-linear.md ((L1)-(L3)), the product whose sums these blocks cut up (the order of
+the sums within each C[i, j] stays k = 0, 1, ...).
+
 The packed matrix product (``gemm_packed.py``) cuts its work into blocks that must fit a level of cache:
 
 - kc, the rows of k in one block: the tile's A panel (8 x kc values) is read once per step of k by every
