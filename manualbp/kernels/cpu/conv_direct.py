@@ -35,11 +35,12 @@ PH/PW padding, HP/WP padded size.
 import numpy as np
 from numba import njit, prange
 
+from .tile import U2, U3  # unsigned constants (an int times an unsigned int is a float in Numba)
+
 # Helpers get ints as these or as computed values, never as the literals 0 and 1, and parallel loops pass
 # np.int64(t): Numba compiles a helper once per literal argument and once more for an unsigned prange index.
 ZERO = np.int64(0)
 ONE = np.int64(1)
-_U2, _U3 = np.uint64(2), np.uint64(3)  # (an int times an unsigned int is a float in Numba)
 
 
 @njit(cache=True, fastmath=True)
@@ -72,7 +73,7 @@ def _taps4(w2, xflat, offs, ywf, L, m, k):
     """
     uL = np.uint64(L)
     c0 = np.uint64(m * L)
-    c1, c2, c3 = c0 + uL, c0 + _U2 * uL, c0 + _U3 * uL
+    c1, c2, c3 = c0 + uL, c0 + U2 * uL, c0 + U3 * uL
     x0, x1, x2, x3 = np.uint64(offs[k]), np.uint64(offs[k + 1]), np.uint64(offs[k + 2]), np.uint64(offs[k + 3])
     a00, a01, a02, a03 = w2[m, k], w2[m, k + 1], w2[m, k + 2], w2[m, k + 3]
     a10, a11, a12, a13 = w2[m + 1, k], w2[m + 1, k + 1], w2[m + 1, k + 2], w2[m + 1, k + 3]
@@ -219,7 +220,7 @@ def _gw_tile(xflat, gf, L, offs, out, m, k, first):
     uL = np.uint64(L)
     for s in range(L):
         u = np.uint64(s)
-        a0, a1, a2, a3 = gf[u], gf[uL + u], gf[_U2 * uL + u], gf[_U3 * uL + u]
+        a0, a1, a2, a3 = gf[u], gf[uL + u], gf[U2 * uL + u], gf[U3 * uL + u]
         v0, v1, v2, v3 = xflat[x0 + u], xflat[x1 + u], xflat[x2 + u], xflat[x3 + u]
         c00 += a0 * v0
         c01 += a0 * v1

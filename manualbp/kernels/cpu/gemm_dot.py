@@ -27,9 +27,10 @@ it, and no sum is ever split between threads, so results do not depend on NUMBA_
 import numpy as np
 from numba import njit, prange
 
+from .tile import U1, U2, U3  # unsigned constants (an int plus an unsigned int is a float in Numba)
+
 TILE = 4  # rows/columns of a register tile
 
-_U1, _U2, _U3 = np.uint64(1), np.uint64(2), np.uint64(3)  # (an int plus an unsigned int is a float in Numba)
 
 
 @njit(cache=True, fastmath=True)
@@ -250,7 +251,7 @@ def _nn_block4(A, B, Cout, m, n0, n1, k0, k1):
     K4 = k0 + (k1 - k0) - (k1 - k0) % 4
     zero = A.dtype.type(0)
     r0 = np.uint64(m)
-    r1, r2, r3 = r0 + _U1, r0 + _U2, r0 + _U3
+    r1, r2, r3 = r0 + U1, r0 + U2, r0 + U3
     j0, j1 = np.uint64(n0), np.uint64(n1)
     if k0 == 0:
         for j in range(j0, j1):
@@ -264,7 +265,7 @@ def _nn_block4(A, B, Cout, m, n0, n1, k0, k1):
         a20, a21, a22, a23 = A[m + 2, k], A[m + 2, k + 1], A[m + 2, k + 2], A[m + 2, k + 3]
         a30, a31, a32, a33 = A[m + 3, k], A[m + 3, k + 1], A[m + 3, k + 2], A[m + 3, k + 3]
         q0 = np.uint64(k)
-        q1, q2, q3 = q0 + _U1, q0 + _U2, q0 + _U3
+        q1, q2, q3 = q0 + U1, q0 + U2, q0 + U3
         for j in range(j0, j1):
             x0 = B[q0, j]
             x1 = B[q1, j]
@@ -297,7 +298,7 @@ def _nn_row(A, B, Cout, m, n0, n1, k0, k1):
     for k in range(k0, K4, 4):
         a0, a1, a2, a3 = A[m, k], A[m, k + 1], A[m, k + 2], A[m, k + 3]
         q0 = np.uint64(k)
-        q1, q2, q3 = q0 + _U1, q0 + _U2, q0 + _U3
+        q1, q2, q3 = q0 + U1, q0 + U2, q0 + U3
         for j in range(j0, j1):
             Cout[r, j] += a0 * B[q0, j] + a1 * B[q1, j] + a2 * B[q2, j] + a3 * B[q3, j]
     for k in range(K4, k1):
