@@ -9,7 +9,9 @@ when called, so a machine without the CUDA target or a driver gets an answer, no
 Under numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) the simulated GPU counts as available.
 """
 
-__all__ = ["device_count", "is_available", "synchronize"]
+import time
+
+__all__ = ["Counts", "counting", "device_count", "is_available", "synchronize"]
 
 
 def _numba_cuda():
@@ -42,3 +44,136 @@ def synchronize():
     from .device import require_cuda
 
     require_cuda("manualbp.cuda.synchronize").synchronize()
+
+
+# --- what a step asks of the GPU ---------------------------------------------------------------------------
+
+class Counts:
+    """What the code inside ``manualbp.cuda.counting()`` asked of the GPU, counted on the host.
+
+    launches     kernel launches, as a dict {kernel name: count} (``total_launches`` adds them up)
+    allocations  device arrays allocated (``numba.cuda.device_array``/``device_array_like``/``to_device``)
+    bytes        the bytes those allocations asked for
+    uploads      host-to-device copies (``to_device``, ``copy_to_device``)
+    downloads    device-to-host copies (``copy_to_host``, which also waits for the GPU: a synchronisation)
+    wait_s       seconds the host spent inside those copies and in ``synchronize()``, waiting for the GPU;
+                 the time inside ``with`` less ``wait_s`` is the host's own work (launches, allocations,
+                 Python), which is what a small step is made of.  (Under the simulator a kernel runs at
+                 its launch, on the host, so there only the counts mean anything.)
+
+    Every launch and allocation costs host time whatever the kernel does (a launch through numba's
+    dispatcher prepares each argument in Python; an allocation calls the driver), so these counts say how
+    much of a small step's time is spent on the host.  They are the same under numba's CUDA simulator as
+    on a GPU: the same Python code runs.
+    """
+
+    def __init__(self):
+        self.launches, self.allocations, self.bytes, self.uploads, self.downloads = {}, 0, 0, 0, 0
+        self.wait_s = 0.0
+
+    @property
+    def total_launches(self):
+        return sum(self.launches.values())
+
+    def __repr__(self):
+        return (f"Counts(launches={self.total_launches}, allocations={self.allocations}, bytes={self.bytes}, "
+                f"uploads={self.uploads}, downloads={self.downloads}, wait_s={self.wait_s:.6f})")
+
+
+_counting = []  # the Counts being filled (at most one)
+
+
+def _kernel_name(kernel):
+    f = getattr(kernel, "py_func", None) or getattr(kernel, "fn", None)
+    return getattr(f, "__name__", None) or type(kernel).__name__
+
+
+class counting:
+    """Count the kernel launches, device allocations and copies of the code inside ``with``.
+
+        with manualbp.cuda.counting() as c:
+            net.train_step(xb, yb, loss_fn, opt)
+        print(c.total_launches, c.allocations, c.downloads)
+
+    It wraps numba.cuda's kernel launch (``kernel[grid, block](...)``), its allocation functions and the
+    device array's copies for the duration, then puts them back.  Works on a GPU and under the simulator.
+    """
+
+    def __enter__(self):
+        if _counting:
+            raise RuntimeError("manualbp.cuda.counting: already counting (the counters do not nest)")
+        from .device import require_cuda
+
+        cuda = require_cuda("manualbp.cuda.counting")
+        self.counts = Counts()
+        self._saved = []
+        counts = self.counts
+
+        def patch(owner, name, make):
+            original = getattr(owner, name)
+            self._saved.append((owner, name, original))
+            setattr(owner, name, make(original))
+
+        def launch(original):
+            def getitem(kernel, config):
+                configured = original(kernel, config)
+                name = _kernel_name(kernel)
+
+                def run(*args):
+                    counts.launches[name] = counts.launches.get(name, 0) + 1
+                    return configured(*args)
+
+                return run
+            return getitem
+
+        def alloc(original, upload=False):
+            def wrapped(*args, **kwargs):
+                a = original(*args, **kwargs)
+                if not (upload and kwargs.get("to") is not None):
+                    counts.allocations += 1
+                    counts.bytes += int(getattr(a, "nbytes", 0) or 0)
+                if upload:
+                    counts.uploads += 1
+                return a
+            return wrapped
+
+        def copy(original, attr):
+            def wrapped(*args, **kwargs):
+                setattr(counts, attr, getattr(counts, attr) + 1)
+                if attr != "downloads":
+                    return original(*args, **kwargs)
+                return waiting(original)(*args, **kwargs)
+            return wrapped
+
+        def waiting(original):
+            def wrapped(*args, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    counts.wait_s += time.perf_counter() - start
+            return wrapped
+
+        probe = cuda.device_array(1, dtype="float32")
+        kernel_type = type(cuda.jit(_noop_kernel))
+        patch(kernel_type, "__getitem__", launch)
+        patch(cuda, "device_array", alloc)
+        patch(cuda, "device_array_like", alloc)
+        patch(cuda, "to_device", lambda f: alloc(f, upload=True))
+        array_type = type(probe)
+        patch(array_type, "copy_to_host", lambda f: copy(f, "downloads"))
+        patch(array_type, "copy_to_device", lambda f: copy(f, "uploads"))
+        patch(cuda, "synchronize", waiting)
+        _counting.append(counts)
+        return counts
+
+    def __exit__(self, *exc):
+        for owner, name, original in reversed(self._saved):
+            setattr(owner, name, original)
+        _counting.clear()
+        return False
+
+
+def _noop_kernel(x):
+    """Only compiled lazily (never launched): ``counting`` asks numba.cuda.jit which type its kernels have."""
+    x[0] = x[0]
