@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from .device import as_array, is_cuda_array, mixed_message, to_numpy
+from .device import as_array, host_copy, is_cuda_array, mixed_message
 from .device import float_dtype as device_float_dtype
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -107,8 +107,9 @@ def is_array(x):
 
 def host_values(x):
     """The values of ``x`` as a NumPy array, for checks that read values (class indices in range, targets
-    in [0, 1]): a device array is copied to the host (a target: small next to the step's work)."""
-    return to_numpy(x) if is_cuda_array(x) else x
+    in [0, 1]): a device array is copied to the host (a target: small next to the step's work), unless it
+    is a batch the Uploader sent up, whose pinned host copy is read instead (``device.host_copy``)."""
+    return host_copy(x)
 
 
 def _all_finite(x, chunk=1 << 22):

@@ -38,6 +38,7 @@ Importing this module (and ``import manualbp``) never imports ``numba.cuda``: th
 first ``to("cuda")``, so the CPU framework needs nothing but NumPy and Numba.
 """
 import numbers
+import weakref
 
 import numpy as np
 
@@ -228,6 +229,29 @@ def host_array(x, who="manualbp", name="input"):
     return x.copy_to_host() if is_cuda_array(x) else x
 
 
+_uploaded = {}  # id(device array) -> (a weak reference to it, the pinned host array it was copied from)
+
+
+def host_copy(x):
+    """The values of ``x`` on the host, for checks that read them (class indices in range).
+
+    A batch the ``Uploader`` sent up is read from the pinned host buffer it was copied from: the same
+    values, without a copy back, which would make the host wait for every kernel queued before it.  Any
+    other device array is copied to the host; a NumPy array is returned as it is.
+    """
+    if not is_cuda_array(x):
+        return x
+    entry = _uploaded.get(id(x))
+    if entry is not None and entry[0]() is x:
+        return entry[1]
+    return x.copy_to_host()
+
+
+def _remember_upload(dev, host):
+    key = id(dev)
+    _uploaded[key] = (weakref.ref(dev, lambda _, key=key: _uploaded.pop(key, None)), host)
+
+
 def to_numpy(x):
     """A NumPy array from a device array (one copy to the host), a NumPy array (itself), a torch tensor
     (CPU: a view; CUDA: a copy), anything ``as_array`` reads, or a scalar or list."""
@@ -342,7 +366,9 @@ class Uploader:
     buffer once (it grows to the largest batch seen) avoids the slow pinned allocation per step.
     The device buffers are reused the same way: batch k+1 overwrites batch k's device memory, which
     is safe because every kernel and copy runs on the same (default) stream, in order.  Keep a batch
-    you need later by copying it (``manualbp.to_numpy``).
+    you need later by copying it (``manualbp.to_numpy``).  The pinned copy stays beside the device
+    array, so a loss checking its class indices reads them there (``host_copy``) instead of copying
+    them back, which would wait for the GPU in the middle of the step.
 
     ``upload(x, slot)`` returns a device array of x's shape: float32 for floating data, int64 for
     integers; ``slot`` names the buffer ("x", "y"), so inputs and targets do not share one.
@@ -366,7 +392,9 @@ class Uploader:
         np.copyto(staged, x, casting="unsafe")  # the dtype change (e.g. int32 labels to int64) happens here
         target = dev[:x.size]
         target.copy_to_device(host[:x.size])  # one host-to-device copy per array and step
-        return target.reshape(x.shape)
+        out = target.reshape(x.shape)
+        _remember_upload(out, staged)  # the next upload overwrites both copies: they stay equal
+        return out
 
     __call__ = upload
 

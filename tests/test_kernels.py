@@ -405,6 +405,13 @@ def test_cross_entropy_kernel_matches_reference_and_torch(n, c, dtype, seed, ign
         loss.backward()
         assert_close(np.asarray(total, dtype), loss.detach(), RTOL[dtype])
         assert_close(grad, zt.grad, RTOL[dtype])
+    for impl in (cpu, reference):  # mean: the same division as loss_reduce's, bit for bit
+        plain = impl.cross_entropy_index(z, t, -100)
+        mean = impl.cross_entropy_index(z, t, -100, True)
+        expected = reference.loss_reduce(np.array([plain[0]], dtype), "mean", plain[1])
+        assert mean[1:3] == plain[1:3] and np.array_equal(mean[3], plain[3])
+        assert np.asarray(mean[0]).dtype == dtype
+        np.testing.assert_array_equal(np.asarray(mean[0]), np.asarray(expected))
 
 
 def test_cross_entropy_kernel_reports_targets_out_of_range_and_nan():

@@ -92,9 +92,10 @@ def cross_entropy_probs_backward(s, p, y, w, label_smoothing):
     """s ((sum_c q_c) p - q), q = w y~.  (S7)"""
     return _impl("cross_entropy_probs_backward", s, p, y, w).cross_entropy_probs_backward(s, p, y, w, label_smoothing)
 
-def cross_entropy_index(z, t, ignore_index):
-    """(total, count, bad, dL/dz of each sample): the training step's fused case.  (S1)-(S3), (S7)"""
-    return _impl("cross_entropy_index", z, t).cross_entropy_index(z, t, ignore_index)
+def cross_entropy_index(z, t, ignore_index, mean=False):
+    """(total, count, bad, dL/dz of each sample): the training step's fused case.  (S1)-(S3), (S7); with
+    ``mean`` the total is divided by the count in the same call (S8)."""
+    return _impl("cross_entropy_index", z, t).cross_entropy_index(z, t, ignore_index, mean)
 
 
 __all__ = ["bce_loss", "bce_loss_backward", "bce_with_logits_loss", "bce_with_logits_loss_backward",

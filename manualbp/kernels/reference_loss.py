@@ -246,14 +246,15 @@ def _probability_weights(y, w, eps, n_classes, dt):
     return y_smooth if w is None else y_smooth * w.astype(y.dtype)[None, :, None]
 
 
-def cross_entropy_index(z, t, ignore_index):
+def cross_entropy_index(z, t, ignore_index, mean=False):
     """Softmax-cross-entropy of (N, C) logits with class indices, forward and backward in one call.
 
     No class weights, no label smoothing: the common case of a training step, which
     ``nn.CrossEntropyLoss`` sends here.  t: int64 (N,); a value equal to ``ignore_index`` is not counted.
 
     Returns (total, count, bad, grad):
-    - total: sum over the counted samples of ell_n = -log softmax(z[n])[t[n]]   (S2), (S3)
+    - total: sum over the counted samples of ell_n = -log softmax(z[n])[t[n]]   (S2), (S3); with
+      ``mean``, that sum divided by count: the loss of reduction 'mean' (S8), as ``loss_reduce`` gives it
     - count: the number of counted samples, D of (S8)
     - bad: the first sample whose target lies outside [0, C) and is not ignore_index, else -1
       (then nothing else is meaningful: the caller takes the general path, which raises)
@@ -273,4 +274,10 @@ def cross_entropy_index(z, t, ignore_index):
     ell = np.log(s[:, 0]) - shifted[rows, y]  # -log p_y  (S2), (S3)
     grad[rows, y] -= 1  # p - onehot(y)  (S7)
     grad[~valid] = 0
-    return ell[valid].sum(dtype=z.dtype), int(valid.sum()), -1, grad
+    count = int(valid.sum())
+    total = ell[valid].sum(dtype=z.dtype)
+    if mean:  # (S8), the same division as loss_reduce's
+        dt = z.dtype.type
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return dt(total / dt(count)), count, -1, grad
+    return total, count, -1, grad

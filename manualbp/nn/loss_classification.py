@@ -216,7 +216,8 @@ class CrossEntropyLoss(_ClassLoss):
     def _forward_fused(self, x, target):
         """The loss of (S3) reduced by (S8), with dL/dz of each sample saved for backward; or None."""
         x = float_array(x, "CrossEntropyLoss")  # one memory layout for the kernel
-        total, count, bad, grad = kernels.cross_entropy_index(x, target, self.ignore_index)
+        mean = self.reduction == "mean"
+        loss, count, bad, grad = kernels.cross_entropy_index(x, target, self.ignore_index, mean)  # (S8) too
         if bad >= 0 or count == 0:  # a target out of range, or nothing counted: the general path decides
             return None
         self._fused_grad = grad  # p - onehot(y) per sample, (S7); zero rows for ignored samples
@@ -224,7 +225,7 @@ class CrossEntropyLoss(_ClassLoss):
         self._dtype, self._input_shape, self._loss_shape = x.dtype.type, tuple(x.shape), ()
         self._like = x
         self._denom = count  # D of (S8): the number of counted samples
-        return kernels.loss_reduce(total, self.reduction, count)  # the reduction of (S8)
+        return loss
 
     def _prepare(self, x, target):
         who = "CrossEntropyLoss"

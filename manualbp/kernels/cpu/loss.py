@@ -78,13 +78,17 @@ def _cross_entropy_index(z, t, ignore_index, grad):
     return total, count, -1
 
 
-def cross_entropy_index(z, t, ignore_index):
-    """(total, count, bad, grad).  Twin of reference.cross_entropy_index; see its docstring."""
+def cross_entropy_index(z, t, ignore_index, mean=False):
+    """(total, count, bad, grad); with ``mean`` total / count.  Twin of reference.cross_entropy_index."""
     z = np.ascontiguousarray(z)
     t = np.ascontiguousarray(t, dtype=np.int64)
     grad = np.empty_like(z)
     total, count, bad = _cross_entropy_index(z, t, int(ignore_index), grad)
-    return z.dtype.type(total), count, bad, grad
+    dt = z.dtype.type
+    if mean and bad < 0:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return dt(dt(total) / dt(count)), count, bad, grad
+    return dt(total), count, bad, grad
 
 
 __all__ = ["bce_loss", "bce_loss_backward", "bce_with_logits_loss", "bce_with_logits_loss_backward", "cross_entropy",

@@ -18,6 +18,7 @@ import math
 import numpy as np
 from numba import cuda, float32
 
+from ...device import host_copy
 from .elementwise import tree_sum
 from .launch import THREADS, blocks, device_f32, device_i64, flat, optional_f32, scalar_like
 from .loss import sum_to_device
@@ -361,20 +362,20 @@ def _cross_entropy_index(z, t, ignore_index, ell, grad):
 cross_entropy_index_kernel = cuda.jit(_cross_entropy_index)
 
 
-def cross_entropy_index(z, t, ignore_index):
+def cross_entropy_index(z, t, ignore_index, mean=False):
     """(total, count, bad, grad) of softmax-cross-entropy on (N, C) logits with (N,) int64 class indices.
 
     NumPy twin: ``reference.cross_entropy_index``.  total: a (1,) device array, the sum of ell over the
-    counted rows (a fixed-order reduction); count: the number of counted rows and bad: the first row
-    whose target is out of range (-1 if none), both ints computed on the host from a copy of the N
-    labels (the one copy to the host of a step); grad (N, C) = softmax - onehot for a counted row, 0
+    counted rows (a fixed-order reduction; divided by count in the same kernel when ``mean``); count: the number of counted rows and bad: the first row
+    whose target is out of range (-1 if none), both ints computed on the host from the N labels (the
+    pinned host copy of a batch the Uploader sent up, else a copy from the GPU); grad (N, C) = softmax - onehot for a counted row, 0
     otherwise.  With a bad target nothing is launched: (0, 0, bad, zeros), as the twin.
     """
     who = "cuda cross_entropy_index"
     device_f32(z, who, "z", ndim=2)
     N, C = z.shape
     device_i64(t, who, "t", shape=(N,))
-    labels = t.copy_to_host()
+    labels = host_copy(t)  # an uploaded batch's pinned copy; else one copy back
     valid = labels != ignore_index
     out_of_range = valid & ((labels < 0) | (labels >= C))
     if out_of_range.any():
@@ -384,4 +385,5 @@ def cross_entropy_index(z, t, ignore_index):
     grad = cuda.device_array((N, C), dtype=np.float32)
     if N and C:
         cross_entropy_index_kernel[blocks(N), THREADS](z, t, int(ignore_index), ell, grad)
-    return sum_to_device(ell, who), int(valid.sum()), -1, grad
+    count = int(valid.sum())
+    return sum_to_device(ell, who, count if mean else None), count, -1, grad
