@@ -70,6 +70,7 @@ SIGNATURES = {
 for _cfg in ("small", "large"):
     for _t in ("nn", "nt", "tn", "tt"):
         SIGNATURES[f"matmul_{_cfg}_{_t}_kernel"] = _gemm(F2, F2, F1)
+    SIGNATURES[f"linear_{_cfg}_kernel"] = _gemm(F2, F2, F1)  # x (N, in), w (out, in), y flat; bias F1
 
 # activation_extra.py: GELU, SiLU, ELU, Softplus (kind, a, b)
 SIGNATURES["activation_forward_kernel"] = _sig(F1, "int64", "float32", "float32", F1)
@@ -94,10 +95,9 @@ U1 = "uint8[::1]"
 SIGNATURES.update({
     "bn_stats_kernel": _sig(F1, F1, F1, F1, F1, I1, "int64", "int64", "boolean", "boolean", "float32", "boolean",
                             "float32"),
-    "bn_count_kernel": _sig(I1),
-    "bn_normalise_kernel": _sig(F1, F1, F1, F1, F1, F1, "int64", "int64", "boolean", "boolean"),
-    "bn_backward_sums_kernel": _sig(F1, F1, F1, F1, F1, F1, "int64", "int64"),
-    "bn_backward_dx_kernel": _sig(F1, F1, F1, F1, F1, F1, F1, F1, "int64", "int64", "boolean", "boolean"),
+    "bn_normalise_kernel": _sig(F1, F1, F1, F1, F1, F1, F1, I1, "int64", "int64", *["boolean"] * 5),
+    "bn_backward_sums_kernel": _sig(F1, F1, F1, F1, F1, F1, F1, "int64", "int64", "boolean"),
+    "bn_backward_dx_kernel": _sig(F1, F1, F1, F1, F1, F1, F1, F1, F1, F1, "int64", "int64", *["boolean"] * 4),
     "ln_forward_kernel": _sig(F1, F1, F1, F1, F1, F1, "int64", "boolean", "boolean", "float32"),
     "ln_backward_dx_kernel": _sig(F1, F1, F1, F1, F1, F1, "int64", "boolean"),
     "ln_backward_params_kernel": _sig(F1, F1, F1, F1, F1, F1, "int64"),

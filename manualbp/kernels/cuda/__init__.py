@@ -168,6 +168,8 @@ def kernels():
                 found[name] = obj
     for (cfg, ta, tb), k in gemm.MATMUL_KERNELS.items():
         found[f"matmul_{cfg}_{'t' if ta else 'n'}{'t' if tb else 'n'}_kernel"] = k
+    for cfg, k in gemm.LINEAR_KERNELS.items():
+        found[f"linear_{cfg}_kernel"] = k
     return found
 
 

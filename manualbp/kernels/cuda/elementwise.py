@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import cuda, float32
 
-from .gemm import matmul
+from .gemm import linear, matmul
 from .launch import THREADS, blocks, device_f32, flat, output, scalar_like
 
 # --- the block reduction --------------------------------------------------------------------------------
@@ -238,9 +238,14 @@ def bias_grad(grad_y, out=None, accumulate=False):
 def linear_forward(x, w, b):
     """y = x W^T + b  (L1): x (N, in), w (out, in), b (out,) or None -> y (N, out).
 
-    NumPy twin: ``reference.linear_forward``.  The tiled product with W read transposed, then the bias
-    added in place.
+    NumPy twin: ``reference.linear_forward``.  The tiled product with W read transposed and the bias
+    added as it is written: one launch (``gemm.linear``); with split-K, or empty sizes, the product
+    and then the bias added in place.
     """
+    if b is not None:
+        y = linear(x, w, b)
+        if y is not None:
+            return y
     y = matmul(x, w, transpose_b=True)
     return y if b is None else bias_add(y, b)
 

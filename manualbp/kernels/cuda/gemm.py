@@ -1,6 +1,6 @@
 """The tiled matrix product on the GPU: one kernel shape for matmul and for the three convolutions.
 
-Derivation: derivations/11-gpu-tiled-matmul.md
+Derivation: derivations/11-gpu-tiled-matmul.md (a Linear layer's product and bias, (L1): derivations/03-linear.md)
 
     C[m, n] = sum_k A[m, k] * B[k, n]          M x N outputs, K terms each
 
@@ -53,12 +53,15 @@ TARGET_BLOCKS = 256  # aim for about this many blocks in flight
 MIN_K_PER_SPLIT = 256  # every slice sums at least this many k (a multiple of BK is taken)
 
 
-def make_gemm_kernel(load_a, a_k_fastest, load_b, b_k_fastest, row_offset, col_offset, cfg, with_bias=False):
+def make_gemm_kernel(load_a, a_k_fastest, load_b, b_k_fastest, row_offset, col_offset, cfg, with_bias=False,
+                     bias_per_column=False):
     """The tiled GEMM kernel over the given element fetches, as a plain Python function.
 
     load_a(a, geom, m, k) -> A[m, k] and load_b(b, geom, k, n) -> B[k, n] are device functions called
     only for 0 <= m < M, 0 <= n < N and k inside this block's K slice.  The result C[m, n] of K slice
-    z (plus bias[m] if ``with_bias`` and ``bias`` has elements; plus what is there if ``accumulate``)
+    z (plus bias[m] if ``with_bias`` and ``bias`` has elements -- bias[n] if ``bias_per_column``, a
+    Linear layer's bias, added where the product is written instead of by a second kernel; plus what
+    is there if ``accumulate``)
     goes to c[row_offset(geom, M, N, z, m) + col_offset(geom, M, N, n)] of the flat output ``c``.
     ``a_k_fastest``/``b_k_fastest`` say whether k is the index that runs along contiguous memory,
     so that neighbouring threads read neighbouring addresses (coalesced loads).  ``cfg`` gives the
@@ -145,12 +148,17 @@ def make_gemm_kernel(load_a, a_k_fastest, load_b, b_k_fastest, row_offset, col_o
         for j in range(TN):
             n = n0 + tx + j * TX
             col_at = col_offset(geom, M, N, n)
+            bias_n = float32(0.0)  # Linear: one bias per output feature, a column of C, read once
+            if bias_per_column and n < N:
+                bias_n = bias[n]
             for i in range(TM):
                 m = m0 + ty + i * TY
                 if m < M and n < N:
                     v = acc[i, j]
-                    if with_bias and bias.shape[0] > 0:  # a bias per row of C (conv: per channel)
-                        v += bias[m]
+                    if bias_per_column:
+                        v += bias_n
+                    elif with_bias and bias.shape[0] > 0:
+                        v += bias[m]  # a bias per row of C (conv: per channel)
                     at = row_offset(geom, M, N, z, m) + col_at
                     if accumulate:
                         v += c[at]
@@ -237,6 +245,17 @@ for _cfg in (SMALL, LARGE):
                 make_gemm_kernel(*_FETCH_A[_ta], *_FETCH_B[_tb], slice_row, matrix_col, _cfg))
 
 
+# y = x W^T + b of a Linear layer (L1): the NT product with the bias added to each column as C is written.
+def _linear_kernel(cfg):
+    f = make_gemm_kernel(*_FETCH_A[False], *_FETCH_B[True], slice_row, matrix_col, cfg, with_bias=True,
+                         bias_per_column=True)
+    f.__name__ = f.__qualname__ = f"gemm_{cfg.name}_linear"
+    return cuda.jit(f)
+
+
+LINEAR_KERNELS = {_cfg.name: _linear_kernel(_cfg) for _cfg in (SMALL, LARGE)}
+
+
 def pick_config(M, N):
     """LARGE tiles for big products, SMALL otherwise (a 128 x 128 tile of a 32-row C is mostly empty)."""
     return LARGE if M >= 512 and N >= 512 else SMALL
@@ -272,6 +291,33 @@ def matmul(a, b, transpose_a=False, transpose_b=False, out=None, accumulate=Fals
         launch_gemm(kernel, cfg, a, b, flat(partial), empty_f32(), NO_GEOMETRY, M, N, K, k_split, splits, False)
         sum_slices(partial.reshape(splits, M * N), flat(c), accumulate)
     return c
+
+
+def linear(x, w, b):
+    """x @ w^T + b in one launch: x (N, in), w (out, in), b (out,) -> (N, out), float32.
+
+    The bias is added to each element as the product's register tile is written (the same float32 sum
+    as adding it afterwards), so a Linear layer's forward is one kernel.  Where K is long enough to be
+    cut into slices (split-K), the slices' sum comes first: then the product and the bias add are two
+    launches, as before.  NumPy twin: ``reference.linear_forward``.
+    """
+    who = "cuda linear_forward"
+    device_f32(x, who, "x", ndim=2)
+    device_f32(w, who, "w", ndim=2)
+    M, K = x.shape
+    N, K2 = w.shape
+    if K != K2:
+        raise ValueError(f"{who}: x is {M}x{K} but w is {N}x{K2}; expected w of shape (out, {K})")
+    device_f32(b, who, "bias", shape=(N,))
+    if M == 0 or N == 0 or K == 0:
+        return None  # the caller takes matmul + bias_add, which handle empty sizes
+    cfg = pick_config(M, N)
+    if choose_split(M, N, K, cfg)[1] > 1:
+        return None  # split-K: the slices are summed first, then the bias added
+
+    y = output(None, (M, N), who)
+    launch_gemm(LINEAR_KERNELS[cfg.name], cfg, x, w, flat(y), b, NO_GEOMETRY, M, N, K, K, 1, False)
+    return y
 
 
 def sum_slices(partial, out_flat, accumulate):

@@ -1,6 +1,7 @@
 """BatchNorm, LayerNorm and Dropout on the GPU.
 
-Derivations: derivations/14-batchnorm.md (BN1-BN11), derivations/15-layernorm-dropout.md (LD1-LD8);
+Derivations: derivations/14-batchnorm.md (BN1-BN11), derivations/15-layernorm-dropout.md (LD1-LD8); the fused
+ReLU and shortcut: derivations/06-activations.md ((A1), (A2)), derivations/18-residual.md ((Q1), (Q2));
 NumPy twins in ``reference_norm.py``.
 
 BatchNorm: one block per channel for the statistics (forward) and for sum g, sum g x_hat (backward): thread t
@@ -8,8 +9,14 @@ adds the channel's elements t, t + THREADS, ... in that order (the sum of x - x[
 one pass, shifted so that var = (ss - s^2/M)/M does not cancel), then ``tree_sum`` halves the partial sums
 in shared memory; thread 0 writes the channel's mean and 1/sqrt(var + eps) and updates its running
 statistics.  Then one thread per element normalises (or computes dL/dx).  The number of batches seen is
-read by the statistics kernel (the cumulative average's factor 1 / count) and incremented after it by a
-one-thread kernel, so nothing is copied back to the host.
+read by the statistics kernel (the cumulative average's factor 1 / count) and incremented by thread 0 of
+the normalising kernel, launched after it, so nothing is copied back to the host and no block of the
+statistics kernel can see the count already incremented.
+
+The normalising kernel can also add a residual block's shortcut and apply ReLU as it writes y, and the
+two backward kernels can apply ReLU's mask to dL/dy as they read it (``norm_relu.py``): BatchNorm + add +
+ReLU in two launches forward and two backward, each the same float32 operations in the same order as
+the separate kernels.
 
 LayerNorm: one block per row (statistics, then y in the same block; likewise dL/dx); the parameter
 gradients, sums over rows, one thread per column adding the rows in order.
@@ -74,14 +81,10 @@ def _bn_stats(x, mean, invstd, rm, rv, count, channels, inner, training, update,
         invstd[c] = float32(1.0) / math.sqrt(rv[c] + eps)
 
 
-def _bn_count(count):
-    """num_batches_tracked += 1 (one thread), after the statistics kernel read it."""
-    if cuda.grid(1) == 0:
-        count[0] += 1
-
-
-def _bn_normalise(x, y, mean, invstd, w, b, channels, inner, has_w, has_b):
-    """One thread per element: y = (x - mean) * (gamma * invstd) + beta  (BN3), (BN4)."""
+def _bn_normalise(x, y, mean, invstd, w, b, r, count, channels, inner, has_w, has_b, has_r, relu, bump):
+    """One thread per element: y = (x - mean) * (gamma * invstd) + beta  (BN3), (BN4); then + r (a
+    shortcut, (Q1)) when ``has_r`` and ReLU (A1) when ``relu``.  With ``bump``, thread 0 also counts the
+    batch: num_batches_tracked += 1, after the statistics kernel (launched before) has read it."""
     i = cuda.grid(1)
     if i < x.shape[0]:
         c = (i // inner) % channels
@@ -91,11 +94,18 @@ def _bn_normalise(x, y, mean, invstd, w, b, channels, inner, has_w, has_b):
         v = (x[i] - mean[c]) * a
         if has_b:
             v += b[c]
+        if has_r:
+            v += r[i]
+        if relu:
+            v = float32(0.0) if v <= float32(0.0) else v  # noqa: FURB136  as relu_forward: a NaN passes
         y[i] = v
+        if bump and i == 0:
+            count[0] += 1
 
 
-def _bn_backward_sums(gy, x, mean, invstd, dgamma, dbeta, channels, inner):
-    """Block c: dbeta = sum g (BN5), dgamma = sum g x_hat (BN6), in a fixed order."""
+def _bn_backward_sums(gy, x, mean, invstd, dgamma, dbeta, y, channels, inner, masked):
+    """Block c: dbeta = sum g (BN5), dgamma = sum g x_hat (BN6), in a fixed order.  With ``masked``, g is
+    ReLU's backward of gy at the output y (A2): 0 where y <= 0."""
     buf = cuda.shared.array(THREADS, float32)
     c = cuda.blockIdx.x
     t = cuda.threadIdx.x
@@ -107,6 +117,8 @@ def _bn_backward_sums(gy, x, mean, invstd, dgamma, dbeta, channels, inner):
         n = e // inner
         k = (n * channels + c) * inner + e - n * inner
         g = gy[k]
+        if masked and y[k] <= float32(0.0):
+            g = float32(0.0)
         sg += g
         sgx += g * (x[k] - m)
     buf[t] = sg
@@ -118,39 +130,59 @@ def _bn_backward_sums(gy, x, mean, invstd, dgamma, dbeta, channels, inner):
         dgamma[c] = sgx * invstd[c]
 
 
-def _bn_backward_dx(gy, x, mean, invstd, w, dgamma, dbeta, gx, channels, inner, has_w, training):
-    """One thread per element: dL/dx by (BN7) (batch statistics) or (BN11) (constant ones)."""
+def _bn_backward_dx(gy, x, mean, invstd, w, dgamma, dbeta, gx, y, gz, channels, inner, has_w, training, masked,
+                    keep_g):
+    """One thread per element: dL/dx by (BN7) (batch statistics) or (BN11) (constant ones).  With
+    ``masked``, g is ReLU's backward of gy at the output y (A2), and with ``keep_g`` it is written to gz
+    too (a residual block's shortcut gradient, (Q2))."""
     i = cuda.grid(1)
     if i < x.shape[0]:
         c = (i // inner) % channels
         inv = invstd[c]
         k = inv * w[c] if has_w else inv
+        g = gy[i]
+        if masked and y[i] <= float32(0.0):
+            g = float32(0.0)
+        if keep_g:
+            gz[i] = g
         if training:
             mf = float32((x.shape[0] // (channels * inner)) * inner)
             a = dbeta[c] / mf
             bcoef = dgamma[c] * inv / mf
-            gx[i] = k * (gy[i] - a - (x[i] - mean[c]) * bcoef)
+            gx[i] = k * (g - a - (x[i] - mean[c]) * bcoef)
         else:
-            gx[i] = k * gy[i]
+            gx[i] = k * g
 
 
 bn_stats_kernel = cuda.jit(_bn_stats)
-bn_count_kernel = cuda.jit(_bn_count)
 bn_normalise_kernel = cuda.jit(_bn_normalise)
 bn_backward_sums_kernel = cuda.jit(_bn_backward_sums)
 bn_backward_dx_kernel = cuda.jit(_bn_backward_dx)
 
 
+_unused_count = []  # a (1,) int64 device array, made once, for launches that neither read nor count batches
+
+
 def _counter(num_batches_tracked):
     if num_batches_tracked is None:
-        return cuda.device_array(1, dtype=np.int64)
+        if not _unused_count:
+            _unused_count.append(cuda.to_device(np.zeros(1, dtype=np.int64)))
+        return _unused_count[0]
     return num_batches_tracked.reshape(1)
 
 
 def batch_norm_forward(x, weight, bias, running_mean, running_var, num_batches_tracked, training, momentum, eps):
     """(y, mean, invstd) of x (N, C, L): ``reference.batch_norm_forward``; running statistics updated in place."""
-    who = "cuda batch_norm_forward"
+    return bn_forward(x, None, False, weight, bias, running_mean, running_var, num_batches_tracked, training,
+                      momentum, eps, "cuda batch_norm_forward")
+
+
+def bn_forward(x, residual, relu, weight, bias, running_mean, running_var, num_batches_tracked, training, momentum,
+               eps, who):
+    """batch_norm_forward, with ``residual`` (x's shape, or None) added and ReLU applied when ``relu``, in the
+    same two launches."""
     device_f32(x, who, "x", ndim=3)
+    r = empty_f32() if residual is None else flat(device_f32(residual, who, "residual", shape=x.shape))
     C, L = x.shape[1], x.shape[2]
     w, b = optional_f32(weight, who, "weight", (C,)), optional_f32(bias, who, "bias", (C,))
     update = bool(training) and running_mean is not None
@@ -162,27 +194,36 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, num_batches_t
     if x.size:
         bn_stats_kernel[C, THREADS](flat(x), mean, invstd, rm, rv, count, C, L, bool(training), update,
                                     np.float32(momentum or 0.0), momentum is None, np.float32(eps))
-        if update and num_batches_tracked is not None:
-            bn_count_kernel[1, 1](count)
-        bn_normalise_kernel[blocks(x.size), THREADS](flat(x), flat(y), mean, invstd, w, b, C, L, weight is not None,
-                                                     bias is not None)
+        bn_normalise_kernel[blocks(x.size), THREADS](flat(x), flat(y), mean, invstd, w, b, r, count, C, L,
+                                                     weight is not None, bias is not None, residual is not None,
+                                                     bool(relu), update and num_batches_tracked is not None)
     return y, mean, invstd
 
 
 def batch_norm_backward(grad_y, x, weight, mean, invstd, training):
     """(dL/dx, dL/dgamma, dL/dbeta): ``reference.batch_norm_backward``."""
-    who = "cuda batch_norm_backward"
+    return bn_backward(grad_y, None, False, x, weight, mean, invstd, training, "cuda batch_norm_backward")[:3]
+
+
+def bn_backward(grad_y, y, keep_g, x, weight, mean, invstd, training, who):
+    """batch_norm_backward of g = ReLU's backward of grad_y at the output ``y`` (or of grad_y itself when
+    ``y`` is None), in the same two launches; returns (dL/dx, dL/dgamma, dL/dbeta, g if ``keep_g`` else None)."""
     device_f32(x, who, "x", ndim=3)
     device_f32(grad_y, who, "grad_y", shape=x.shape)
+    masked = y is not None
+    y_flat = flat(device_f32(y, who, "y", shape=x.shape)) if masked else empty_f32()
     C, L = x.shape[1], x.shape[2]
     w = optional_f32(weight, who, "weight", (C,))
     dgamma, dbeta = cuda.device_array(C, np.float32), cuda.device_array(C, np.float32)
     gx = cuda.device_array(x.shape, np.float32)
+    gz = cuda.device_array(x.shape, np.float32) if keep_g else None
     if x.size:
-        bn_backward_sums_kernel[C, THREADS](flat(grad_y), flat(x), mean, invstd, dgamma, dbeta, C, L)
+        bn_backward_sums_kernel[C, THREADS](flat(grad_y), flat(x), mean, invstd, dgamma, dbeta, y_flat, C, L, masked)
         bn_backward_dx_kernel[blocks(x.size), THREADS](flat(grad_y), flat(x), mean, invstd, w, dgamma, dbeta,
-                                                       flat(gx), C, L, weight is not None, bool(training))
-    return gx, dgamma, dbeta
+                                                       flat(gx), y_flat, empty_f32() if gz is None else flat(gz),
+                                                       C, L, weight is not None, bool(training), masked,
+                                                       bool(keep_g))
+    return gx, dgamma, dbeta, gz
 
 
 # --- LayerNorm (derivations/15-layernorm-dropout.md) -------------------------------------------------------

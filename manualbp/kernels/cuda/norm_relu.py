@@ -3,29 +3,26 @@
 Derivations: derivations/14-batchnorm.md, derivations/06-activations.md ((A1), (A2)), derivations/18-residual.md
 ((Q1), (Q2), (Q7)); twins in ``reference_norm_relu.py``.
 
-For now the three steps run as the GPU's own BatchNorm, add and ReLU launches (``norm.py``, ``residual.py``,
-``elementwise.py``), one after the other: the same results as one fused pass, without its saving in memory
-traffic (the CPU's ``cpu/norm_relu.py`` has that).
+Forward: BatchNorm's two launches (``norm.py``), the normalising one adding the shortcut and applying ReLU as
+it writes y.  Backward: BatchNorm's two launches, each applying ReLU's mask (read off y) to dL/dy as it
+reads it, the second also writing the masked gradient out when a shortcut needs it.  The float32
+operations and their order are those of BatchNorm, add and ReLU run one after the other, so the results
+are the same to the bit, in two launches instead of four (three backward) and without the intermediate
+arrays.
 """
-from .elementwise import relu_backward, relu_forward
-from .norm import batch_norm_backward, batch_norm_forward
-from .residual import add
+from .norm import bn_backward, bn_forward
 
 __all__ = ["batch_norm_relu_backward", "batch_norm_relu_forward"]
 
 
 def batch_norm_relu_forward(x, residual, weight, bias, running_mean, running_var, num_batches_tracked, training,
                             momentum, eps):
-    """(y, mean, invstd): ``reference.batch_norm_relu_forward``."""
-    z, mean, invstd = batch_norm_forward(x, weight, bias, running_mean, running_var, num_batches_tracked, training,
-                                         momentum, eps)
-    if residual is not None:
-        z = add(z, residual)  # (Q1)
-    return relu_forward(z), mean, invstd  # (A1)
+    """(y, mean, invstd): ``reference.batch_norm_relu_forward``, y = relu(bn(x) + residual)  (Q1), (A1)."""
+    return bn_forward(x, residual, True, weight, bias, running_mean, running_var, num_batches_tracked, training,
+                      momentum, eps, "cuda batch_norm_relu_forward")
 
 
 def batch_norm_relu_backward(grad_y, y, x, weight, mean, invstd, training, sum_grad):
-    """(dL/dx, dL/dgamma, dL/dbeta, dL/dz or None): ``reference.batch_norm_relu_backward``."""
-    g = relu_backward(grad_y, y)  # (A2), the mask read off the output
-    gx, dgamma, dbeta = batch_norm_backward(g, x, weight, mean, invstd, training)
-    return gx, dgamma, dbeta, (g if sum_grad else None)
+    """(dL/dx, dL/dgamma, dL/dbeta, dL/dz or None): ``reference.batch_norm_relu_backward``; dL/dz is ReLU's
+    backward (A2), the mask read off the output, and is returned when ``sum_grad`` (the shortcut's share, (Q2))."""
+    return bn_backward(grad_y, y, bool(sum_grad), x, weight, mean, invstd, training, "cuda batch_norm_relu_backward")

@@ -68,13 +68,16 @@ def launches():
             if id(obj) in name_of:
                 saved.append((module, attr, obj))
                 setattr(module, attr, recorder.wrap(name_of[id(obj)], obj))
-    matmul_saved = dict(gpu.gemm.MATMUL_KERNELS)
-    for key, k in matmul_saved.items():
-        gpu.gemm.MATMUL_KERNELS[key] = recorder.wrap(name_of[id(k)], k)
+    tables = (gpu.gemm.MATMUL_KERNELS, gpu.gemm.LINEAR_KERNELS)  # kernels kept in dicts, not module attributes
+    tables_saved = [dict(table) for table in tables]
+    for table, kept in zip(tables, tables_saved):
+        for key, k in kept.items():
+            table[key] = recorder.wrap(name_of[id(k)], k)
     yield recorder
     for module, name, obj in saved:
         setattr(module, name, obj)
-    gpu.gemm.MATMUL_KERNELS.update(matmul_saved)
+    for table, kept in zip(tables, tables_saved):
+        table.update(kept)
 
 
 _deselected = []

@@ -96,6 +96,29 @@ def test_linear_forward(with_bias):
     close(got, reference.linear_forward(x, w, b if with_bias else None), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("config", ["small", "large", "split"])
+def test_linear_forward_adds_the_bias_in_the_products_launch(config, monkeypatch):
+    """One launch, and bit for bit the product followed by bias_add (the bias joins as C is written);
+    with split-K the two launches of before."""
+    from manualbp import cuda as counting_cuda
+    from manualbp.kernels.cuda import gemm
+
+    x, w, b = randn(5, 19), randn(7, 19), randn(7)
+    if config == "large":
+        monkeypatch.setattr(gemm, "pick_config", lambda M, N: gemm.LARGE)
+    if config == "split":
+        monkeypatch.setattr(gemm, "choose_split", lambda M, N, K, cfg: (16, 2))
+    two_launches = gpu.bias_add(gpu.matmul(dev(x), dev(w), transpose_b=True), dev(b))
+    with counting_cuda.counting() as counts:
+        got = gpu.linear_forward(dev(x), dev(w), dev(b))
+    assert counts.total_launches == (3 if config == "split" else 1), counts.launches
+    if config != "split":
+        assert list(counts.launches) == [f"gemm_{config}_linear"]
+    np.testing.assert_array_equal(host(got), host(two_launches))
+    with pytest.raises(ValueError, match=r"expected w of shape \(out, 19\)"):
+        gemm.linear(dev(x), dev(randn(7, 18)), dev(b))
+
+
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_conv2d_grad_params(with_bias):
     x, w_shape = randn(2, 2, 5, 4), (3, 2, 3, 3)
@@ -306,6 +329,10 @@ def test_cross_entropy_index(ignore_index):
     assert total.shape == (1,) and (count, bad) == (count_ref, bad_ref)
     close(total, [total_ref])
     close(grad, grad_ref)
+    # mean: divided in the same launch, bit for bit what loss_reduce makes of the sum
+    mean, count_m, _, grad_m = gpu.cross_entropy_index(dev(z), dev(t, np.int64), ignore_index, True)
+    assert count_m == count and np.array_equal(host(grad_m), host(grad))
+    np.testing.assert_array_equal(host(mean), host(gpu.loss_reduce(total, "mean", count)))
 
 
 def test_cross_entropy_index_reports_a_bad_target():

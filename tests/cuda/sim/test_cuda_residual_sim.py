@@ -1,5 +1,6 @@
 """A residual block's operations, and a block with an option-A shortcut, on the (simulated) GPU against the CPU (rtol 1e-4)."""
 import numpy as np
+import pytest
 
 import manualbp
 from manualbp import kernels
@@ -62,3 +63,48 @@ def test_batchnorm_relu_in_one_call_matches_the_cpu():
                 assert o is None
             else:
                 np.testing.assert_allclose(to_numpy(o), e, **TOL)
+
+
+@pytest.mark.parametrize("training,momentum,affine", [(True, 0.1, True), (True, None, False), (False, 0.1, True)])
+def test_batchnorm_relu_is_two_launches_each_way_and_the_separate_kernels_to_the_bit(training, momentum, affine):
+    """BatchNorm + shortcut + ReLU fused into BatchNorm's own two launches, forward and backward, equal to
+    batch_norm_forward, add and relu_forward (and relu_backward, batch_norm_backward) one after the other."""
+    from manualbp.cuda import counting
+    from manualbp.kernels import cuda as gpu
+
+    rng = np.random.default_rng(8)
+    x, r, g = (rng.standard_normal((3, 4, 5)).astype(np.float32) for _ in range(3))
+    x[0, 0, :2] = 0.0  # rows where y is exactly 0 after ReLU
+    w, b = (rng.standard_normal(4).astype(np.float32) for _ in range(2))
+    dw, db = (to_device(w), to_device(b)) if affine else (None, None)
+
+    def stats():
+        return [to_device(np.full(4, 0.5, np.float32)), to_device(np.full(4, 2.0, np.float32)),
+                to_device(np.array([3], np.int64))]
+
+    for res in (None, r):
+        dres = None if res is None else to_device(res)
+        fused_stats, plain_stats = stats(), stats()
+        with counting() as fwd:
+            y, mean, invstd = gpu.batch_norm_relu_forward(to_device(x), dres, dw, db, *fused_stats, training,
+                                                          momentum, 1e-5)
+        z, mean0, invstd0 = gpu.batch_norm_forward(to_device(x), dw, db, *plain_stats, training, momentum, 1e-5)
+        if res is not None:
+            z = gpu.add(z, dres)
+        y0 = gpu.relu_forward(z)
+        assert fwd.total_launches == 2, fwd.launches
+        for a, a0 in zip((y, mean, invstd, *fused_stats), (y0, mean0, invstd0, *plain_stats)):
+            np.testing.assert_array_equal(to_numpy(a), to_numpy(a0))
+        assert to_numpy(fused_stats[2])[0] == (4 if training else 3)
+        with counting() as bwd:
+            gx, dgamma, dbeta, gz = gpu.batch_norm_relu_backward(to_device(g), y, to_device(x), dw, mean, invstd,
+                                                                 training, res is not None)
+        g0 = gpu.relu_backward(to_device(g), y0)
+        gx0, dgamma0, dbeta0 = gpu.batch_norm_backward(g0, to_device(x), dw, mean0, invstd0, training)
+        assert bwd.total_launches == 2, bwd.launches
+        for a, a0 in zip((gx, dgamma, dbeta), (gx0, dgamma0, dbeta0)):
+            np.testing.assert_array_equal(to_numpy(a), to_numpy(a0))
+        if res is None:
+            assert gz is None
+        else:
+            np.testing.assert_array_equal(to_numpy(gz), to_numpy(g0))
