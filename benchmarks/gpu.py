@@ -4,6 +4,7 @@
     python benchmarks/gpu.py --only matmul    # some sections: matmul, conv, train
     python benchmarks/gpu.py --quick          # small sizes, few repeats (a smoke run)
     python benchmarks/gpu.py --out /tmp/b.md  # another file
+    NUMBA_ENABLE_CUDASIM=1 python benchmarks/gpu.py --only counts   # no GPU needed (see "counts")
 
 Sections:
   matmul  GFLOP/s of an n x n x n float32 product, n = 1024, 2048, 4096, 8192, ours (the tiled kernel of
@@ -12,7 +13,14 @@ Sections:
           grad-weight, ours (implicit GEMM) vs cuDNN (TF32 off), in GFLOP/s.
   train   images per second of whole training steps (host batch -> GPU, forward, cross-entropy, backward,
           SGD with momentum, the loss read back) of LeNet-5 and the CIFAR-10 net at batch 64 and 256:
-          ``Network.train_step`` on a model moved with ``.to("cuda")`` vs the same five lines in torch.
+          ``Network.train_step`` on a model moved with ``.to("cuda")`` vs the same five lines in torch;
+          beside them, our step's kernel launches, allocations and host microseconds (see counts).
+  counts  what one of our training steps asks of the GPU, counted with ``manualbp.cuda.counting``:
+          kernel launches, device allocations, copies each way and, on a GPU, the host's own time per step
+          (the wall time less the time spent waiting for the GPU in copies back).  Needs no torch, and runs
+          under numba's CUDA simulator too, where the counts are the same (the same Python code launches
+          the same kernels) but kernels are slow, so it takes batch 1 there; it writes its own section,
+          "## Launches per training step".
 
 Every figure is the median of ``--repeats`` (default 7, at least 5) timed repeats after a warm-up
 (which also compiles our kernels); each repeat times enough calls to last about 50 ms, between CUDA
@@ -20,6 +28,7 @@ events (or a synchronize for the training steps).  Ours and torch alternate insi
 Without a CUDA GPU the script exits with status 2 and says what is missing.
 """
 import argparse
+import contextlib
 import datetime
 import os
 import statistics
@@ -34,7 +43,8 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, ROOT)
 
-SECTIONS = ("matmul", "conv", "train")
+SECTIONS = ("matmul", "conv", "train", "counts")
+COUNT_MODELS = ("lenet5", "cifar10net", "resnet20")
 MATMUL_SIZES = (1024, 2048, 4096, 8192)
 CIFAR_CONVS = ((3, 32, 32), (32, 32, 16), (32, 64, 8))  # (C, O, H=W) of the CIFAR-10 net's 5x5, pad-2 convs
 TRAIN_BATCHES = (64, 256)
@@ -243,6 +253,104 @@ def _train_steps(torch, name, batch):
     return ours, theirs
 
 
+def step_counts(step, cuda, steps=5):
+    """Per step of ``step()`` (after one warm-up call): launches, allocations, bytes, uploads, downloads,
+    and host_us, the wall time less the time spent waiting for the GPU (manualbp.cuda.Counts.wait_s)."""
+    from manualbp.cuda import counting
+
+    step()
+    cuda.synchronize()
+    with counting() as c:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        cuda.synchronize()
+        wall = time.perf_counter() - start
+    return {"launches": c.total_launches / steps, "allocations": c.allocations / steps, "bytes": c.bytes / steps,
+            "uploads": c.uploads / steps, "downloads": c.downloads / steps,
+            "host_us": (wall - c.wait_s) / steps * 1e6, "kernels": {k: v / steps for k, v in c.launches.items()}}
+
+
+def our_step(name, batch):
+    """One training step of ``models.<name>()`` on the GPU, as ``bench_train`` times it (no torch needed)."""
+    from manualbp import Network, models, nn, optim
+    from manualbp.device import item
+
+    rng = np.random.default_rng(batch)
+    x = rng.random((batch, 3, 32, 32), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    net = Network(getattr(models, name)(), device="cuda")
+    loss_fn, opt = nn.CrossEntropyLoss(), optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+
+    def ours():
+        loss, _ = net.train_step(x, y, loss_fn, opt)
+        item(loss)
+
+    return ours
+
+
+@contextlib.contextmanager
+def _launches_skipped(cuda):
+    """Under the simulator: every kernel launch returns at once without running, and new device arrays
+    start as zeros.  The simulator runs each CUDA thread as a Python thread (a ResNet-20 step would take
+    hours); the counts do not need the results, since the only value a step reads back before its last
+    launch is the loss for the finite check, which zeros pass."""
+    import numba.cuda.simulator.kernel as sim_kernel
+
+    allocate, getitem = cuda.device_array, sim_kernel.FakeCUDAKernel.__getitem__
+
+    def zeros(*args, **kwargs):
+        a = allocate(*args, **kwargs)
+        a.copy_to_device(np.zeros(a.shape, a.dtype))
+        return a
+
+    cuda.device_array = zeros
+    sim_kernel.FakeCUDAKernel.__getitem__ = lambda kernel, config: (lambda *args: None)
+    try:
+        yield
+    finally:
+        cuda.device_array, sim_kernel.FakeCUDAKernel.__getitem__ = allocate, getitem
+
+
+def bench_counts(args, cuda, torch, gpu):
+    simulated = _simulated()
+    batch, steps = 64, (3 if simulated else 20)
+    rows = []
+    for name in COUNT_MODELS:
+        with _launches_skipped(cuda) if simulated else contextlib.nullcontext():
+            c = step_counts(our_step(name, batch), cuda, steps)
+        if simulated:
+            c["uploads"] -= c["allocations"]  # the zero fill of each new array is an upload of its own
+        rows.append((name, c))
+        print(f"counts {name} batch {batch}: {c['launches']:.0f} launches, {c['allocations']:.0f} allocations, "
+              f"{c['downloads']:.0f} downloads, host {c['host_us']:.0f} us", flush=True)
+    where = ("numba's CUDA simulator, with the kernels' launches counted but not run (see `_launches_skipped` in benchmarks/gpu.py)"
+             if simulated else "the GPU above")
+    lines = ["## Launches per training step", "",
+             (f"`python benchmarks/gpu.py --only counts`, on {where}: a training step of each model at batch "
+              f"{batch} (forward, cross-entropy, backward, SGD with momentum, batch upload and loss read back), "
+              f"counted with `manualbp.cuda.counting` over {steps} steps after a warm-up step."
+              + (" No host time: the simulator's host is not a GPU's." if simulated
+                 else " Host µs: the step's wall time less the time spent waiting for the GPU.")), "",
+             "| model | launches | allocations | MiB allocated | uploads | downloads |"
+             + ("" if simulated else " host µs |"),
+             "|---|---:|---:|---:|---:|---:|" + ("" if simulated else "---:|")]
+    for name, c in rows:
+        lines.append(f"| {name} | {c['launches']:.0f} | {c['allocations']:.0f} | {c['bytes'] / 2**20:.2f} | "
+                     f"{c['uploads']:.0f} | {c['downloads']:.0f} |" + ("" if simulated else f" {c['host_us']:.0f} |"))
+    lines += ["", "Launches by kernel, per step:", ""]
+    for name, c in rows:
+        kernels = ", ".join(f"{k.lstrip('_')} {v:g}" for k, v in sorted(c["kernels"].items(), key=lambda t: -t[1]))
+        lines.append(f"- {name}: {kernels}")
+    return lines
+
+
+def _simulated():
+    from numba.core.config import ENABLE_CUDASIM
+
+    return bool(ENABLE_CUDASIM)
+
+
 def bench_train(args, cuda, torch, gpu):
     batches = (16,) if args.quick else TRAIN_BATCHES
     rows = []
@@ -252,26 +360,33 @@ def bench_train(args, cuda, torch, gpu):
             t = timed({"ours": (ours, lambda f, n: _time_wall(f, n, cuda.synchronize)),
                        "torch": (theirs, lambda f, n: _time_wall(f, n, torch.cuda.synchronize))},
                       args.repeats, args.target_s * 4)
-            rows.append((name, batch, batch / t["ours"], batch / t["torch"]))
-            print(f"train {name} batch {batch}: ours {rows[-1][2]:.0f} img/s, torch {rows[-1][3]:.0f} img/s",
-                  flush=True)
+            c = step_counts(ours, cuda, 10)
+            rows.append((name, batch, batch / t["ours"], batch / t["torch"], c))
+            print(f"train {name} batch {batch}: ours {rows[-1][2]:.0f} img/s, torch {rows[-1][3]:.0f} img/s, "
+                  f"{c['launches']:.0f} launches, host {c['host_us']:.0f} us per step", flush=True)
     lines = [("### Training steps (images/s; forward, cross-entropy, backward, SGD momentum 0.9, batch upload "
               "and loss read back included)"), "",
-             "| model | batch | ours img/s | torch img/s | ours / torch |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {m} | {b} | {o:.0f} | {c:.0f} | {o / c:.2f} |" for m, b, o, c in rows]
+             ("Launches, allocations and host µs are per step of ours (`manualbp.cuda.counting`; host µs: the "
+              "wall time less the time spent waiting for the GPU)."), "",
+             "| model | batch | ours img/s | torch img/s | ours / torch | launches | allocations | host µs |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {m} | {b} | {o:.0f} | {t:.0f} | {o / t:.2f} | {c['launches']:.0f} | {c['allocations']:.0f} | "
+              f"{c['host_us']:.0f} |" for m, b, o, t, c in rows]
     return lines
 
 
 # --- the report -----------------------------------------------------------------------------------------
 
 def write_section(path, lines):
-    """Replace (or add) the '## GPU' section of ``path``, atomically: a temporary file, then os.replace."""
+    """Replace (or add) the section of ``path`` whose heading is ``lines[0]`` ("## GPU", ...), atomically:
+    a temporary file, then os.replace."""
     old = ""
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             old = f.read()
     before, after = old, ""
-    start = old.find("\n## GPU\n") + 1 if "\n## GPU\n" in old else (0 if old.startswith("## GPU\n") else -1)
+    heading = lines[0] + "\n"
+    start = old.find("\n" + heading) + 1 if "\n" + heading in old else (0 if old.startswith(heading) else -1)
     if start >= 0:
         before = old[:start]
         end = old.find("\n## ", start + 1)
@@ -301,6 +416,17 @@ def main(argv=None):
     except RuntimeError as exc:
         print(f"benchmarks/gpu.py: {exc}", file=sys.stderr)
         return 2
+    from manualbp.kernels import cuda as gpu
+
+    compared = [s for s in args.sections if s != "counts"]  # the sections that time torch beside us
+    if "counts" in args.sections:  # first: it needs neither torch nor, under the simulator, a GPU
+        write_section(args.out, bench_counts(args, cuda, None, gpu))
+        print(f"wrote the launch counts of {args.out}")
+    if not compared:
+        return 0
+    if _simulated():
+        print("benchmarks/gpu.py: under the CUDA simulator only the 'counts' section runs", file=sys.stderr)
+        return 2
     try:
         import torch
     except ImportError:
@@ -312,7 +438,6 @@ def main(argv=None):
     torch.backends.cuda.matmul.allow_tf32 = False  # full float32, as our kernels compute
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = True
-    from manualbp.kernels import cuda as gpu
 
     device = cuda.get_current_device()
     name = device.name.decode() if isinstance(device.name, bytes) else str(device.name)
@@ -321,7 +446,7 @@ def main(argv=None):
               f"{torch.__version__}, cuDNN {torch.backends.cudnn.version()}; "
               f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; median of {args.repeats} repeats after a "
               f"warm-up{' (--quick: small sizes)' if args.quick else ''}."), ""]
-    for section in args.sections:
+    for section in compared:
         lines += {"matmul": bench_matmul, "conv": bench_conv, "train": bench_train}[section](args, cuda, torch, gpu)
         lines.append("")
     write_section(args.out, lines)
