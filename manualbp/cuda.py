@@ -54,7 +54,8 @@ class Counts:
     launches     kernel launches, as a dict {kernel name: count} (``total_launches`` adds them up)
     allocations  device arrays allocated (``numba.cuda.device_array``/``device_array_like``/``to_device``)
     bytes        the bytes those allocations asked for
-    uploads      host-to-device copies (``to_device``, ``copy_to_device``)
+    uploads      host-to-device copies (``to_device``, ``copy_to_device`` from a host array)
+    copies       device-to-device copies (``copy_to_device`` from a device array)
     downloads    device-to-host copies (``copy_to_host``, which also waits for the GPU: a synchronisation)
     wait_s       seconds the host spent inside those copies and in ``synchronize()``, waiting for the GPU;
                  the time inside ``with`` less ``wait_s`` is the host's own work (launches, allocations,
@@ -68,7 +69,7 @@ class Counts:
     """
 
     def __init__(self):
-        self.launches, self.allocations, self.bytes, self.uploads, self.downloads = {}, 0, 0, 0, 0
+        self.launches, self.allocations, self.bytes, self.uploads, self.downloads, self.copies = {}, 0, 0, 0, 0, 0
         self.wait_s = 0.0
 
     @property
@@ -77,7 +78,7 @@ class Counts:
 
     def __repr__(self):
         return (f"Counts(launches={self.total_launches}, allocations={self.allocations}, bytes={self.bytes}, "
-                f"uploads={self.uploads}, downloads={self.downloads}, wait_s={self.wait_s:.6f})")
+                f"uploads={self.uploads}, downloads={self.downloads}, copies={self.copies}, wait_s={self.wait_s:.6f})")
 
 
 _counting = []  # the Counts being filled (at most one)
@@ -139,6 +140,9 @@ class counting:
 
         def copy(original, attr):
             def wrapped(*args, **kwargs):
+                if attr == "uploads" and len(args) > 1 and hasattr(args[1], "copy_to_host"):
+                    counts.copies += 1  # from another device array: it never leaves the GPU
+                    return original(*args, **kwargs)
                 setattr(counts, attr, getattr(counts, attr) + 1)
                 if attr != "downloads":
                     return original(*args, **kwargs)

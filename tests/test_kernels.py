@@ -457,3 +457,39 @@ def test_relu_kernels_give_the_twins_bits_nan_and_0d_included(shape, dtype):
                        (cpu.relu_backward(g, x), reference.relu_backward(g, x))):
         assert ours.shape == twin.shape and ours.dtype == twin.dtype
         np.testing.assert_array_equal(ours, twin)
+
+
+def test_gradient_operations_write_into_out_when_given():
+    """``out`` (a parameter's place in a flat gradient buffer on the GPU) means the same everywhere: the
+    result, written into ``out``, which is returned."""
+    rng = np.random.default_rng(3)
+    g, x = rng.standard_normal((4, 3)), rng.standard_normal((4, 5))
+    gy, xi = rng.standard_normal((2, 3, 4, 4)), rng.standard_normal((2, 2, 6, 6))
+    g3, x3 = rng.standard_normal((4, 3, 5)), rng.standard_normal((4, 3, 5))
+    w, mean, invstd = rng.standard_normal(3), x3.mean(axis=(0, 2)), 1 / x3.std(axis=(0, 2))
+    y3 = np.maximum(x3, 0)
+    for impl in (cpu, reference):
+        cases = [
+            (lambda out, impl=impl: impl.matmul(g, x, True, False, out), impl.matmul(g, x, True, False)),
+            (lambda out, impl=impl: impl.bias_grad(gy, out), impl.bias_grad(gy)),
+        ]
+        for compute, plain in cases:
+            out = np.empty_like(plain)
+            assert compute(out) is out
+            np.testing.assert_array_equal(out, plain)
+        plain = impl.conv2d_grad_params(gy, xi, (3, 2, 3, 3), (1, 1), (0, 0), True)
+        outs = (np.empty_like(plain[0]), np.empty_like(plain[1]))
+        got = impl.conv2d_grad_params(gy, xi, (3, 2, 3, 3), (1, 1), (0, 0), True, (1, 1), 1, outs)
+        assert got[0] is outs[0] and got[1] is outs[1]
+        for a, b in zip(got, plain):
+            np.testing.assert_array_equal(a, b)
+        for plain, got_of in ((impl.batch_norm_backward(g3, x3, w, mean, invstd, True),
+                               lambda o, impl=impl: impl.batch_norm_backward(g3, x3, w, mean, invstd, True, o)),
+                              (impl.batch_norm_relu_backward(g3, y3, x3, w, mean, invstd, True, False),
+                               lambda o, impl=impl: impl.batch_norm_relu_backward(g3, y3, x3, w, mean, invstd, True,
+                                                                      False, o))):
+            outs = (np.empty(3), np.empty(3))
+            got = got_of(outs)
+            assert got[1] is outs[0] and got[2] is outs[1]
+            for a, b in zip(got[:3], plain[:3]):
+                np.testing.assert_array_equal(a, b)

@@ -107,9 +107,14 @@ def empty_like(a):
 
 # --- products, convolution, pooling (derivations 03, 04, 05) ---------------------------------------------
 
-def matmul(a, b, transpose_a=False, transpose_b=False):
-    """op(a) @ op(b) for 2-D arrays, op = transpose when asked. (M, K) @ (K, N) -> (M, N).  (L1)-(L3)"""
-    return _impl("matmul", a, b).matmul(a, b, transpose_a, transpose_b)
+def matmul(a, b, transpose_a=False, transpose_b=False, out=None):
+    """op(a) @ op(b) for 2-D arrays, op = transpose when asked. (M, K) @ (K, N) -> (M, N).  (L1)-(L3)
+
+    ``out``: where to write it on the GPU (a parameter's slot in its optimizer's flat gradient buffer,
+    ``Parameter.grad_buffer()``); None, always on the CPU, makes a new array."""
+    if out is None:
+        return _impl("matmul", a, b).matmul(a, b, transpose_a, transpose_b)
+    return _impl("matmul", a, b, out).matmul(a, b, transpose_a, transpose_b, out=out)
 
 
 def linear_forward(x, w, b):
@@ -117,9 +122,12 @@ def linear_forward(x, w, b):
     return _impl("linear_forward", x, w, b).linear_forward(x, w, b)
 
 
-def bias_grad(grad_y):
-    """dL/db[o] = sum of grad_y over every axis but 1 (the output features or channels).  (L4), (K3)"""
-    return _impl("bias_grad", grad_y).bias_grad(grad_y)
+def bias_grad(grad_y, out=None):
+    """dL/db[o] = sum of grad_y over every axis but 1 (the output features or channels).  (L4), (K3)
+    ``out`` as ``matmul``'s."""
+    if out is None:
+        return _impl("bias_grad", grad_y).bias_grad(grad_y)
+    return _impl("bias_grad", grad_y, out).bias_grad(grad_y, out=out)
 
 
 def conv2d_forward(x, w, b, stride, padding, dilation=(1, 1), groups=1):
@@ -141,10 +149,14 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding, dilation=(1, 1), gro
                                                                       dilation, groups)
 
 
-def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias, dilation=(1, 1), groups=1):
-    """(dL/dw, dL/db or None): the weight gradient (K4), (K12) and, if ``with_bias``, the bias's (K3)."""
+def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias, dilation=(1, 1), groups=1, out=(None, None)):
+    """(dL/dw, dL/db or None): the weight gradient (K4), (K12) and, if ``with_bias``, the bias's (K3).
+    ``out``: (where dL/dw goes, where dL/db goes), each as ``matmul``'s ``out``."""
+    if out[0] is None and out[1] is None:
+        return _impl("conv2d_grad_params", grad_y, x).conv2d_grad_params(grad_y, x, w_shape, stride, padding,
+                                                                          with_bias, dilation, groups)
     return _impl("conv2d_grad_params", grad_y, x).conv2d_grad_params(grad_y, x, w_shape, stride, padding,
-                                                                      with_bias, dilation, groups)
+                                                                      with_bias, dilation, groups, out=out)
 
 
 def pad2d(x, pads, mode):

@@ -15,10 +15,13 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, num_batches_t
         batch_norm_forward(x, weight, bias, running_mean, running_var, num_batches_tracked, training, momentum, eps)
 
 
-def batch_norm_backward(grad_y, x, weight, mean, invstd, training):
-    """(dL/dx, dL/dgamma, dL/dbeta): (BN5)-(BN7) through the batch's statistics, or (BN11) with constant ones."""
-    return _impl("batch_norm_backward", grad_y, x, weight, mean, invstd).batch_norm_backward(
-        grad_y, x, weight, mean, invstd, training)
+def batch_norm_backward(grad_y, x, weight, mean, invstd, training, out=(None, None)):
+    """(dL/dx, dL/dgamma, dL/dbeta): (BN5)-(BN7) through the batch's statistics, or (BN11) with constant ones.
+    ``out``: (where dL/dgamma goes, where dL/dbeta goes) on the GPU, as ``matmul``'s ``out``."""
+    impl = _impl("batch_norm_backward", grad_y, x, weight, mean, invstd)
+    if out[0] is None and out[1] is None:
+        return impl.batch_norm_backward(grad_y, x, weight, mean, invstd, training)
+    return impl.batch_norm_backward(grad_y, x, weight, mean, invstd, training, out=out)
 
 
 def layer_norm_forward(x, weight, bias, eps):

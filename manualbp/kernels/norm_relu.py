@@ -19,8 +19,11 @@ def batch_norm_relu_forward(x, residual, weight, bias, running_mean, running_var
                                                               num_batches_tracked, training, momentum, eps)
 
 
-def batch_norm_relu_backward(grad_y, y, x, weight, mean, invstd, training, sum_grad):
+def batch_norm_relu_backward(grad_y, y, x, weight, mean, invstd, training, sum_grad, out=(None, None)):
     """(dL/dx, dL/dgamma, dL/dbeta, dL/dz or None), z = batch_norm(x) + residual: ReLU's mask read off the output y
-    (A2), then (BN5)-(BN7) or (BN11); dL/dz, the shortcut's gradient (Q2), when ``sum_grad``."""
-    return _impl("batch_norm_relu_backward", grad_y, y, x, weight, mean, invstd).batch_norm_relu_backward(
-        grad_y, y, x, weight, mean, invstd, training, sum_grad)
+    (A2), then (BN5)-(BN7) or (BN11); dL/dz, the shortcut's gradient (Q2), when ``sum_grad``.  ``out`` as
+    ``batch_norm_backward``'s."""
+    impl = _impl("batch_norm_relu_backward", grad_y, y, x, weight, mean, invstd)
+    if out[0] is None and out[1] is None:
+        return impl.batch_norm_relu_backward(grad_y, y, x, weight, mean, invstd, training, sum_grad)
+    return impl.batch_norm_relu_backward(grad_y, y, x, weight, mean, invstd, training, sum_grad, out=out)

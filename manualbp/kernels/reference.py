@@ -57,11 +57,13 @@ Equation labels cited in the comments:
 """
 import numpy as np
 
+from .outputs import written
+
 # --- matrix product ----------------------------------------------------------------------------------
 
 
-def matmul(a, b, transpose_a=False, transpose_b=False):
-    """op(a) @ op(b), where op transposes when asked.
+def matmul(a, b, transpose_a=False, transpose_b=False, out=None):
+    """op(a) @ op(b), where op transposes when asked (written into ``out`` if given: ``outputs.written``).
 
     Inputs:
     - a: (M, K) array, or (K, M) when transpose_a
@@ -75,7 +77,7 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     """
     a = a.T if transpose_a else a  # (M, K)
     b = b.T if transpose_b else b  # (K, N)
-    return np.ascontiguousarray(a @ b)
+    return written(out, np.ascontiguousarray(a @ b))
 
 
 # --- convolution -------------------------------------------------------------------------------------
@@ -200,11 +202,12 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding, dilation=(1, 1), gro
     return grad_w
 
 
-def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias, dilation=(1, 1), groups=1):
+def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias, dilation=(1, 1), groups=1, out=(None, None)):
     """(dL/dw, dL/db) of a 2-D convolution: ``conv2d_grad_weight`` and, if ``with_bias``, the bias
-    gradient, dL/db[o] = sum over n, i, j of grad_y[n, o, i, j] (eq. (K3)); else (dL/dw, None)."""
-    grad_w = conv2d_grad_weight(grad_y, x, w_shape, stride, padding, dilation, groups)
-    return grad_w, (grad_y.sum(axis=(0, 2, 3)) if with_bias else None)  # eq. (K3)
+    gradient, dL/db[o] = sum over n, i, j of grad_y[n, o, i, j] (eq. (K3)); else (dL/dw, None).
+    ``out``: where each goes, if anywhere (``outputs.written``)."""
+    grad_w = written(out[0], conv2d_grad_weight(grad_y, x, w_shape, stride, padding, dilation, groups))
+    return grad_w, (written(out[1], grad_y.sum(axis=(0, 2, 3))) if with_bias else None)  # eq. (K3)
 
 
 # --- padding modes: a gather, and its scatter-add (derivations/04-conv2d.md (K15), (K16)) ---------------
@@ -286,10 +289,10 @@ def linear_forward(x, w, b):
     return y
 
 
-def bias_grad(grad_y):
+def bias_grad(grad_y, out=None):
     """dL/db: grad_y summed over every axis but 1, the channel (or feature) axis  (L4), (K3).
-    (N, O) -> (O,);  (N, O, OH, OW) -> (O,)."""
-    return grad_y.sum(axis=(0,) + tuple(range(2, grad_y.ndim)))
+    (N, O) -> (O,);  (N, O, OH, OW) -> (O,).  Written into ``out`` if given (``outputs.written``)."""
+    return written(out, grad_y.sum(axis=(0,) + tuple(range(2, grad_y.ndim))))
 
 
 # --- max-pooling -------------------------------------------------------------------------------------

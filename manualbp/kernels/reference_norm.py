@@ -10,6 +10,8 @@ one Dropout decision (one element for Dropout, one (n, c) plane for Dropout2d).
 """
 import numpy as np
 
+from .outputs import written
+
 # --- BatchNorm (derivations/14-batchnorm.md) ------------------------------------------------------------
 
 
@@ -59,7 +61,7 @@ def update_running_stats(running_mean, running_var, num_batches_tracked, mean, v
     running_var[...] = (1 - f) * running_var + f * (var * (M / (M - 1)))  # (BN9): Bessel's correction
 
 
-def batch_norm_backward(grad_y, x, weight, mean, invstd, training):
+def batch_norm_backward(grad_y, x, weight, mean, invstd, training, out=(None, None)):
     """(dL/dx, dL/dgamma, dL/dbeta) of ``batch_norm_forward``.
 
     Inputs: grad_y and x (N, C, L); weight (C,) or None; the (C,) mean and invstd forward used; training: whether
@@ -68,6 +70,7 @@ def batch_norm_backward(grad_y, x, weight, mean, invstd, training):
     dL/dbeta = sum g  (BN5);  dL/dgamma = sum g * x_hat  (BN6);
     dL/dx = (invstd / M) * (M g_hat - sum g_hat - x_hat * sum(g_hat * x_hat)),  g_hat = gamma * g  (BN7),
     or, with constant statistics, dL/dx = gamma * invstd * g  (BN11).
+    ``out``: where dL/dgamma and dL/dbeta go, if anywhere (``outputs.written``).
     """
     M = x.shape[0] * x.shape[2]
     xhat = (x - mean[None, :, None]) * invstd[None, :, None]
@@ -80,7 +83,8 @@ def batch_norm_backward(grad_y, x, weight, mean, invstd, training):
                                             - xhat * (ghat * xhat).sum(axis=(0, 2), keepdims=True))  # (BN7)
     else:
         dx = ghat * invstd[None, :, None]  # (BN11)
-    return np.ascontiguousarray(dx, dtype=x.dtype), dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+    return (np.ascontiguousarray(dx, dtype=x.dtype), written(out[0], dgamma.astype(x.dtype)),
+            written(out[1], dbeta.astype(x.dtype)))
 
 
 # --- LayerNorm (derivations/15-layernorm-dropout.md) --------------------------------------------------------

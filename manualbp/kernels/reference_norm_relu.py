@@ -33,11 +33,11 @@ def batch_norm_relu_forward(x, residual, weight, bias, running_mean, running_var
     return np.where(z <= 0, z.dtype.type(0), z), mean, invstd  # (A1); NaN stays NaN
 
 
-def batch_norm_relu_backward(grad_y, y, x, weight, mean, invstd, training, sum_grad):
+def batch_norm_relu_backward(grad_y, y, x, weight, mean, invstd, training, sum_grad, out=(None, None)):
     """(dL/dx, dL/dgamma, dL/dbeta, dL/dz or None) of ``batch_norm_relu_forward``, from its output y.
 
     dL/dz = dL/dy where y > 0 (or NaN), else 0 (A2); then BatchNorm's backward of dL/dz (BN5)-(BN7), (BN11).
     dL/dz is also the shortcut's gradient (Q2): returned when ``sum_grad``, else None."""
     g = np.where(y <= 0, grad_y.dtype.type(0), grad_y)  # (A2)
-    gx, dgamma, dbeta = batch_norm_backward(g, x, weight, mean, invstd, training)
+    gx, dgamma, dbeta = batch_norm_backward(g, x, weight, mean, invstd, training, out)
     return gx, dgamma, dbeta, (g if sum_grad else None)

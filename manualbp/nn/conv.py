@@ -187,9 +187,10 @@ class Conv2d(Module):
             raise ValueError(f"{who}: expected grad_output of shape {expected}, got {tuple(g.shape)}")
         if self._unbatched:
             g = g.reshape((1,) + expected)
+        out = (self.weight.grad_buffer(), None if self.bias is None else self.bias.grad_buffer())
         grad_w, grad_b = kernels.conv2d_grad_params(g, x, self.weight.shape, self.stride, padding,
                                                     self.bias is not None, self.dilation,
-                                                    self.groups)  # eqs. (K4), (K12), (K3)
+                                                    self.groups, out=out)  # eqs. (K4), (K12), (K3)
         self.weight.accumulate_grad(grad_w)
         if self.bias is not None:
             self.bias.accumulate_grad(grad_b)

@@ -73,9 +73,10 @@ class Linear(Module):
                 f"Linear.backward: expected grad_output of shape {self._lead + (self.out_features,)}, "
                 f"got {tuple(g.shape)}")
         g = g.reshape(x.shape[0], self.out_features)
-        self.weight.accumulate_grad(kernels.matmul(g, x, transpose_a=True))  # (dL/dy)^T x, eq. (L3)
+        self.weight.accumulate_grad(kernels.matmul(g, x, transpose_a=True,
+                                                   out=self.weight.grad_buffer()))  # (dL/dy)^T x, eq. (L3)
         if self.bias is not None:
-            self.bias.accumulate_grad(kernels.bias_grad(g))  # sum over the rows, eq. (L4)
+            self.bias.accumulate_grad(kernels.bias_grad(g, out=self.bias.grad_buffer()))  # sum over rows, eq. (L4)
         if not input_grad:  # nobody needs dL/dx (the first layer of a training step)
             return None
         grad_x = kernels.matmul(g, self.weight.data)  # dL/dy W, eq. (L2)

@@ -39,6 +39,7 @@ class Parameter:
         self.data = np.ascontiguousarray(data)
         self.grad = None
         self.requires_grad = requires_grad
+        self._slot = None  # (data view, grad view) in an optimizer's flat buffers on the GPU; see grad_buffer
 
     # --- what it is -----------------------------------------------------------------------------
     @property
@@ -98,6 +99,16 @@ class Parameter:
         if where not in (None, "cpu"):
             self.data, self.grad = move(self.data, where), move(self.grad, where)
         return self
+
+    def grad_buffer(self):
+        """Where the next gradient may be written: None (a kernel makes a new array), except on the GPU
+        when an optimizer keeps this parameter in flat buffers (SGD does, to update every parameter of a
+        group in one launch) and ``grad`` is None: then this parameter's place in the flat gradient
+        buffer, which a layer passes to the kernel as ``out`` so that the gradient lands there."""
+        slot = getattr(self, "_slot", None)
+        if slot is None or self.grad is not None or slot[0] is not self.data:
+            return None  # (slot[0] is not data: the parameter was moved or given new values since)
+        return slot[1]
 
     def accumulate_grad(self, g):
         """Add a freshly computed gradient into ``.grad`` (on the first call, ``g`` itself becomes ``.grad``:

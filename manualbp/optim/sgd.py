@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import kernels
 from ..device import cast
+from ..kernels import flat as flat_layout
 from .optimizer import Optimizer, check_number
 
 
@@ -30,6 +31,9 @@ class SGD(Optimizer):
         g <- g + mu * b   if nesterov, else  g <- b                          (O5)
         theta <- theta - lr * g                                              (O6)
 
+    On the GPU, from its second step on, a group's parameters, gradients and momentum buffers lie end to
+    end in three device arrays (``kernels/flat.py``), and the update is one kernel launch over all of them.
+
     The tutorials write momentum another way: v <- a * v + lr * g; theta <- theta - v  (O7).
     With a constant lr (and dampening 0) the two are the same update: v = lr * b at every step,
     because the tutorials' v just carries the factor lr inside the buffer.  They differ as soon
@@ -48,6 +52,7 @@ class SGD(Optimizer):
                                  f"through the update); leave {name}=False")
         super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
                                       "nesterov": nesterov, "weight_decay": weight_decay})
+        self._flat = {}  # group index -> (FlatGroup, times laid out): the GPU's one-launch update, kernels/flat.py
 
     def _check_group(self, group):
         who = "SGD"
@@ -64,9 +69,15 @@ class SGD(Optimizer):
 
     def step(self):
         """Update every parameter that has a gradient, in place; a frozen one (``requires_grad=False``) is skipped."""
-        for group in self.param_groups:
+        flats = self._flat
+        for index, group in enumerate(self.param_groups):
             lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
             wd, nesterov = group["weight_decay"], group["nesterov"]
+            flat, packs = flats.get(index, (None, 0))
+            if flat is not None and flat.in_place(group["params"], self.state):
+                # every parameter of the group at once: (O3)-(O6) element by element over the flat arrays
+                kernels.sgd_update(flat.data, flat.grad, flat.buf, lr, mu, tau, wd, nesterov, False)
+                continue
             for p in group["params"]:
                 if p.grad is None or not p.requires_grad:  # no gradient yet, or frozen
                     continue
@@ -87,3 +98,10 @@ class SGD(Optimizer):
                 # (O3)-(O6) for every element, in one compiled loop (kernels/cpu/optim.py, or one CUDA kernel
                 # launch on the GPU; the NumPy twin, reference.sgd_update, spells the update out line by line)
                 kernels.sgd_update(p.data, p.grad, buf, lr, mu, tau, wd, nesterov, first)
+            if flat is not None and flat.in_place(group["params"], self.state, grads=False):
+                continue  # laid out still; a gradient came from elsewhere this time
+            flats.pop(index, None)  # (its device memory goes with it)
+            if packs < flat_layout.MAX_PACKS and flat_layout.can_pack(group["params"], self.state, mu != 0):
+                flats[index] = (flat_layout.FlatGroup(group["params"], self.state, mu != 0), packs + 1)  # next step on
+            elif packs:
+                flats[index] = (None, packs)  # remember how often, so that a group that keeps changing stops

@@ -30,6 +30,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from ..outputs import written
 from . import conv_direct, conv_im2col, conv_packed
 from .common import _ints, _up, _up4, workers, workspace
 from .gemm_dot import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS, transpose
@@ -237,8 +238,11 @@ def _bias_sums(g3, out):
         out[o] = total
 
 
-def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias, dilation=(1, 1), groups=1):
-    """(dL/dw, dL/db or None), eqs. (K4), (K12), (K3).  Twin of reference.conv2d_grad_params."""
+def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias, dilation=(1, 1), groups=1, out=(None, None)):
+    """(dL/dw, dL/db or None), eqs. (K4), (K12), (K3).  Twin of reference.conv2d_grad_params (``out`` as there)."""
+    if out[0] is not None or out[1] is not None:
+        gw, gb = conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias, dilation, groups)
+        return written(out[0], gw), (written(out[1], gb) if with_bias else None)
     gw = conv2d_grad_weight(grad_y, x, w_shape, stride, padding, dilation, groups)
     if not with_bias:
         return gw, None

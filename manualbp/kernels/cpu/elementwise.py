@@ -12,6 +12,7 @@ so the same bits as the twin, NaN included) takes a fraction of that.
 import numpy as np
 from numba import njit, prange
 
+from ..outputs import written
 from ..reference import (
     add_,
     leaky_relu_backward,
@@ -87,10 +88,11 @@ def linear_forward(x, w, b):
     return y
 
 
-def bias_grad(grad_y):
+def bias_grad(grad_y, out=None):
     """dL/db, the sum of grad_y over every axis but 1  (L4), (K3).  (A convolution's bias gradient comes
-    with its weight gradient from ``conv2d_grad_params``, through a compiled per-channel sum.)"""
-    return grad_y.sum(axis=(0,) + tuple(range(2, grad_y.ndim)))
+    with its weight gradient from ``conv2d_grad_params``, through a compiled per-channel sum.)  ``out`` as
+    ``reference.bias_grad``'s."""
+    return written(out, grad_y.sum(axis=(0,) + tuple(range(2, grad_y.ndim))))
 
 
 __all__ = ["add_", "bias_grad", "leaky_relu_backward", "leaky_relu_forward", "linear_forward", "log_softmax_backward",

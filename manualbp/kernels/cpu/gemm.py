@@ -8,6 +8,7 @@ register tile of ``tile.py`` on packed panels, for the rest).
 import numba
 import numpy as np
 
+from ..outputs import written
 from . import gemm_packed
 from .common import workspace
 from .gemm_dot import PARALLEL_MIN_MACS, matmul_nn, matmul_nn_serial, matmul_nt, matmul_nt_serial, transpose
@@ -23,8 +24,13 @@ NN_MAX_M = 64
 NT_MAX_M = 64
 
 
-def matmul(a, b, transpose_a=False, transpose_b=False):
-    """op(a) @ op(b) -> (M, N), eqs. (L1)-(L3).  Twin of reference.matmul; see its docstring for shapes.
+def matmul(a, b, transpose_a=False, transpose_b=False, out=None):
+    """op(a) @ op(b) -> (M, N), eqs. (L1)-(L3), written into ``out`` if given.  Twin of reference.matmul."""
+    return written(out, _matmul(a, b, transpose_a, transpose_b))
+
+
+def _matmul(a, b, transpose_a, transpose_b):
+    """op(a) @ op(b) -> (M, N); see reference.matmul's docstring for shapes.
 
     Three layouts, chosen from the shapes only (so the rounding never depends on the thread count):
     - K <= NN_MAX_K or M <= NN_MAX_M, and b not transposed (a Linear layer's backward):

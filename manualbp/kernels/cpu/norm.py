@@ -26,6 +26,7 @@ dropout decision.
 import numpy as np
 from numba import njit, prange
 
+from ..outputs import written
 from ..reference_norm import dropout_scale, dropout_threshold, update_running_stats
 
 NORM_PARALLEL_MIN_ELEMENTS = 1 << 15
@@ -283,8 +284,8 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, num_batches_t
     return y, mean, invstd
 
 
-def batch_norm_backward(grad_y, x, weight, mean, invstd, training):
-    """``reference.batch_norm_backward``, one task per channel: (dL/dx, dL/dgamma, dL/dbeta)."""
+def batch_norm_backward(grad_y, x, weight, mean, invstd, training, out=(None, None)):
+    """``reference.batch_norm_backward``, one task per channel: (dL/dx, dL/dgamma, dL/dbeta); ``out`` as there."""
     gy, x = np.ascontiguousarray(grad_y), np.ascontiguousarray(x)
     C, dt = x.shape[1], x.dtype
     gx = np.empty_like(x)
@@ -296,7 +297,7 @@ def batch_norm_backward(grad_y, x, weight, mean, invstd, training):
     else:
         kernel = _bn_backward if x.size >= NORM_PARALLEL_MIN_ELEMENTS and C > 1 else _bn_backward_serial
         kernel(gy, x, gx, *args)
-    return gx, dgamma, dbeta
+    return gx, written(out[0], dgamma), written(out[1], dbeta)
 
 
 # --- LayerNorm (derivations/15-layernorm-dropout.md) ---------------------------------------------------------

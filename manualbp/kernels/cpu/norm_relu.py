@@ -81,7 +81,7 @@ def batch_norm_relu_forward(x, residual, weight, bias, running_mean, running_var
     return y, mean, invstd
 
 
-def batch_norm_relu_backward(grad_y, y, x, weight, mean, invstd, training, sum_grad):
+def batch_norm_relu_backward(grad_y, y, x, weight, mean, invstd, training, sum_grad, out=(None, None)):
     """``reference.batch_norm_relu_backward``: (dL/dx, dL/dgamma, dL/dbeta, dL/dz or None).
 
     ReLU's backward with the mask read off y (``elementwise.relu_backward``: one vectorized pass, no branch), then
@@ -89,5 +89,5 @@ def batch_norm_relu_backward(grad_y, y, x, weight, mean, invstd, training, sum_g
     are scalar chains (the order is fixed), and a select per value there made the backward slower (1.16 ms
     against 0.86 for a (64, 16, 1024) float32 batch on one thread), so the mask keeps its own vectorized pass."""
     g = relu_backward(grad_y, y)  # (A2): 0 where y <= 0, else dL/dy (NaN passes)
-    gx, dgamma, dbeta = batch_norm_backward(g, x, weight, mean, invstd, training)  # (BN5)-(BN7), (BN11)
+    gx, dgamma, dbeta = batch_norm_backward(g, x, weight, mean, invstd, training, out)  # (BN5)-(BN7), (BN11)
     return gx, dgamma, dbeta, (g if sum_grad else None)

@@ -253,15 +253,16 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding, dilation=1, groups=1
     return dw
 
 
-def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias, dilation=1, groups=1):
+def conv2d_grad_params(grad_y, x, w_shape, stride, padding, with_bias, dilation=1, groups=1, out=(None, None)):
     """(dL/dw, dL/db): ``conv2d_grad_weight`` (K4), (K12) and, if ``with_bias``, ``bias_grad`` (K3); else
     (dL/dw, None).
 
     NumPy twin: ``manualbp.kernels.reference.conv2d_grad_params``.  Two launches: the implicit GEMM,
-    then one block per output channel adding grad_y over (n, i, j) in a fixed order.
+    then one block per output channel adding grad_y over (n, i, j) in a fixed order.  ``out``: the arrays
+    to write dL/dw and dL/db into (None: new ones).
     """
-    grad_w = conv2d_grad_weight(grad_y, x, w_shape, stride, padding, dilation, groups)
-    return grad_w, (bias_grad(grad_y) if with_bias else None)
+    grad_w = conv2d_grad_weight(grad_y, x, w_shape, stride, padding, dilation, groups, out=out[0])
+    return grad_w, (bias_grad(grad_y, out=out[1]) if with_bias else None)
 
 
 # --- padding modes: a gather and its gather-shaped backward (K15), (K16) ---------------------------------

@@ -34,7 +34,7 @@ from numba import cuda, float32, uint64
 
 from ..reference_norm import dropout_threshold
 from .elementwise import tree_sum
-from .launch import THREADS, blocks, device_f32, empty_f32, flat, optional_f32
+from .launch import THREADS, blocks, device_f32, empty_f32, flat, optional_f32, output
 
 _GOLDEN = 0x9E3779B97F4A7C15
 _MIX1 = 0xBF58476D1CE4E5B9
@@ -200,12 +200,13 @@ def bn_forward(x, residual, relu, weight, bias, running_mean, running_var, num_b
     return y, mean, invstd
 
 
-def batch_norm_backward(grad_y, x, weight, mean, invstd, training):
-    """(dL/dx, dL/dgamma, dL/dbeta): ``reference.batch_norm_backward``."""
-    return bn_backward(grad_y, None, False, x, weight, mean, invstd, training, "cuda batch_norm_backward")[:3]
+def batch_norm_backward(grad_y, x, weight, mean, invstd, training, out=(None, None)):
+    """(dL/dx, dL/dgamma, dL/dbeta): ``reference.batch_norm_backward``; ``out``: the arrays to write dL/dgamma
+    and dL/dbeta into (None: new ones)."""
+    return bn_backward(grad_y, None, False, x, weight, mean, invstd, training, "cuda batch_norm_backward", out)[:3]
 
 
-def bn_backward(grad_y, y, keep_g, x, weight, mean, invstd, training, who):
+def bn_backward(grad_y, y, keep_g, x, weight, mean, invstd, training, who, out=(None, None)):
     """batch_norm_backward of g = ReLU's backward of grad_y at the output ``y`` (or of grad_y itself when
     ``y`` is None), in the same two launches; returns (dL/dx, dL/dgamma, dL/dbeta, g if ``keep_g`` else None)."""
     device_f32(x, who, "x", ndim=3)
@@ -214,7 +215,7 @@ def bn_backward(grad_y, y, keep_g, x, weight, mean, invstd, training, who):
     y_flat = flat(device_f32(y, who, "y", shape=x.shape)) if masked else empty_f32()
     C, L = x.shape[1], x.shape[2]
     w = optional_f32(weight, who, "weight", (C,))
-    dgamma, dbeta = cuda.device_array(C, np.float32), cuda.device_array(C, np.float32)
+    dgamma, dbeta = output(out[0], (C,), who, "out[0]"), output(out[1], (C,), who, "out[1]")
     gx = cuda.device_array(x.shape, np.float32)
     gz = cuda.device_array(x.shape, np.float32) if keep_g else None
     if x.size:

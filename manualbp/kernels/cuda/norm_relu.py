@@ -22,7 +22,8 @@ def batch_norm_relu_forward(x, residual, weight, bias, running_mean, running_var
                       momentum, eps, "cuda batch_norm_relu_forward")
 
 
-def batch_norm_relu_backward(grad_y, y, x, weight, mean, invstd, training, sum_grad):
+def batch_norm_relu_backward(grad_y, y, x, weight, mean, invstd, training, sum_grad, out=(None, None)):
     """(dL/dx, dL/dgamma, dL/dbeta, dL/dz or None): ``reference.batch_norm_relu_backward``; dL/dz is ReLU's
     backward (A2), the mask read off the output, and is returned when ``sum_grad`` (the shortcut's share, (Q2))."""
-    return bn_backward(grad_y, y, bool(sum_grad), x, weight, mean, invstd, training, "cuda batch_norm_relu_backward")
+    return bn_backward(grad_y, y, bool(sum_grad), x, weight, mean, invstd, training, "cuda batch_norm_relu_backward",
+                       out)

@@ -42,18 +42,22 @@ def test_a_training_step_launches_allocates_and_waits_exactly_this_much():
         "_bias_grad": 2,  # dL/db
         "gemm_small_load_rows_load_rows_matrix_col": 1,  # dL/dx of the second Linear (not of the first)
         "_relu_backward": 1,
-        "_sgd_update": 4,  # one per parameter
+        "_sgd_update": 1,  # every parameter at once, over the flat buffers (kernels/flat.py)
     }
-    assert c.total_launches == 16
-    # every kernel output is a new array.  The first step also makes the 4 momentum buffers and the
-    # Uploader's 2 device buffers (x and y, reused by every later batch)
-    assert (c.allocations, first.allocations) == (13, 13 + 4 + 2)
+    assert c.total_launches == 13
+    assert first.launches["_sgd_update"] == 4  # the first step: one per parameter, making the momentum buffers
+    # every kernel output is a new array, but the 4 gradients, written into the flat gradient buffer.  The
+    # first step also makes the 4 momentum buffers, the Uploader's 2 device buffers (x and y, reused by every
+    # later batch), and then the three flat buffers (values, gradients, momentum), copying the 4 parameters'
+    # arrays of each into them
+    assert c.allocations == 13 - 4
+    assert first.allocations == 13 + 4 + 2 + 3 and first.copies == 3 * 4 and c.copies == 0
     assert c.bytes > 0
     # the batch goes up (x and y), and the loss comes back once, for the nan check before backward; the
     # class indices are checked on the pinned copy they were uploaded from, not read back
     assert (c.uploads, c.downloads) == (2, 1)
     assert first.uploads == 2
-    assert c.wait_s >= 0 and "launches=16" in repr(c)
+    assert c.wait_s >= 0 and "launches=13" in repr(c)
 
 
 def test_counting_counts_each_kind_and_puts_everything_back():
@@ -65,8 +69,9 @@ def test_counting_counts_each_kind_and_puts_everything_back():
         cuda.device_array_like(b)
         a.copy_to_device(np.zeros(5, np.float32))  # an upload into existing memory
         a.copy_to_host()  # a download
+        a.copy_to_device(cuda.to_device(np.ones(5, np.float32)))  # an allocation, an upload, a copy on the GPU
         cuda.synchronize()
-    assert (c.allocations, c.bytes, c.uploads, c.downloads) == (3, 20 + 24 + 24, 2, 1)
+    assert (c.allocations, c.bytes, c.uploads, c.downloads, c.copies) == (4, 20 + 24 + 24 + 20, 3, 1, 1)
     assert c.launches == {}
     assert (cuda.device_array, cuda.to_device, cuda.synchronize, launch_type.__getitem__) == before
     with counting(), pytest.raises(RuntimeError, match="already counting"):
