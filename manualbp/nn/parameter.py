@@ -112,7 +112,8 @@ class Parameter:
 
     def accumulate_grad(self, g):
         """Add a freshly computed gradient into ``.grad`` (on the first call, ``g`` itself becomes ``.grad``:
-        the kernels return new arrays, never views of anything they reuse).  Nothing, when frozen."""
+        the kernels return new arrays, or this parameter's own ``grad_buffer()`` when they were given it,
+        never views of anything else).  Nothing, when frozen."""
         if not self.requires_grad:
             return
         if tuple(g.shape) != tuple(self.data.shape):
