@@ -42,8 +42,8 @@ import weakref
 
 import numpy as np
 
-__all__ = ["DEVICES", "Uploader", "as_array", "assign", "cast", "device_of", "host_array", "is_cuda_array", "item",
-           "module_device", "normalize", "parse_to", "require_cuda", "to_device", "to_numpy"]
+__all__ = ["DEVICES", "Uploader", "as_array", "assign", "cast", "device_of", "host_array", "host_copy", "is_cuda_array",
+           "item", "module_device", "normalize", "parse_to", "read_back", "require_cuda", "to_device", "to_numpy"]
 
 DEVICES = ("cpu", "cuda")
 
@@ -229,27 +229,40 @@ def host_array(x, who="manualbp", name="input"):
     return x.copy_to_host() if is_cuda_array(x) else x
 
 
-_uploaded = {}  # id(device array) -> (a weak reference to it, the pinned host array it was copied from)
+_host_copies = {}  # id(device array) -> (a weak reference to it, a host array holding the same values)
 
 
 def host_copy(x):
-    """The values of ``x`` on the host, for checks that read them (class indices in range).
+    """The values of ``x`` on the host, for checks that read them (class indices in range) and for a loss read
+    once more (``item``).
 
-    A batch the ``Uploader`` sent up is read from the pinned host buffer it was copied from: the same
-    values, without a copy back, which would make the host wait for every kernel queued before it.  Any
-    other device array is copied to the host; a NumPy array is returned as it is.
+    A batch the ``Uploader`` sent up is read from the pinned host buffer it was copied from, and a loss that
+    ``Network.train_step`` has read back already from that copy: the same values, without another copy
+    back, which would make the host wait for every kernel queued before it.  Any other device array is
+    copied to the host; a NumPy array is returned as it is.
     """
     if not is_cuda_array(x):
         return x
-    entry = _uploaded.get(id(x))
+    entry = _host_copies.get(id(x))
     if entry is not None and entry[0]() is x:
         return entry[1]
     return x.copy_to_host()
 
 
-def _remember_upload(dev, host):
+def read_back(x):
+    """``to_numpy(x)``, remembered for a device array (``host_copy``, and so ``item``, read it from there):
+    for a value read once and needed again, as a step's loss."""
+    host = to_numpy(x)
+    if is_cuda_array(x):
+        remember_host_copy(x, host)
+    return host
+
+
+def remember_host_copy(dev, host):
+    """Note that ``host`` holds the values of the device array ``dev`` (until ``dev`` is gone), for
+    ``host_copy``.  Only for arrays no kernel writes to afterwards: an uploaded batch, a step's loss."""
     key = id(dev)
-    _uploaded[key] = (weakref.ref(dev, lambda _, key=key: _uploaded.pop(key, None)), host)
+    _host_copies[key] = (weakref.ref(dev, lambda _, key=key: _host_copies.pop(key, None)), host)
 
 
 def to_numpy(x):
@@ -296,7 +309,7 @@ def item(x):
     """A Python float from a one-element value: a NumPy scalar, a loss on the GPU of shape (1,), ..."""
     if isinstance(x, numbers.Real):
         return float(x)
-    a = to_numpy(x)
+    a = host_copy(x) if is_cuda_array(x) else to_numpy(x)  # a loss train_step read back already: not again
     if a.size != 1:
         raise ValueError(f"item: expected a single value, got shape {tuple(a.shape)}")
     return float(a.reshape(-1)[0])
@@ -393,7 +406,7 @@ class Uploader:
         target = dev[:x.size]
         target.copy_to_device(host[:x.size])  # one host-to-device copy per array and step
         out = target.reshape(x.shape)
-        _remember_upload(out, staged)  # the next upload overwrites both copies: they stay equal
+        remember_host_copy(out, staged)  # the next upload overwrites both copies: they stay equal
         return out
 
     __call__ = upload

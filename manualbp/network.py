@@ -25,7 +25,7 @@ from . import checkpoint as ckpt
 from . import data as data_mod
 from . import training
 from ._checks import describe, finite_array, non_negative_int, positive_int
-from .device import Uploader, host_array, item, module_device, to_numpy
+from .device import Uploader, host_array, item, module_device, read_back, to_numpy
 from .nn import CrossEntropyLoss, Module, Sequential
 from .optim import SGD
 from .summary import summary as _summary
@@ -137,8 +137,9 @@ class Network:
         optimizer.zero_grad()                     # 1. clear the gradients of the last step
         out = self.model(x)                       # 2. forward, layer by layer
         loss = loss_fn(out, y)                    # 3. the loss (a NumPy scalar; on the GPU a (1,) device array)
-        if not np.all(np.isfinite(to_numpy(loss))):  # (a nan must not reach the weights)
-            raise NonFiniteLossError(f"the loss is {loss}")
+        value = read_back(loss)                   #    (on the GPU the step's one copy back, kept for item())
+        if not np.all(np.isfinite(value)):        #    (a nan must not reach the weights)
+            raise NonFiniteLossError(f"the loss is {value}")
         self._backward_to_parameters(loss_fn.backward())  # 4. backward: dL/d(out), every layer in reverse
         optimizer.step()                          # 5. update every parameter from its .grad
         return loss, out

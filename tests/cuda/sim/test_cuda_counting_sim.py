@@ -11,7 +11,7 @@ from numba import cuda
 import manualbp
 from manualbp import Network, nn, optim
 from manualbp.cuda import counting
-from manualbp.device import Uploader, host_copy, to_device
+from manualbp.device import Uploader, host_copy, item, to_device
 
 
 def mlp_step():
@@ -31,7 +31,9 @@ def test_a_training_step_launches_allocates_and_waits_exactly_this_much():
     with counting() as first:
         step()
     with counting() as c:
-        step()
+        loss, _ = step()
+        value = item(loss)  # as Network.fit reads it for its log: from the copy train_step made
+    assert value == float(loss.copy_to_host()[0])
     assert c.launches == {
         "gemm_small_linear": 2,  # forward: x W^T + b, the bias added as the product is written
         "_relu_forward": 1,
@@ -53,8 +55,8 @@ def test_a_training_step_launches_allocates_and_waits_exactly_this_much():
     assert c.allocations == 13 - 4
     assert first.allocations == 13 + 4 + 2 + 3 and first.copies == 3 * 4 and c.copies == 0
     assert c.bytes > 0
-    # the batch goes up (x and y), and the loss comes back once, for the nan check before backward; the
-    # class indices are checked on the pinned copy they were uploaded from, not read back
+    # the batch goes up (x and y), and the loss comes back once, for the nan check before backward, which
+    # item() reads again; the class indices are checked on the pinned copy they were uploaded from
     assert (c.uploads, c.downloads) == (2, 1)
     assert first.uploads == 2
     assert c.wait_s >= 0 and "launches=13" in repr(c)
