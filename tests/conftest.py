@@ -3,9 +3,17 @@
     def test_something(assert_close):
         assert_close(ours, torch_tensor, rtol=1e-9)
 """
+import signal
+
 import numpy as np
 import pytest
 import torch
+
+# A test run started in the background by a non-interactive shell inherits SIGINT ignored, and Python keeps it
+# so; the Ctrl-C tests send their own process SIGINT and expect what a terminal's Ctrl-C does, so they get
+# Python's usual handler back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _to_numpy(value):
