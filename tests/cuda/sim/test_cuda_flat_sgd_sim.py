@@ -71,7 +71,7 @@ def assert_same(a, b):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-@pytest.mark.parametrize("build,steps,sgd", [(small, 3, {}), (small, 2, {"momentum": 0.0}),
+@pytest.mark.parametrize("build,steps,sgd", [(small, 2, {}), (small, 2, {"momentum": 0.0}),
                                              (residual, 2, {"nesterov": True, "weight_decay": 0.0})])
 def test_one_launch_per_group_gives_the_per_parameter_update_to_the_bit(monkeypatch, build, steps, sgd):
     model, opt, launches = run(monkeypatch, flat.MAX_PACKS, build, steps, **sgd)
@@ -88,7 +88,7 @@ def test_whatever_breaks_the_layout_the_results_stay_the_per_parameter_ones(monk
     def steps(packs):
         monkeypatch.setattr(flat, "MAX_PACKS", packs)
         model = mlp().to("cuda")
-        opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.8)
+        opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.8, weight_decay=1e-3)
         loss_fn = nn.CrossEntropyLoss()
         params = list(model.parameters())
 
@@ -111,9 +111,27 @@ def test_whatever_breaks_the_layout_the_results_stay_the_per_parameter_ones(monk
         model.to("cpu").to("cuda")  # everything moved and back
         step(*BATCHES[0])
         step(*BATCHES[1])
-        return state_of(model, opt)
+        return state_of(model, opt), launches
 
-    assert_same(steps(flat.MAX_PACKS), steps(0))
+    launches = []
+    real_step = optim.SGD.step
+
+    def counted_step(self):
+        with counting() as c:
+            real_step(self)
+        launches.append(c.launches.get("_sgd_update", 0))
+
+    monkeypatch.setattr(optim.SGD, "step", counted_step)
+
+    flat_state, flat_launches = steps(flat.MAX_PACKS)
+    # one launch per parameter at the first step, after the new data, with new momentum buffers and a frozen
+    # parameter (3: it is skipped), and after the move; one launch for all at the second step (its gradients
+    # summed in place) and at the last (laid out again after the move)
+    assert flat_launches == [4, 1, 4, 3, 4, 1]
+    launches.clear()
+    reference_state, reference_launches = steps(0)
+    assert reference_launches == [4, 4, 4, 3, 4, 4]
+    assert_same(flat_state, reference_state)
 
 
 def test_the_cpu_never_lays_anything_out():
