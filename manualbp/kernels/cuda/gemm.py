@@ -314,7 +314,6 @@ def linear(x, w, b):
     cfg = pick_config(M, N)
     if choose_split(M, N, K, cfg)[1] > 1:
         return None  # split-K: the slices are summed first, then the bias added
-
     y = output(None, (M, N), who)
     launch_gemm(LINEAR_KERNELS[cfg.name], cfg, x, w, flat(y), b, NO_GEOMETRY, M, N, K, K, 1, False)
     return y

@@ -87,6 +87,14 @@ def empty_f32():
     return _constants["empty"]
 
 
+def unused_i64():
+    """An int64 device array ``[0]``, made once: an argument a launch neither reads nor writes (BatchNorm's
+    batch count where no running statistics are kept)."""
+    if "unused_i64" not in _constants:
+        _constants["unused_i64"] = cuda.to_device(np.zeros(1, dtype=np.int64))
+    return _constants["unused_i64"]
+
+
 def scalar_like(s, n, who, name="s"):
     """(rows, step, scale) so that a kernel reads the value for element i as rows[i*step] * scale.
 

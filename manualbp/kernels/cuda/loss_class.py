@@ -366,10 +366,11 @@ def cross_entropy_index(z, t, ignore_index, mean=False):
     """(total, count, bad, grad) of softmax-cross-entropy on (N, C) logits with (N,) int64 class indices.
 
     NumPy twin: ``reference.cross_entropy_index``.  total: a (1,) device array, the sum of ell over the
-    counted rows (a fixed-order reduction; divided by count in the same kernel when ``mean``); count: the number of counted rows and bad: the first row
-    whose target is out of range (-1 if none), both ints computed on the host from the N labels (the
-    pinned host copy of a batch the Uploader sent up, else a copy from the GPU); grad (N, C) = softmax - onehot for a counted row, 0
-    otherwise.  With a bad target nothing is launched: (0, 0, bad, zeros), as the twin.
+    counted rows (a fixed-order reduction; divided by count in the same kernel when ``mean``); count: the
+    number of counted rows and bad: the first row whose target is out of range (-1 if none), both ints
+    computed on the host from the N labels (the pinned host copy of a batch the Uploader sent up, else a
+    copy from the GPU); grad (N, C) = softmax - onehot for a counted row, 0 otherwise.  With a bad target
+    nothing is launched: (0, 0, bad, zeros), as the twin.
     """
     who = "cuda cross_entropy_index"
     device_f32(z, who, "z", ndim=2)

@@ -34,7 +34,7 @@ from numba import cuda, float32, uint64
 
 from ..reference_norm import dropout_threshold
 from .elementwise import tree_sum
-from .launch import THREADS, blocks, device_f32, empty_f32, flat, optional_f32, output
+from .launch import THREADS, blocks, device_f32, empty_f32, flat, optional_f32, output, unused_i64
 
 _GOLDEN = 0x9E3779B97F4A7C15
 _MIX1 = 0xBF58476D1CE4E5B9
@@ -160,15 +160,8 @@ bn_backward_sums_kernel = cuda.jit(_bn_backward_sums)
 bn_backward_dx_kernel = cuda.jit(_bn_backward_dx)
 
 
-_unused_count = []  # a (1,) int64 device array, made once, for launches that neither read nor count batches
-
-
 def _counter(num_batches_tracked):
-    if num_batches_tracked is None:
-        if not _unused_count:
-            _unused_count.append(cuda.to_device(np.zeros(1, dtype=np.int64)))
-        return _unused_count[0]
-    return num_batches_tracked.reshape(1)
+    return unused_i64() if num_batches_tracked is None else num_batches_tracked.reshape(1)
 
 
 def batch_norm_forward(x, weight, bias, running_mean, running_var, num_batches_tracked, training, momentum, eps):
