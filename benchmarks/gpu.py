@@ -253,12 +253,16 @@ def _train_steps(torch, name, batch):
     return ours, theirs
 
 
+WARMUP_STEPS = 3  # the first step lays SGD's parameters out flat (from the second on) and fills the buffer cache
+
+
 def step_counts(step, cuda, steps=5):
-    """Per step of ``step()`` (after one warm-up call): launches, allocations, bytes, uploads, downloads,
-    and host_us, the wall time less the time spent waiting for the GPU (manualbp.cuda.Counts.wait_s)."""
+    """Per step of ``step()`` (after WARMUP_STEPS warm-up calls): launches, allocations, bytes, uploads,
+    downloads, and host_us, the wall time less the time spent waiting for the GPU (manualbp.cuda.Counts.wait_s)."""
     from manualbp.cuda import counting
 
-    step()
+    for _ in range(WARMUP_STEPS):
+        step()
     cuda.synchronize()
     with counting() as c:
         start = time.perf_counter()
@@ -329,7 +333,7 @@ def bench_counts(args, cuda, torch, gpu):
     lines = ["## Launches per training step", "",
              (f"`python benchmarks/gpu.py --only counts`, on {where}: a training step of each model at batch "
               f"{batch} (forward, cross-entropy, backward, SGD with momentum, batch upload and loss read back), "
-              f"counted with `manualbp.cuda.counting` over {steps} steps after a warm-up step."
+              f"counted with `manualbp.cuda.counting` over {steps} steps after {WARMUP_STEPS} warm-up steps."
               + (" No host time: the simulator's host is not a GPU's." if simulated
                  else " Host µs: the step's wall time less the time spent waiting for the GPU.")), "",
              "| model | launches | allocations | MiB allocated | uploads | downloads |"

@@ -11,7 +11,7 @@ Under numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) the simulated GPU coun
 
 import time
 
-__all__ = ["Counts", "counting", "device_count", "is_available", "synchronize"]
+__all__ = ["Counts", "counting", "device_count", "empty_cache", "is_available", "memory_cached", "synchronize"]
 
 
 def _numba_cuda():
@@ -44,6 +44,27 @@ def synchronize():
     from .device import require_cuda
 
     require_cuda("manualbp.cuda.synchronize").synchronize()
+
+
+def empty_cache():
+    """Give the driver back the device arrays the GPU wrappers keep for reuse and nothing refers to any more,
+    as ``torch.cuda.empty_cache()``; arrays still in use stay (``kernels/cuda/buffers.py``)."""
+    from .device import require_cuda
+
+    require_cuda("manualbp.cuda.empty_cache")
+    from .kernels.cuda.buffers import CACHE
+
+    CACHE.release()
+
+
+def memory_cached():
+    """Bytes of device memory held by the GPU wrappers' buffer cache: arrays in use and arrays kept for reuse."""
+    from .device import require_cuda
+
+    require_cuda("manualbp.cuda.memory_cached")
+    from .kernels.cuda.buffers import CACHE
+
+    return CACHE.cached_bytes()
 
 
 # --- what a step asks of the GPU ---------------------------------------------------------------------------

@@ -265,6 +265,16 @@ def remember_host_copy(dev, host):
     _host_copies[key] = (weakref.ref(dev, lambda _, key=key: _host_copies.pop(key, None)), host)
 
 
+def forget(dev):
+    """Drop what the host side remembers about the device array ``dev`` by its identity: its host copy
+    (``remember_host_copy``) and the note of which output a loss gradient belongs to.  The GPU wrappers'
+    buffer cache calls this when it hands ``dev`` out again, to hold new values (``kernels/cuda/buffers.py``)."""
+    _host_copies.pop(id(dev), None)
+    from .nn.saved import forget_origin
+
+    forget_origin(dev)
+
+
 def to_numpy(x):
     """A NumPy array from a device array (one copy to the host), a NumPy array (itself), a torch tensor
     (CPU: a view; CUDA: a copy), anything ``as_array`` reads, or a scalar or list."""

@@ -111,6 +111,11 @@ def note_origin(grad, output):
     origins[id(grad)] = refs
 
 
+def forget_origin(grad):
+    """Drop the note ``note_origin`` made for this object (it is about to hold another gradient)."""
+    TAPE.origins.pop(id(grad), None)
+
+
 def origin_of(grad):
     refs = TAPE.origins.get(id(grad))
     if refs is None or refs[0]() is not grad:

@@ -154,3 +154,19 @@ def test_benchmark_matmul_runs(torch):
     result = gpu.benchmark_matmul(512, repeats=2)
     assert result["ours_gflops"] > 0 and result["torch_gflops"] > 0 and result["device"]
     assert result["max_abs_diff"] < 1e-2
+
+
+def test_the_buffer_cache_sees_views_of_real_device_memory(monkeypatch):
+    """On a GPU an array's memory is numba's pointer object: a reshape shares it, a slice raises its count of
+    views (``refct``); either keeps the array from being handed out again (kernels/cuda/buffers.py)."""
+    from manualbp.kernels.cuda import buffers
+
+    monkeypatch.setattr(buffers, "CACHE", buffers.BufferCache())
+    for view in (lambda a: a.reshape(12), lambda a: a[1:], lambda a: a[0]):
+        a = buffers.empty((3, 4))
+        first = id(a)
+        v = view(a)
+        del a
+        assert id(buffers.empty((3, 4))) != first
+        del v
+        assert id(buffers.empty((3, 4))) == first

@@ -39,6 +39,7 @@ import numpy as np
 from numba import cuda, float32
 
 from ..reference import PAD_MODES, pad_source
+from .buffers import empty
 from .elementwise import bias_grad
 from .gemm import SMALL, choose_split, launch_gemm, load_rows, make_gemm_kernel, matrix_col, slice_row, sum_slices
 from .launch import THREADS, blocks, device_f32, empty_f32, flat, output, pair
@@ -246,7 +247,7 @@ def conv2d_grad_weight(grad_y, x, w_shape, stride, padding, dilation=1, groups=1
             launch_gemm(conv2d_grad_weight_kernel, SMALL, grad_y, x, dwk, empty_f32(), g,
                         M, N, K, K, 1, bool(accumulate))
         else:
-            partial = cuda.device_array((splits, M, N), dtype=np.float32)
+            partial = empty((splits, M, N), dtype=np.float32)
             launch_gemm(conv2d_grad_weight_kernel, SMALL, grad_y, x, flat(partial), empty_f32(), g,
                         M, N, K, k_split, splits, False)
             sum_slices(partial.reshape(splits, M * N), dwk, accumulate)
@@ -347,7 +348,7 @@ def pad2d(x, pads, mode):
     device_f32(x, who, "x", ndim=4)
     left, right, top, bottom = _pads(pads, who)
     nb, c, h, w = (int(v) for v in x.shape)
-    y = cuda.device_array((nb, c, top + h + bottom, left + w + right), dtype=np.float32)
+    y = empty((nb, c, top + h + bottom, left + w + right), dtype=np.float32)
     if y.size:
         rows, _ = _pad_maps(h, top, bottom, mode, who)
         cols, _ = _pad_maps(w, left, right, mode, who)

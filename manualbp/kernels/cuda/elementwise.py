@@ -19,6 +19,7 @@ import math
 import numpy as np
 from numba import cuda, float32
 
+from .buffers import empty
 from .gemm import linear, matmul
 from .launch import THREADS, blocks, device_f32, flat, output, scalar_like
 
@@ -347,7 +348,7 @@ def softmax_forward(x, axis):
     who = "cuda softmax_forward"
     device_f32(x, who, "x")
     K, inner, lines = _lines(x.shape, int(axis), who)
-    y = cuda.device_array(x.shape, dtype=np.float32)
+    y = empty(x.shape, dtype=np.float32)
     if lines:
         softmax_forward_kernel[blocks(lines), THREADS](flat(x), flat(y), K, inner)
     return y
@@ -362,7 +363,7 @@ def softmax_backward(grad_y, p, axis):
     device_f32(p, who, "p")
     device_f32(grad_y, who, "grad_y", shape=p.shape)
     K, inner, lines = _lines(p.shape, int(axis), who)
-    gx = cuda.device_array(p.shape, dtype=np.float32)
+    gx = empty(p.shape, dtype=np.float32)
     if lines:
         softmax_backward_kernel[blocks(lines), THREADS](flat(grad_y), flat(p), K, inner, flat(gx))
     return gx
@@ -376,7 +377,7 @@ def log_softmax_forward(x, axis):
     who = "cuda log_softmax_forward"
     device_f32(x, who, "x")
     K, inner, lines = _lines(x.shape, int(axis), who)
-    y = cuda.device_array(x.shape, dtype=np.float32)
+    y = empty(x.shape, dtype=np.float32)
     if lines:
         log_softmax_forward_kernel[blocks(lines), THREADS](flat(x), flat(y), K, inner)
     return y
@@ -391,7 +392,7 @@ def log_softmax_backward(grad_y, y, axis):
     device_f32(y, who, "y")
     device_f32(grad_y, who, "grad_y", shape=y.shape)
     K, inner, lines = _lines(y.shape, int(axis), who)
-    gx = cuda.device_array(y.shape, dtype=np.float32)
+    gx = empty(y.shape, dtype=np.float32)
     if lines:
         log_softmax_backward_kernel[blocks(lines), THREADS](flat(grad_y), flat(y), K, inner, flat(gx))
     return gx
@@ -435,7 +436,7 @@ def scale(a, s):
     who = "cuda scale"
     device_f32(a, who, "a")
     rows, step, factor = scalar_like(s, a.size, who)
-    out = cuda.device_array(a.shape, dtype=np.float32)
+    out = empty(a.shape, dtype=np.float32)
     if a.size:
         scale_kernel[blocks(a.size), THREADS](flat(a), rows, step, factor, flat(out))
     return out

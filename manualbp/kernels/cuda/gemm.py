@@ -26,6 +26,7 @@ TX = BN / TN and TY = BM / TM threads per block along n and m; S the number of K
 import numpy as np
 from numba import cuda, float32
 
+from .buffers import empty
 from .launch import THREADS, blocks, device_f32, empty_f32, flat, output
 
 
@@ -279,7 +280,7 @@ def matmul(a, b, transpose_a=False, transpose_b=False, out=None, accumulate=Fals
     if M == 0 or N == 0:
         return c
     if K == 0:  # an empty sum: zeros (or out unchanged when accumulating), as a sum of no slices
-        sum_slices(cuda.device_array((0, M * N), dtype=np.float32), flat(c), accumulate)
+        sum_slices(empty((0, M * N), dtype=np.float32), flat(c), accumulate)
         return c
     cfg = pick_config(M, N)
     kernel = MATMUL_KERNELS[(cfg.name, bool(transpose_a), bool(transpose_b))]
@@ -287,7 +288,7 @@ def matmul(a, b, transpose_a=False, transpose_b=False, out=None, accumulate=Fals
     if splits == 1:
         launch_gemm(kernel, cfg, a, b, flat(c), empty_f32(), NO_GEOMETRY, M, N, K, K, 1, bool(accumulate))
     else:
-        partial = cuda.device_array((splits, M, N), dtype=np.float32)
+        partial = empty((splits, M, N), dtype=np.float32)
         launch_gemm(kernel, cfg, a, b, flat(partial), empty_f32(), NO_GEOMETRY, M, N, K, k_split, splits, False)
         sum_slices(partial.reshape(splits, M * N), flat(c), accumulate)
     return c

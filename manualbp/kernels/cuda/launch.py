@@ -9,6 +9,8 @@ Derivation: derivations/11-gpu-tiled-matmul.md
 import numpy as np
 from numba import cuda
 
+from .buffers import empty
+
 THREADS = 256  # threads per block of every one-thread-per-element kernel (and of every reduction)
 
 _constants = {}  # small device arrays made once per process: see device_constant
@@ -63,7 +65,7 @@ def _device(x, who, name, dtype, ndim, shape):
 def output(out, shape, who, name="out"):
     """``out`` checked against ``shape``, or a new float32 device array of that shape."""
     if out is None:
-        return cuda.device_array(shape, dtype=np.float32)
+        return empty(shape)  # a cached buffer when one of this shape is free (buffers.py)
     return device_f32(out, who, name, shape=shape)
 
 

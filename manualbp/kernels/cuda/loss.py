@@ -26,6 +26,7 @@ import math
 import numpy as np
 from numba import cuda, float32
 
+from .buffers import empty
 from .elementwise import tree_sum
 from .launch import THREADS, blocks, device_f32, flat, optional_f32, scalar_like
 
@@ -75,7 +76,7 @@ def sum_to_device(ell, who, denom=None):
     """sum(ell), or sum(ell) / denom when ``denom`` is given, as a float32 device array of shape (1,)."""
     mean = denom is not None
     d_rows, _, d_scale = scalar_like(denom if mean else 1.0, 1, who, "denom")
-    out = cuda.device_array(1, dtype=np.float32)
+    out = empty(1, dtype=np.float32)
     loss_sum_kernel[1, THREADS](flat(ell), d_rows, d_scale, mean, out)
     return out
 
@@ -105,7 +106,7 @@ def loss_upstream(grad, reduction, denom):
         return grad
     g_rows, _, g_scale = scalar_like(grad, 1, who, "grad")
     d_rows, _, d_scale = scalar_like(denom, 1, who, "denom")
-    out = cuda.device_array(1, dtype=np.float32)
+    out = empty(1, dtype=np.float32)
     scalar_divide_kernel[1, 1](g_rows, g_scale, d_rows, d_scale, out)
     return out
 
@@ -169,7 +170,7 @@ def _pair(x, t, who):
 
 def _regression(kind, param, x, t, who):
     _pair(x, t, who)
-    ell = cuda.device_array(x.shape, dtype=np.float32)
+    ell = empty(x.shape, dtype=np.float32)
     if x.size:
         regression_forward_kernel[blocks(x.size), THREADS](flat(x), flat(t), kind, np.float32(param), flat(ell))
     return ell
@@ -178,7 +179,7 @@ def _regression(kind, param, x, t, who):
 def _regression_grad(kind, param, s, x, t, who):
     _pair(x, t, who)
     s_rows, s_step, s_scale = scalar_like(s, x.size, who)
-    grad = cuda.device_array(x.shape, dtype=np.float32)
+    grad = empty(x.shape, dtype=np.float32)
     if x.size:
         regression_backward_kernel[blocks(x.size), THREADS](s_rows, s_step, s_scale, flat(x), flat(t), kind,
                                                              np.float32(param), flat(grad))
@@ -284,7 +285,7 @@ bce_backward_kernel = cuda.jit(_bce_backward)
 def _bce(kind, x, t, w, pw, who):
     _pair(x, t, who)
     w_, pw_ = optional_f32(w, who, "w", x.shape), optional_f32(pw, who, "pw", x.shape)
-    ell = cuda.device_array(x.shape, dtype=np.float32)
+    ell = empty(x.shape, dtype=np.float32)
     if x.size:
         bce_forward_kernel[blocks(x.size), THREADS](flat(x), flat(t), w_, pw_, kind, flat(ell))
     return ell
@@ -294,7 +295,7 @@ def _bce_grad(kind, s, x, t, w, pw, who):
     _pair(x, t, who)
     w_, pw_ = optional_f32(w, who, "w", x.shape), optional_f32(pw, who, "pw", x.shape)
     s_rows, s_step, s_scale = scalar_like(s, x.size, who)
-    grad = cuda.device_array(x.shape, dtype=np.float32)
+    grad = empty(x.shape, dtype=np.float32)
     if x.size:
         bce_backward_kernel[blocks(x.size), THREADS](s_rows, s_step, s_scale, flat(x), flat(t), w_, pw_, kind,
                                                       flat(grad))

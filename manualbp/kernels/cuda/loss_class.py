@@ -19,6 +19,7 @@ import numpy as np
 from numba import cuda, float32
 
 from ...device import host_copy
+from .buffers import empty
 from .elementwise import tree_sum
 from .launch import THREADS, blocks, device_f32, device_i64, flat, optional_f32, scalar_like
 from .loss import sum_to_device
@@ -73,7 +74,7 @@ class_weight_sum_kernel = cuda.jit(_class_weight_sum)
 
 
 def _weight_sum(t_flat, w, ignore_index, nan_if_zero):
-    out = cuda.device_array(1, dtype=np.float32)
+    out = empty(1, dtype=np.float32)
     class_weight_sum_kernel[1, THREADS](t_flat, w, int(ignore_index), bool(nan_if_zero), out)
     return out
 
@@ -130,7 +131,7 @@ def nll_loss(x, t, w, ignore_index):
     who = "cuda nll_loss"
     device_f32(x, who, "x", ndim=3)
     N, _, S, w_ = _class_args(x.shape, t, w, who)
-    ell = cuda.device_array((N, S), dtype=np.float32)
+    ell = empty((N, S), dtype=np.float32)
     if ell.size:
         nll_forward_kernel[blocks(ell.size), THREADS](x, flat(t), w_, int(ignore_index), flat(ell))
     return ell, _weight_sum(flat(t), w_, ignore_index, False)
@@ -146,7 +147,7 @@ def nll_loss_backward(s, x_shape, t, w, ignore_index, dtype):
         raise TypeError(f"{who}: the GPU kernels run in float32, got dtype {np.dtype(dtype)}")
     N, C, S, w_ = _class_args(x_shape, t, w, who)
     s_rows, s_step, s_scale = scalar_like(s, N * S, who)
-    grad = cuda.device_array((N, C, S), dtype=np.float32)
+    grad = empty((N, C, S), dtype=np.float32)
     if grad.size:
         nll_backward_kernel[blocks(grad.size), THREADS](s_rows, s_step, s_scale, flat(t), w_, int(ignore_index),
                                                          grad)
@@ -226,8 +227,8 @@ def cross_entropy(z, t, w, ignore_index, label_smoothing):
     device_f32(z, who, "z", ndim=3)
     N, C, S, w_ = _class_args(z.shape, t, w, who)
     ome, eoc = _smoothing(label_smoothing, C)
-    ell = cuda.device_array((N, S), dtype=np.float32)
-    p = cuda.device_array((N, C, S), dtype=np.float32)
+    ell = empty((N, S), dtype=np.float32)
+    p = empty((N, C, S), dtype=np.float32)
     if ell.size and C:
         cross_entropy_forward_kernel[blocks(ell.size), THREADS](z, flat(t), w_, int(ignore_index),
                                                                  bool(label_smoothing > 0), ome, eoc, flat(ell), p)
@@ -244,7 +245,7 @@ def cross_entropy_backward(s, p, t, w, ignore_index, label_smoothing):
     N, C, S, w_ = _class_args(p.shape, t, w, who)
     ome, eoc = _smoothing(label_smoothing, C)
     s_rows, s_step, s_scale = scalar_like(s, N * S, who)
-    grad = cuda.device_array((N, C, S), dtype=np.float32)
+    grad = empty((N, C, S), dtype=np.float32)
     if N * S and C:
         cross_entropy_backward_kernel[blocks(N * S), THREADS](s_rows, s_step, s_scale, p, flat(t), w_,
                                                                int(ignore_index), ome, eoc, grad)
@@ -307,8 +308,8 @@ def cross_entropy_probs(z, y, w, label_smoothing):
     N, C, S = z.shape
     w_ = optional_f32(w, who, "w", (C,))
     ome, eoc = _smoothing(label_smoothing, C)
-    ell = cuda.device_array((N, S), dtype=np.float32)
-    p = cuda.device_array((N, C, S), dtype=np.float32)
+    ell = empty((N, S), dtype=np.float32)
+    p = empty((N, C, S), dtype=np.float32)
     if ell.size and C:
         cross_entropy_probs_forward_kernel[blocks(ell.size), THREADS](z, y, w_, ome, eoc, flat(ell), p)
     return ell, p
@@ -323,7 +324,7 @@ def cross_entropy_probs_backward(s, p, y, w, label_smoothing):
     w_ = optional_f32(w, who, "w", (C,))
     ome, eoc = _smoothing(label_smoothing, C)
     s_rows, s_step, s_scale = scalar_like(s, N * S, who)
-    grad = cuda.device_array((N, C, S), dtype=np.float32)
+    grad = empty((N, C, S), dtype=np.float32)
     if N * S and C:
         cross_entropy_probs_backward_kernel[blocks(N * S), THREADS](s_rows, s_step, s_scale, p, y, w_, ome, eoc,
                                                                      grad)
@@ -382,8 +383,8 @@ def cross_entropy_index(z, t, ignore_index, mean=False):
     if out_of_range.any():
         return cuda.to_device(np.zeros(1, np.float32)), 0, int(np.argmax(out_of_range)), \
             cuda.to_device(np.zeros((N, C), np.float32))
-    ell = cuda.device_array(N if C else 0, dtype=np.float32)  # C = 0: every row is ignored, the sum is 0
-    grad = cuda.device_array((N, C), dtype=np.float32)
+    ell = empty(N if C else 0, dtype=np.float32)  # C = 0: every row is ignored, the sum is 0
+    grad = empty((N, C), dtype=np.float32)
     if N and C:
         cross_entropy_index_kernel[blocks(N), THREADS](z, t, int(ignore_index), ell, grad)
     count = int(valid.sum())

@@ -33,6 +33,7 @@ import numpy as np
 from numba import cuda, float32, uint64
 
 from ..reference_norm import dropout_threshold
+from .buffers import empty
 from .elementwise import tree_sum
 from .launch import THREADS, blocks, device_f32, empty_f32, flat, optional_f32, output, unused_i64
 
@@ -182,8 +183,8 @@ def bn_forward(x, residual, relu, weight, bias, running_mean, running_var, num_b
     rm = optional_f32(running_mean, who, "running_mean", (C,)) if update or not training else empty_f32()
     rv = optional_f32(running_var, who, "running_var", (C,)) if update or not training else empty_f32()
     count = _counter(num_batches_tracked if update else None)
-    mean, invstd = cuda.device_array(C, np.float32), cuda.device_array(C, np.float32)
-    y = cuda.device_array(x.shape, np.float32)
+    mean, invstd = empty(C, np.float32), empty(C, np.float32)
+    y = empty(x.shape, np.float32)
     if x.size:
         bn_stats_kernel[C, THREADS](flat(x), mean, invstd, rm, rv, count, C, L, bool(training), update,
                                     np.float32(momentum or 0.0), momentum is None, np.float32(eps))
@@ -209,8 +210,8 @@ def bn_backward(grad_y, y, keep_g, x, weight, mean, invstd, training, who, out=(
     C, L = x.shape[1], x.shape[2]
     w = optional_f32(weight, who, "weight", (C,))
     dgamma, dbeta = output(out[0], (C,), who, "out[0]"), output(out[1], (C,), who, "out[1]")
-    gx = cuda.device_array(x.shape, np.float32)
-    gz = cuda.device_array(x.shape, np.float32) if keep_g else None
+    gx = empty(x.shape, np.float32)
+    gz = empty(x.shape, np.float32) if keep_g else None
     if x.size:
         bn_backward_sums_kernel[C, THREADS](flat(grad_y), flat(x), mean, invstd, dgamma, dbeta, y_flat, C, L, masked)
         bn_backward_dx_kernel[blocks(x.size), THREADS](flat(grad_y), flat(x), mean, invstd, w, dgamma, dbeta,
@@ -311,8 +312,8 @@ def layer_norm_forward(x, weight, bias, eps):
     device_f32(x, who, "x", ndim=2)
     R, D = x.shape
     w, b = optional_f32(weight, who, "weight", (D,)), optional_f32(bias, who, "bias", (D,))
-    y = cuda.device_array(x.shape, np.float32)
-    mean, invstd = cuda.device_array(R, np.float32), cuda.device_array(R, np.float32)
+    y = empty(x.shape, np.float32)
+    mean, invstd = empty(R, np.float32), empty(R, np.float32)
     if x.size:
         ln_forward_kernel[R, THREADS](flat(x), flat(y), w, b, mean, invstd, D, weight is not None, bias is not None,
                                       np.float32(eps))
@@ -326,8 +327,8 @@ def layer_norm_backward(grad_y, x, weight, mean, invstd):
     device_f32(grad_y, who, "grad_y", shape=x.shape)
     R, D = x.shape
     w = optional_f32(weight, who, "weight", (D,))
-    gx = cuda.device_array(x.shape, np.float32)
-    dgamma, dbeta = cuda.device_array(D, np.float32), cuda.device_array(D, np.float32)
+    gx = empty(x.shape, np.float32)
+    dgamma, dbeta = empty(D, np.float32), empty(D, np.float32)
     if x.size:
         ln_backward_dx_kernel[R, THREADS](flat(grad_y), flat(x), w, mean, invstd, flat(gx), D, weight is not None)
         ln_backward_params_kernel[blocks(D), THREADS](flat(grad_y), flat(x), mean, invstd, dgamma, dbeta, D)
@@ -377,8 +378,8 @@ def dropout_forward(x, p, key, inner, inplace):
     who = "cuda dropout_forward"
     device_f32(x, who, "x")
     R = x.size // inner if inner else 0
-    mask = cuda.device_array(R, np.uint8)
-    y = x if inplace else cuda.device_array(x.shape, np.float32)
+    mask = empty(R, np.uint8)
+    y = x if inplace else empty(x.shape, np.float32)
     if x.size:
         dropout_forward_kernel[blocks(x.size), THREADS](flat(x), flat(y), mask, np.uint64(key),
                                                         np.int64(dropout_threshold(p)), _scale(p), inner)
@@ -388,7 +389,7 @@ def dropout_forward(x, p, key, inner, inplace):
 def dropout_backward(grad_y, mask, p, inner):
     """dL/dx = mask * dL/dy / (1 - p): ``reference.dropout_backward``."""
     device_f32(grad_y, "cuda dropout_backward", "grad_y")
-    gx = cuda.device_array(grad_y.shape, np.float32)
+    gx = empty(grad_y.shape, np.float32)
     if grad_y.size:
         dropout_backward_kernel[blocks(grad_y.size), THREADS](flat(grad_y), mask, _scale(p), inner, flat(gx))
     return gx

@@ -5,6 +5,7 @@ Derivation: derivations/09-sgd-momentum.md (O3)-(O6).
 import numpy as np
 from numba import cuda, float32
 
+from .buffers import empty
 from .launch import THREADS, blocks, device_f32, flat
 
 
@@ -56,4 +57,4 @@ def sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first
 
 def empty_like(a):
     """An uninitialised float32 device array of a's shape (an optimizer's momentum buffer, say)."""
-    return cuda.device_array(tuple(a.shape), dtype=np.float32)
+    return empty(tuple(a.shape), dtype=np.float32)

@@ -17,6 +17,7 @@ import numpy as np
 from numba import cuda, float32
 
 from ..reference import pool_out_size
+from .buffers import empty
 from .launch import THREADS, blocks, device_f32, device_i64, output, pair
 
 # --- max-pooling ----------------------------------------------------------------------------------------
@@ -113,8 +114,8 @@ def maxpool2d_forward(x, kernel_size, stride, padding, dilation=1, ceil_mode=Fal
     device_f32(x, who, "x", ndim=4)
     nb, c, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw = _pool_geometry(x.shape, kernel_size, stride, padding,
                                                                    dilation, ceil_mode, who)
-    y = cuda.device_array((nb, c, oh, ow), dtype=np.float32)
-    idx = cuda.device_array((nb, c, oh, ow), dtype=np.int64)
+    y = empty((nb, c, oh, ow), dtype=np.float32)
+    idx = empty((nb, c, oh, ow), dtype=np.int64)
     if y.size:
         maxpool2d_forward_kernel[blocks(y.size), THREADS](x, y, idx, kh, kw, sh, sw, ph, pw, dh, dw)
     return y, idx

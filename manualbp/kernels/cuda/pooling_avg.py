@@ -17,6 +17,7 @@ import numpy as np
 from numba import cuda, float32
 
 from ..reference import pool_out_size
+from .buffers import empty
 from .launch import THREADS, blocks, device_f32, device_i64, output
 
 
@@ -169,7 +170,7 @@ def avgpool2d_backward(grad_y, x_shape, kernel_size, stride, padding, ceil_mode,
 
 
 def _no_indices():
-    return cuda.device_array((0, 0, 0, 0), dtype=np.int64)
+    return empty((0, 0, 0, 0), dtype=np.int64)
 
 
 def adaptive_avgpool2d_forward(x, output_size, out=None):
@@ -197,8 +198,8 @@ def adaptive_maxpool2d_forward(x, output_size):
     who = "cuda adaptive_maxpool2d_forward"
     device_f32(x, who, "x", ndim=4)
     shape = (x.shape[0], x.shape[1], int(output_size[0]), int(output_size[1]))
-    y = cuda.device_array(shape, dtype=np.float32)
-    idx = cuda.device_array(shape, dtype=np.int64)
+    y = empty(shape, dtype=np.float32)
+    idx = empty(shape, dtype=np.int64)
     if y.size:
         adaptive_pool2d_forward_kernel[blocks(y.size), THREADS](x, y, idx, True)
     return y, idx

@@ -6,6 +6,7 @@ Derivation: derivations/18-residual.md ((Q1), (Q3), (Q4)); twins in ``reference_
 import numpy as np
 from numba import cuda, float32
 
+from .buffers import empty
 from .launch import THREADS, blocks, device_f32, flat
 
 
@@ -53,7 +54,7 @@ def add(a, b):
     """y = a + b (Q1), a new device array.  Twin: ``reference_residual.add``."""
     device_f32(a, "cuda add", "a")
     device_f32(b, "cuda add", "b", shape=a.shape)
-    y = cuda.device_array(a.shape, dtype=np.float32)
+    y = empty(a.shape, dtype=np.float32)
     if y.size:
         residual_add_kernel[blocks(y.size), THREADS](flat(a), flat(b), flat(y))
     return y
@@ -65,7 +66,7 @@ def shortcut_a_forward(x, pad):
     n, c, h, w = (int(s) for s in x.shape)
     pad = int(pad)
     co, oh, ow = c + 2 * pad, (h + 1) // 2, (w + 1) // 2
-    y = cuda.device_array((n, co, oh, ow), dtype=np.float32)
+    y = empty((n, co, oh, ow), dtype=np.float32)
     if y.size:
         shortcut_forward_kernel[blocks(y.size), THREADS](flat(x), flat(y), c, h, w, co, oh, ow, pad)
     return y
@@ -77,7 +78,7 @@ def shortcut_a_backward(grad_y, x_shape, pad):
     pad = int(pad)
     co, oh, ow = c + 2 * pad, (h + 1) // 2, (w + 1) // 2
     device_f32(grad_y, "cuda shortcut_a_backward", "grad_y", shape=(n, co, oh, ow))
-    gx = cuda.device_array((n, c, h, w), dtype=np.float32)
+    gx = empty((n, c, h, w), dtype=np.float32)
     if gx.size:
         shortcut_backward_kernel[blocks(gx.size), THREADS](flat(grad_y), flat(gx), c, h, w, co, oh, ow, pad)
     return gx

@@ -23,9 +23,11 @@ def mlp_step():
     return lambda: net.train_step(x, y, loss_fn, opt)
 
 
-def test_a_training_step_launches_allocates_and_waits_exactly_this_much():
+def test_a_training_step_launches_allocates_and_waits_exactly_this_much(monkeypatch):
+    from manualbp.kernels.cuda import buffers
     from manualbp.kernels.cuda.launch import device_constant, empty_f32
 
+    monkeypatch.setattr(buffers, "CACHE", buffers.BufferCache())  # an empty buffer cache, whatever ran before
     device_constant(1.0), empty_f32()  # made once per process (the scalar 1.0 scale reads, "no bias")
     step = mlp_step()
     with counting() as first:
@@ -48,13 +50,16 @@ def test_a_training_step_launches_allocates_and_waits_exactly_this_much():
     }
     assert c.total_launches == 13
     assert first.launches["_sgd_update"] == 4  # the first step: one per parameter, making the momentum buffers
-    # every kernel output is a new array, but the 4 gradients, written into the flat gradient buffer.  The
-    # first step also makes the 4 momentum buffers, the Uploader's 2 device buffers (x and y, reused by every
-    # later batch), and then the three flat buffers (values, gradients, momentum), copying the 4 parameters'
-    # arrays of each into them
-    assert c.allocations == 13 - 4
-    assert first.allocations == 13 + 4 + 2 + 3 and first.copies == 3 * 4 and c.copies == 0
-    assert c.bytes > 0
+    # The second step allocates nothing: every kernel output is an array of the first step handed out again
+    # by the buffer cache (kernels/cuda/buffers.py), and the 4 gradients are written into the flat gradient
+    # buffer.  The first step asks for the 13 outputs, the 4 momentum buffers, the Uploader's 2 device buffers
+    # (x and y, reused by every later batch) and then the three flat buffers (values, gradients, momentum),
+    # copying the 4 parameters' arrays of each into them; two of those requests are served by arrays the
+    # same step let go of already (the second Linear's bias gradient, shape (2,), takes the per-sample
+    # losses' array once they are summed; its weight's momentum buffer, (2, 3), an activation gradient's)
+    assert c.allocations == 0
+    assert first.allocations == 13 + 4 + 2 + 3 - 2 and first.copies == 3 * 4 and c.copies == 0
+    assert c.bytes == 0 and first.bytes > 0
     # the batch goes up (x and y), and the loss comes back once, for the nan check before backward, which
     # item() reads again; the class indices are checked on the pinned copy they were uploaded from
     assert (c.uploads, c.downloads) == (2, 1)
