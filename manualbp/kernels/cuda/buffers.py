@@ -33,13 +33,31 @@ import numpy as np
 from numba import cuda
 
 
-def _holders(a):
-    """(references to the array, references to its memory, numba's count of views of that memory)."""
+def _memory(a):
+    """The object that owns ``a``'s memory, and whether it keeps numba's count of views (``refct``)."""
     mem = getattr(a, "gpu_data", None)
     if mem is None or not hasattr(mem, "refct"):  # the simulator: a NumPy array inside
-        mem = a._ary
-        return sys.getrefcount(a), sys.getrefcount(mem), 0
-    return sys.getrefcount(a), sys.getrefcount(mem), mem.refct
+        return a._ary, False
+    return mem, True
+
+
+class _Entry:
+    """An array the cache made, the owner of its memory, and its counts while only the cache holds it."""
+
+    __slots__ = ("array", "counts", "mem", "views")
+
+    def __init__(self, array):
+        self.array = array
+        self.mem, self.views = _memory(array)
+        self.counts = None  # taken by the cache once nothing but this entry holds the array
+
+
+    def holders(self):
+        """(references to the array, references to its memory, numba's count of views of that memory)."""
+        return sys.getrefcount(self.array), sys.getrefcount(self.mem), (self.mem.refct if self.views else 0)
+
+    def free(self):
+        return self.holders() == self.counts
 
 
 class BufferCache:
@@ -47,49 +65,69 @@ class BufferCache:
 
     def __init__(self, enabled=True):
         self.enabled = enabled
-        self._entries = {}  # (shape, dtype.str) -> [[array, its counts while only the cache holds it], ...]
+        self._entries = {}  # (shape, dtype.str) -> [list of _Entry, where the next search starts]
         self.hits = 0  # requests served from the cache
         self.misses = 0  # requests that allocated
 
     def empty(self, shape, dtype=np.float32):
-        """A device array of ``shape`` and ``dtype`` with unspecified values, as ``numba.cuda.device_array``."""
+        """A device array of ``shape`` and ``dtype`` with unspecified values, as ``numba.cuda.device_array``.
+
+        The search for a free array starts after the last one handed out for this key: a step asks for its
+        arrays in the same order as the step before, which let them go in about that order, so the next
+        free one is usually the first one looked at."""
         shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
         dt = np.dtype(dtype)
         if not self.enabled:
             return cuda.device_array(shape, dtype=dt)
-        entries = self._entries.setdefault((shape, dt.str), [])
-        for entry in entries:
-            if _holders(entry[0]) == entry[1]:  # (the same expression as where entry[1] was taken)
+        slot = self._entries.get((shape, dt.str))
+        if slot is None:
+            slot = self._entries[(shape, dt.str)] = [[], 0]
+        entries, start = slot
+        n = len(entries)
+        for k in range(n):
+            i = start + k
+            if i >= n:
+                i -= n
+            entry = entries[i]
+            if entry.free():
+                slot[1] = i + 1 if i + 1 < n else 0
                 self.hits += 1
-                _forget(entry[0])
-                return entry[0]
+                _forget(entry.array)
+                return entry.array
         self.misses += 1
-        entry = [cuda.device_array(shape, dtype=dt), None]
-        entry[1] = _holders(entry[0])
+        entry = _Entry(cuda.device_array(shape, dtype=dt))
+        entry.counts = entry.holders()  # (no variable here refers to the array itself: only the entry)
         entries.append(entry)
-        return entry[0]
+        slot[1] = 0
+        return entry.array
 
     def release(self):
         """Drop every array nothing else refers to (the memory goes back to the driver); keep the others."""
         for key in list(self._entries):
-            kept = [entry for entry in self._entries[key] if _holders(entry[0]) != entry[1]]
+            kept = [entry for entry in self._entries[key][0] if not entry.free()]
             if kept:
-                self._entries[key] = kept
+                self._entries[key] = [kept, 0]
             else:
                 del self._entries[key]
 
     def cached_bytes(self):
         """Bytes of device memory this cache holds, in use or free."""
-        return sum(entry[0].size * entry[0].dtype.itemsize for entries in self._entries.values() for entry in entries)
+        return sum(e.array.size * e.array.dtype.itemsize for entries, _ in self._entries.values() for e in entries)
 
     def __len__(self):
-        return sum(len(entries) for entries in self._entries.values())
+        return sum(len(entries) for entries, _ in self._entries.values())
+
+
+_forget_hook = []  # device.forget, imported on first use (device.py imports no numba.cuda)
 
 
 def _forget(a):
-    from ...device import forget  # the host side's notes about this object (no numba.cuda import there)
+    """Tell the host side that ``a`` will hold new values (its notes about this object by identity go)."""
+    if not _forget_hook:
+        from ...device import forget
 
-    forget(a)
+        _forget_hook.append(forget)
+    _forget_hook[0](a)
 
 
 CACHE = BufferCache(enabled=os.environ.get("MANUALBP_NO_CUDA_MEMORY_CACHING", "0") in ("", "0"))
