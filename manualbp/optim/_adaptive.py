@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import kernels
 from ..device import cast
+from ..kernels import flat as flat_layout
 from .optimizer import Optimizer, check_number
 
 # torch's keyword-only options: foreach/fused pick torch's own implementation (here one kernel per
@@ -44,6 +45,28 @@ class AdaptiveOptimizer(Optimizer):
             buf = np.full(tuple(p.data.shape), fill, dtype=p.data.dtype)
         buf = state[name] = kernels.like(p.data, cast(buf, p.data.dtype, type(self).__name__))
         return buf
+
+    def _flat_group(self, index, group, names):
+        """(FlatGroup, step) when one launch can update the whole group now, else None.
+
+        On the GPU, from the second step on, a group's parameters, gradients and state buffers ``names`` lie
+        end to end in one device array per kind (``kernels/flat.py``); the update is the same element by
+        element, so one launch over the flat arrays is every parameter's update.  It needs all of them still
+        in place and every parameter at the same step count (the count enters the bias corrections and
+        Adagrad's decay); then each count is advanced here, and the common one returned."""
+        flat = self.__dict__.setdefault("_flat", {}).get(index, (None, 0))[0]
+        params = group["params"]
+        if flat is None or flat.names != names or not flat.in_place(params, self.state):
+            return None
+        if len({self.state[id(p)].get("step") for p in params}) != 1:
+            return None
+        for p in params:
+            state = self._count_step(p)
+        return flat, state["step"]
+
+    def _flat_after(self, index, group, names):
+        """After a step that went parameter by parameter: lay the group out flat for the next one (GPU only)."""
+        flat_layout.after_step(self.__dict__.setdefault("_flat", {}), index, group["params"], self.state, names)
 
     def _count_step(self, p):
         """The parameter's state with its step count advanced by one (torch counts before it updates)."""

@@ -50,7 +50,13 @@ class Adagrad(AdaptiveOptimizer):
         """Update every parameter that has a gradient, in place (a frozen one is skipped); returns
         ``closure()`` when one is given, which is called first (as torch)."""
         loss = closure() if closure is not None else None
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
+            flat = self._flat_group(index, group, ("sum",))
+            if flat is not None:  # the whole group in one launch over its flat arrays (kernels/flat.py)
+                f, step = flat
+                kernels.adagrad_update(f.data, f.grad, f.state["sum"], group["lr"], group["lr_decay"],
+                                       group["weight_decay"], group["eps"], step)
+                continue
             for p in group["params"]:
                 g = self._grad(p)
                 if g is None:
@@ -60,4 +66,5 @@ class Adagrad(AdaptiveOptimizer):
                 # (D13), (D14) for every element in one pass; the NumPy twin is reference.adagrad_update
                 kernels.adagrad_update(p.data, g, state_sum, group["lr"], group["lr_decay"],
                                        group["weight_decay"], group["eps"], state["step"])
+            self._flat_after(index, group, ("sum",))
         return loss

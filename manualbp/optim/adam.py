@@ -62,9 +62,17 @@ class Adam(AdaptiveOptimizer):
         """Update every parameter that has a gradient, in place (a frozen one is skipped); returns
         ``closure()`` when one is given, which is called first (as torch)."""
         loss = closure() if closure is not None else None
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             beta1, beta2 = group["betas"]
             amsgrad = group["amsgrad"]
+            names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if amsgrad else ("exp_avg", "exp_avg_sq")
+            flat = self._flat_group(index, group, names)
+            if flat is not None:  # the whole group in one launch over its flat arrays (kernels/flat.py)
+                f, step = flat
+                kernels.adam_update(f.data, f.grad, f.state["exp_avg"], f.state["exp_avg_sq"],
+                                    f.state.get("max_exp_avg_sq"), group["lr"], beta1, beta2, group["eps"],
+                                    group["weight_decay"], step, amsgrad, group["decoupled_weight_decay"])
+                continue
             for p in group["params"]:
                 g = self._grad(p)
                 if g is None:
@@ -77,6 +85,7 @@ class Adam(AdaptiveOptimizer):
                 # the NumPy twin, reference.adam_update, spells the update out line by line)
                 kernels.adam_update(p.data, g, m, v, v_max, group["lr"], beta1, beta2, group["eps"],
                                     group["weight_decay"], state["step"], amsgrad, group["decoupled_weight_decay"])
+            self._flat_after(index, group, names)
         return loss
 
 

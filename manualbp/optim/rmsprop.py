@@ -50,8 +50,16 @@ class RMSprop(AdaptiveOptimizer):
         """Update every parameter that has a gradient, in place (a frozen one is skipped); returns
         ``closure()`` when one is given, which is called first (as torch)."""
         loss = closure() if closure is not None else None
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             mu, centered = group["momentum"], group["centered"]
+            names = ("square_avg",) + (("momentum_buffer",) if mu > 0 else ()) + (("grad_avg",) if centered else ())
+            flat = self._flat_group(index, group, names)
+            if flat is not None:  # the whole group in one launch over its flat arrays (kernels/flat.py)
+                f = flat[0]
+                kernels.rmsprop_update(f.data, f.grad, f.state["square_avg"], f.state.get("grad_avg"),
+                                       f.state.get("momentum_buffer"), group["lr"], group["alpha"], group["eps"],
+                                       group["weight_decay"], mu, centered)
+                continue
             for p in group["params"]:
                 g = self._grad(p)
                 if g is None:
@@ -63,4 +71,5 @@ class RMSprop(AdaptiveOptimizer):
                 # (D9)-(D12) for every element in one pass; the NumPy twin is reference.rmsprop_update
                 kernels.rmsprop_update(p.data, g, square_avg, grad_avg, buf, group["lr"], group["alpha"],
                                        group["eps"], group["weight_decay"], mu, centered)
+            self._flat_after(index, group, names)
         return loss

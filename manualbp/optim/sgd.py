@@ -73,7 +73,7 @@ class SGD(Optimizer):
         for index, group in enumerate(self.param_groups):
             lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
             wd, nesterov = group["weight_decay"], group["nesterov"]
-            flat, packs = flats.get(index, (None, 0))
+            flat = flats.get(index, (None, 0))[0]
             if flat is not None and flat.in_place(group["params"], self.state):
                 # every parameter of the group at once: (O3)-(O6) element by element over the flat arrays
                 kernels.sgd_update(flat.data, flat.grad, flat.buf, lr, mu, tau, wd, nesterov, False)
@@ -98,10 +98,4 @@ class SGD(Optimizer):
                 # (O3)-(O6) for every element, in one compiled loop (kernels/cpu/optim.py, or one CUDA kernel
                 # launch on the GPU; the NumPy twin, reference.sgd_update, spells the update out line by line)
                 kernels.sgd_update(p.data, p.grad, buf, lr, mu, tau, wd, nesterov, first)
-            if flat is not None and flat.in_place(group["params"], self.state, grads=False):
-                continue  # laid out still; a gradient came from elsewhere this time
-            flats.pop(index, None)  # (its device memory goes with it)
-            if packs < flat_layout.MAX_PACKS and flat_layout.can_pack(group["params"], self.state, mu != 0):
-                flats[index] = (flat_layout.FlatGroup(group["params"], self.state, mu != 0), packs + 1)  # next step on
-            elif packs:
-                flats[index] = (None, packs)  # remember how often, so that a group that keeps changing stops
+            flat_layout.after_step(flats, index, group["params"], self.state, mu != 0)
