@@ -493,3 +493,11 @@ def test_gradient_operations_write_into_out_when_given():
             assert got[1] is outs[0] and got[2] is outs[1]
             for a, b in zip(got[:3], plain[:3]):
                 np.testing.assert_array_equal(a, b)
+        rows = x3.reshape(12, 5)  # LayerNorm over the last 5 of 12 rows
+        lmean, linv = rows.mean(axis=1), 1 / rows.std(axis=1)
+        plain = impl.layer_norm_backward(g3.reshape(12, 5), rows, w[:1].repeat(5), lmean, linv)
+        outs = (np.empty(5), np.empty(5))
+        got = impl.layer_norm_backward(g3.reshape(12, 5), rows, w[:1].repeat(5), lmean, linv, outs)
+        assert got[1] is outs[0] and got[2] is outs[1]
+        for a, b in zip(got, plain):
+            np.testing.assert_array_equal(a, b)

@@ -29,10 +29,13 @@ def layer_norm_forward(x, weight, bias, eps):
     return _impl("layer_norm_forward", x, weight, bias).layer_norm_forward(x, weight, bias, eps)
 
 
-def layer_norm_backward(grad_y, x, weight, mean, invstd):
-    """(dL/dx, dL/dgamma, dL/dbeta) of ``layer_norm_forward``.  (LD4), (LD5)"""
-    return _impl("layer_norm_backward", grad_y, x, weight, mean, invstd).layer_norm_backward(
-        grad_y, x, weight, mean, invstd)
+def layer_norm_backward(grad_y, x, weight, mean, invstd, out=(None, None)):
+    """(dL/dx, dL/dgamma, dL/dbeta) of ``layer_norm_forward``.  (LD4), (LD5)
+    ``out``: (where dL/dgamma goes, where dL/dbeta goes), each of D elements, as batch_norm_backward's."""
+    impl = _impl("layer_norm_backward", grad_y, x, weight, mean, invstd)
+    if out[0] is None and out[1] is None:
+        return impl.layer_norm_backward(grad_y, x, weight, mean, invstd)
+    return impl.layer_norm_backward(grad_y, x, weight, mean, invstd, out=out)
 
 
 def dropout_forward(x, p, key, inner, inplace):

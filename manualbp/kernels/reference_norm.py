@@ -104,9 +104,10 @@ def layer_norm_forward(x, weight, bias, eps):
     return np.ascontiguousarray(y, dtype=x.dtype), mean.astype(x.dtype), invstd.astype(x.dtype)
 
 
-def layer_norm_backward(grad_y, x, weight, mean, invstd):
+def layer_norm_backward(grad_y, x, weight, mean, invstd, out=(None, None)):
     """(dL/dx, dL/dgamma, dL/dbeta): BatchNorm's gradient (BN7) along each row instead of each channel (LD4),
-    and the parameter gradients summed over the rows (LD5)."""
+    and the parameter gradients summed over the rows (LD5).  ``out``: arrays of D elements to copy dL/dgamma and
+    dL/dbeta into (``outputs.written``), as batch_norm_backward's."""
     D = x.shape[1]
     xhat = (x - mean[:, None]) * invstd[:, None]
     dbeta = grad_y.sum(axis=0)
@@ -114,7 +115,8 @@ def layer_norm_backward(grad_y, x, weight, mean, invstd):
     ghat = grad_y if weight is None else grad_y * weight
     dx = (invstd[:, None] / D) * (D * ghat - ghat.sum(axis=1, keepdims=True)
                                   - xhat * (ghat * xhat).sum(axis=1, keepdims=True))  # (LD4)
-    return np.ascontiguousarray(dx, dtype=x.dtype), dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+    return (np.ascontiguousarray(dx, dtype=x.dtype), written(out[0], dgamma.astype(x.dtype)),
+            written(out[1], dbeta.astype(x.dtype)))
 
 
 # --- Dropout (derivations/15-layernorm-dropout.md) ----------------------------------------------------------

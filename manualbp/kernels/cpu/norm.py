@@ -403,8 +403,9 @@ def layer_norm_forward(x, weight, bias, eps):
     return y, mean, invstd
 
 
-def layer_norm_backward(grad_y, x, weight, mean, invstd):
-    """``reference.layer_norm_backward``: dL/dx one task per row, the parameter gradients one per column block."""
+def layer_norm_backward(grad_y, x, weight, mean, invstd, out=(None, None)):
+    """``reference.layer_norm_backward``: dL/dx one task per row, the parameter gradients one per column block;
+    ``out`` as there."""
     gy, x = np.ascontiguousarray(grad_y), np.ascontiguousarray(x)
     R, D = x.shape
     dt = x.dtype
@@ -415,7 +416,7 @@ def layer_norm_backward(grad_y, x, weight, mean, invstd):
         kernel = _ln_backward if x.size >= NORM_PARALLEL_MIN_ELEMENTS and R > 1 else _ln_backward_serial
         kernel(gy, x, gx, _affine(weight, D, dt, 1), mean, invstd)
         _ln_params(gy, x, mean, invstd, dgamma, dbeta)
-    return gx, dgamma, dbeta
+    return gx, written(out[0], dgamma), written(out[1], dbeta)
 
 
 # --- Dropout (derivations/15-layernorm-dropout.md) ---------------------------------------------------------

@@ -320,15 +320,16 @@ def layer_norm_forward(x, weight, bias, eps):
     return y, mean, invstd
 
 
-def layer_norm_backward(grad_y, x, weight, mean, invstd):
-    """(dL/dx, dL/dgamma, dL/dbeta): ``reference.layer_norm_backward``."""
+def layer_norm_backward(grad_y, x, weight, mean, invstd, out=(None, None)):
+    """(dL/dx, dL/dgamma, dL/dbeta): ``reference.layer_norm_backward``; ``out``: the (D,) arrays to write dL/dgamma
+    and dL/dbeta into (None: new ones)."""
     who = "cuda layer_norm_backward"
     device_f32(x, who, "x", ndim=2)
     device_f32(grad_y, who, "grad_y", shape=x.shape)
     R, D = x.shape
     w = optional_f32(weight, who, "weight", (D,))
     gx = empty(x.shape, np.float32)
-    dgamma, dbeta = empty(D, np.float32), empty(D, np.float32)
+    dgamma, dbeta = output(out[0], (D,), who, "out[0]"), output(out[1], (D,), who, "out[1]")
     if x.size:
         ln_backward_dx_kernel[R, THREADS](flat(grad_y), flat(x), w, mean, invstd, flat(gx), D, weight is not None)
         ln_backward_params_kernel[blocks(D), THREADS](flat(grad_y), flat(x), mean, invstd, dgamma, dbeta, D)

@@ -27,6 +27,11 @@ def mlp():  # the cheapest to simulate: two Linear layers
     return nn.Sequential(nn.Flatten(), nn.Linear(8, 4), nn.Linear(4, 3))
 
 
+def layernorm():  # LayerNorm writes its gradients into the flat buffer too
+    manualbp.manual_seed(7)
+    return nn.Sequential(nn.Flatten(), nn.Linear(8, 4), nn.LayerNorm(4), nn.Linear(4, 3))
+
+
 def residual():  # BatchNorm with and without the shortcut, through relu_after
     manualbp.manual_seed(5)
     return nn.Sequential(BasicBlock(2, 2), nn.Flatten(), nn.Linear(2 * 4, 3))
@@ -71,7 +76,7 @@ def assert_same(a, b):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-@pytest.mark.parametrize("build,steps,sgd", [(small, 2, {}), (small, 2, {"momentum": 0.0}),
+@pytest.mark.parametrize("build,steps,sgd", [(small, 2, {}), (small, 2, {"momentum": 0.0}), (layernorm, 2, {}),
                                              (residual, 2, {"nesterov": True, "weight_decay": 0.0})])
 def test_one_launch_per_group_gives_the_per_parameter_update_to_the_bit(monkeypatch, build, steps, sgd):
     model, opt, launches = run(monkeypatch, flat.MAX_PACKS, build, steps, **sgd)
