@@ -16,7 +16,8 @@ from manualbp.device import to_device, to_numpy
 from manualbp.kernels import flat
 
 RNG = np.random.default_rng(3)
-BATCHES = [(RNG.standard_normal((2, 8)).astype(np.float32), RNG.integers(0, 3, 2)) for _ in range(3)]
+SHAPES = [(4, 8), (4,), (3, 4), (3,)]  # the parameters of a Linear(8, 4) and a Linear(4, 3)
+GRADS = [[RNG.standard_normal(s).astype(np.float32) for s in SHAPES] for _ in range(3)]
 
 CASES = {
     "adam-amsgrad": (optim.Adam, {"lr": 0.01, "weight_decay": 1e-2, "amsgrad": True}, "_adam_update"),
@@ -27,19 +28,25 @@ CASES = {
 
 
 def run(monkeypatch, packs, make, kwargs, kernel, skip_first=False):
+    """Three optimizer steps on four GPU parameters, each gradient written the way a layer writes it: into
+    ``grad_buffer()`` when there is one (the flat gradient buffer), else a new array.  No forward or backward
+    runs: the optimizer is all that is simulated."""
     monkeypatch.setattr(flat, "MAX_PACKS", packs)
     manualbp.manual_seed(6)
-    model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3)).to("cuda")
-    opt = make(model.parameters(), **kwargs)
-    loss_fn = nn.CrossEntropyLoss()
-    params = list(model.parameters())
+    params = list(nn.Sequential(nn.Linear(8, 4), nn.Linear(4, 3)).to("cuda").parameters())
+    opt = make(params, **kwargs)
     launches = []
-    for i, (x, y) in enumerate(BATCHES):
+    for i, grads in enumerate(GRADS):
         opt.zero_grad()
-        loss_fn(model(to_device(x)), to_device(y))
-        model.backward(loss_fn.backward())
-        if skip_first and i == 1:
-            params[0].grad = None  # this parameter sits this step out: its step count falls behind
+        for p, g in zip(params, grads):
+            if skip_first and i == 1 and p is params[0]:
+                continue  # this parameter sits this step out: its step count falls behind
+            buf = p.grad_buffer()
+            if buf is None:
+                p.accumulate_grad(to_device(g))
+            else:
+                buf.copy_to_device(g)
+                p.accumulate_grad(buf)
         with counting() as c:
             opt.step()
         launches.append(c.launches.get(kernel, 0))
