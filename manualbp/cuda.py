@@ -73,7 +73,8 @@ class Counts:
     """What the code inside ``manualbp.cuda.counting()`` asked of the GPU, counted on the host.
 
     launches     kernel launches, as a dict {kernel name: count} (``total_launches`` adds them up)
-    allocations  device arrays allocated (``numba.cuda.device_array``/``device_array_like``/``to_device``)
+    allocations  device arrays allocated (``numba.cuda.device_array``/``device_array_like``/``to_device``); an
+                 array the GPU wrappers' buffer cache hands out again is not an allocation
     bytes        the bytes those allocations asked for
     uploads      host-to-device copies (``to_device``, ``copy_to_device`` from a host array)
     copies       device-to-device copies (``copy_to_device`` from a device array)

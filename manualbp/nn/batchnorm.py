@@ -201,24 +201,18 @@ class _BatchNorm(Module):
             gx, dgamma, dbeta = kernels.empty_like(g3), _zeros_like(w), _zeros_like(w)
             gz = kernels.empty_like(g3) if self._with_residual else None
         elif relu_out is None:
+            out = Parameter.grad_buffers(self.weight, self.bias)  # (the flat gradient buffer on the GPU, or None)
             gx, dgamma, dbeta = kernels.batch_norm_backward(g3, x, w, self._mean, self._invstd, self._batch_stats,
-                                                            out=self._grad_buffers())  # (BN5)-(BN7), (BN11)
+                                                            out=out)  # (BN5)-(BN7), (BN11)
         else:  # ReLU's backward (A2), then BatchNorm's, in one pass
+            out = Parameter.grad_buffers(self.weight, self.bias)
             gx, dgamma, dbeta, gz = kernels.batch_norm_relu_backward(g3, relu_out, x, w, self._mean, self._invstd,
-                                                                     self._batch_stats, self._with_residual,
-                                                                     out=self._grad_buffers())
+                                                                     self._batch_stats, self._with_residual, out=out)
         if self.weight is not None:
             self.weight.accumulate_grad(dgamma)  # (BN6)
         if self.bias is not None:
             self.bias.accumulate_grad(dbeta)  # (BN5)
         return gx.reshape(self._shape), (None if gz is None else gz.reshape(self._shape))
-
-    def _grad_buffers(self):
-        """Where dL/dgamma and dL/dbeta may be written (``Parameter.grad_buffer``): both, or neither."""
-        if self.weight is None or self.bias is None:
-            return None, None
-        out = self.weight.grad_buffer(), self.bias.grad_buffer()
-        return out if out[0] is not None and out[1] is not None else (None, None)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "

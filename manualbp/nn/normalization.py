@@ -80,7 +80,7 @@ class LayerNorm(Module):
         if tuple(g.shape) != self._shape:
             raise ValueError(f"LayerNorm.backward: expected grad_output of shape {self._shape}, got {tuple(g.shape)}")
         w = self.weight.data.reshape(x.shape[1]) if self.weight is not None else None
-        bufs = self._grad_buffers()  # on the GPU with a flat optimizer: where the gradients go (kernels/flat.py)
+        bufs = Parameter.grad_buffers(self.weight, self.bias)  # on the GPU with a flat optimizer: where the gradients go (kernels/flat.py)
         out = (None, None) if bufs[0] is None else (bufs[0].reshape(x.shape[1]), bufs[1].reshape(x.shape[1]))
         gx, dgamma, dbeta = kernels.layer_norm_backward(g.reshape(tuple(x.shape)), x, w, self._mean,
                                                         self._invstd, out=out)  # (LD4), (LD5)
@@ -89,13 +89,6 @@ class LayerNorm(Module):
         if self.bias is not None:
             self.bias.accumulate_grad(dbeta.reshape(self.normalized_shape) if bufs[1] is None else bufs[1])
         return gx.reshape(self._shape)
-
-    def _grad_buffers(self):
-        """Where dL/dgamma and dL/dbeta may be written (``Parameter.grad_buffer``): both, or neither."""
-        if self.weight is None or self.bias is None:
-            return None, None
-        out = self.weight.grad_buffer(), self.bias.grad_buffer()
-        return out if out[0] is not None and out[1] is not None else (None, None)
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "

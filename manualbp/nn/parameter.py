@@ -102,13 +102,22 @@ class Parameter:
 
     def grad_buffer(self):
         """Where the next gradient may be written: None (a kernel makes a new array), except on the GPU
-        when an optimizer keeps this parameter in flat buffers (SGD does, to update every parameter of a
-        group in one launch) and ``grad`` is None: then this parameter's place in the flat gradient
+        when an optimizer keeps this parameter in flat buffers (SGD, Adam, AdamW, RMSprop and Adagrad do, to
+        update every parameter of a group in one launch) and ``grad`` is None: then this parameter's place in the flat gradient
         buffer, which a layer passes to the kernel as ``out`` so that the gradient lands there."""
         slot = getattr(self, "_slot", None)
         if slot is None or self.grad is not None or slot[0] is not self.data:
             return None  # (slot[0] is not data: the parameter was moved or given new values since)
         return slot[1]
+
+    @staticmethod
+    def grad_buffers(weight, bias):
+        """(weight.grad_buffer(), bias.grad_buffer()) when both have one, else (None, None): for a layer whose
+        kernel writes both gradients or neither (BatchNorm, LayerNorm)."""
+        if weight is None or bias is None:
+            return None, None
+        out = weight.grad_buffer(), bias.grad_buffer()
+        return out if out[0] is not None and out[1] is not None else (None, None)
 
     def accumulate_grad(self, g):
         """Add a freshly computed gradient into ``.grad`` (on the first call, ``g`` itself becomes ``.grad``:

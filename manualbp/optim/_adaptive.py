@@ -54,7 +54,7 @@ class AdaptiveOptimizer(Optimizer):
         element, so one launch over the flat arrays is every parameter's update.  It needs all of them still
         in place and every parameter at the same step count (the count enters the bias corrections and
         Adagrad's decay); then each count is advanced here, and the common one returned."""
-        flat = self.__dict__.setdefault("_flat", {}).get(index, (None, 0))[0]
+        flat = self._flat.get(index, (None, 0))[0]
         params = group["params"]
         if flat is None or flat.names != names or not flat.in_place(params, self.state):
             return None
@@ -66,7 +66,7 @@ class AdaptiveOptimizer(Optimizer):
 
     def _flat_after(self, index, group, names):
         """After a step that went parameter by parameter: lay the group out flat for the next one (GPU only)."""
-        flat_layout.after_step(self.__dict__.setdefault("_flat", {}), index, group["params"], self.state, names)
+        flat_layout.after_step(self._flat, index, group["params"], self.state, names)
 
     def _count_step(self, p):
         """The parameter's state with its step count advanced by one (torch counts before it updates)."""

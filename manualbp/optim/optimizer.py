@@ -32,6 +32,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}  # id(Parameter) -> dict of buffers
+        self._flat = {}  # group index -> (FlatGroup or None, times laid out): the GPU's one-launch update, kernels/flat.py
         for group in groups:
             self.add_param_group(group)
 

@@ -52,7 +52,6 @@ class SGD(Optimizer):
                                  f"through the update); leave {name}=False")
         super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
                                       "nesterov": nesterov, "weight_decay": weight_decay})
-        self._flat = {}  # group index -> (FlatGroup, times laid out): the GPU's one-launch update, kernels/flat.py
 
     def _check_group(self, group):
         who = "SGD"
